@@ -1,0 +1,7 @@
+//! ciliumc-compiler: the passes from input files to eBPF objects.
+//!
+//! `frontend` (files → typed, validated objects with source spans) → `resolve` (objects → identities,
+//! endpoints and per-endpoint policy IR) → `connlist` (IR → allowed connections).
+pub mod connlist;
+pub mod frontend;
+pub mod resolve;

@@ -1,0 +1,1 @@
+//! ciliumc-ir: the data model shared by every pass.

@@ -1,0 +1,1 @@
+//! ciliumc-runtime: loads and runs what `ciliumc compile` produces.

@@ -1,0 +1,1 @@
+//! Kernel test harness used by every crate's kernel tests.
