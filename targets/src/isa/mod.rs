@@ -1,6 +1,31 @@
-//! The eBPF instruction set through cpu v4.
+//! # The eBPF instruction set, cpu v1..v4
+//!
+//! In: typed instructions ([`Insn`]) or raw 8-byte slots ([`RawInsn`]). Out: the other one.
+//!
+//! - [`Insn`] is the source of truth: one variant per instruction form (ALU/ALU64 with K and X
+//!   sources incl. signed div/mod and `movsx`, `le`/`be`/`bswap`, JMP/JMP32, `goto`/`gotol`,
+//!   helper / bpf-to-bpf / kfunc calls, `exit`, loads and stores incl. sign-extending loads,
+//!   atomics, `ld_imm64` with pseudo sources, legacy `LD_ABS`/`LD_IND`). Operands are newtypes
+//!   ([`Reg`]) and small enums, so codegen cannot build a structurally invalid instruction.
+//! - [`encode`] turns a program into slots (an `ld_imm64` takes two), [`decode`] does the reverse
+//!   strictly (reserved fields must be zero, as the kernel demands) and reports the failing slot
+//!   index and reason in [`DecodeError`]. `decode(&encode(p)) == p` for every program.
+//! - [`opcode`] holds the kernel's opcode constants for code that works on raw slots.
+//!
+//! Text forms live next door: `disasm` prints slots as `llvm-objdump-19 -d` does, `asm` parses
+//! that text back into `Insn`s.
 
+mod decode;
+mod encode;
+mod insn;
 pub mod opcode;
+
+pub use decode::{DecodeError, DecodeReason, decode, decode_one};
+pub use encode::encode;
+pub use insn::{
+    AluOp, AtomicOp, AtomicSize, ByteOrder, ExtFrom, Insn, JmpOp, Operand, PktSize, PseudoKind,
+    Reg, Size, SwapBits, SxSize, Width,
+};
 
 /// One raw 8-byte eBPF instruction slot, as the kernel's `struct bpf_insn`.
 /// `ld_imm64` occupies two consecutive slots.

@@ -84,3 +84,11 @@ pub const BPF_PSEUDO_FUNC: u8 = 4;
 pub const MAX_REG: u8 = 10;
 /// The frame pointer, read-only.
 pub const BPF_REG_FP: u8 = 10;
+/// call src: kfunc call, imm is a BTF id.
+pub const BPF_PSEUDO_KFUNC_CALL: u8 = 2;
+/// ld_imm64 src: imm is a BTF id of a kernel variable.
+pub const BPF_PSEUDO_BTF_ID: u8 = 3;
+/// ld_imm64 src: imm is an index into the fd array.
+pub const BPF_PSEUDO_MAP_IDX: u8 = 5;
+/// ld_imm64 src: imm is an fd-array index, second imm an offset into the map value.
+pub const BPF_PSEUDO_MAP_IDX_VALUE: u8 = 6;

@@ -1,0 +1,74 @@
+//! Go-template detection: manifests with `{{ ... }}` placeholders are templates, not objects.
+//!
+//! In: a file's text. Out: one error at the first placeholder (outside `#` comments), naming how many more
+//! there are; the loader then skips the file, because the YAML around placeholders is not meaningful.
+use super::diagnostic::{Diagnostic, codes};
+use super::tree::{Span, pos_at};
+
+/// Finds Go-template placeholders; `None` when there are none.
+pub fn check(file: &str, text: &str) -> Option<Diagnostic> {
+    let mut found: Vec<(usize, usize)> = Vec::new();
+    let mut line_start = 0;
+    for line in text.split_inclusive('\n') {
+        let content = strip_comment(line);
+        let mut from = 0;
+        while let Some(open) = content[from..].find("{{") {
+            let open = from + open;
+            match content[open + 2..].find("}}") {
+                Some(close) => {
+                    let close = open + 2 + close + 2;
+                    found.push((line_start + open, line_start + close));
+                    from = close;
+                }
+                None => break,
+            }
+        }
+        line_start += line.len();
+    }
+    let &(start, end) = found.first()?;
+    let placeholder = &text[start..end];
+    let span = Span { start: pos_at(text, start), end: pos_at(text, end) };
+    let mut d = Diagnostic::error(
+        codes::GO_TEMPLATE,
+        format!("Go-template placeholder `{placeholder}`: this file is a template, not a manifest"),
+        file,
+        span,
+    )
+    .with_found(format!("`{placeholder}`"))
+    .with_expected("a plain YAML/JSON manifest")
+    .with_note("render the template first (e.g. `helm template` or the tool that owns it); the file was skipped");
+    if found.len() > 1 {
+        d = d.with_note(format!("{} more placeholder(s) in this file", found.len() - 1));
+    }
+    Some(d)
+}
+
+/// The part of a line before a YAML comment: `#` at the start or after whitespace, outside quotes.
+fn strip_comment(line: &str) -> &str {
+    let bytes = line.as_bytes();
+    let (mut single, mut double) = (false, false);
+    for (i, &b) in bytes.iter().enumerate() {
+        match b {
+            b'\'' if !double => single = !single,
+            b'"' if !single => double = !double,
+            b'#' if !single && !double && (i == 0 || bytes[i - 1].is_ascii_whitespace()) => return &line[..i],
+            _ => {}
+        }
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_placeholders_outside_comments() {
+        let text = "# {{ not this }}\nmetadata:\n  name: {{.TestNamespace}}\n  x: \"{{ .Other }}\"\n";
+        let d = check("t.yaml", text).unwrap();
+        assert_eq!((d.line, d.column), (3, 9));
+        assert!(d.message.contains("{{.TestNamespace}}"));
+        assert!(d.notes.iter().any(|n| n.contains("1 more")));
+        assert!(check("t.yaml", "a: '{ {x} }'\n# {{x}}\n").is_none());
+    }
+}

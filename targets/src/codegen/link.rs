@@ -1,0 +1,225 @@
+//! The linker/assembler: block layout, branch resolution, jump relaxation and relocations.
+//!
+//! In: emitted blocks in layout order. Out: one [`FunctionCode`].
+//!
+//! - A jump to the next block disappears (fall-through); a conditional branch whose "then" block is
+//!   next is inverted so the other side falls through.
+//! - Jumps whose distance does not fit the short range become long: an unconditional `ja` becomes
+//!   `gotol` (JMP32|JA, 32-bit offset in `imm`, cpu v4, same size); a conditional branch becomes an
+//!   inverted short branch over a `gotol` (JSET, which has no inverse, becomes `jset +1; ja +1;
+//!   gotol`). Lengthening one branch can push another out of range, so relaxation repeats until
+//!   nothing changes (it only ever grows, so it terminates).
+//! - Every offset is bounds-checked when written.
+//!
+//! The default short range is deliberately below ±32767: with `net.core.bpf_jit_harden=2` the
+//! kernel blinds constants, rewriting one instruction into up to three, and a jump that fit before
+//! the rewrite fails with ERANGE after it. `gotol` is not rewritten that way.
+
+use super::emit::{EBlock, ETerm};
+use super::error::CodegenError;
+use super::ir::BlockId;
+use crate::isa::RawInsn;
+use crate::isa::opcode::*;
+use crate::program::{FunctionCode, Reloc};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LinkOptions {
+    /// Largest |offset| written into a 16-bit jump; farther jumps use `gotol`.
+    pub short_jump_limit: i32,
+}
+
+impl Default for LinkOptions {
+    fn default() -> Self {
+        // 3x expansion under constant blinding: 32767 / 3, rounded down for slack.
+        LinkOptions { short_jump_limit: 10_000 }
+    }
+}
+
+/// A jump to place at the end of a block.
+#[derive(Clone, Copy, Debug)]
+enum Site {
+    Ja { target: usize },
+    Cond { jmp32: bool, op: u8, dst: u8, src: Option<u8>, imm: i32, target: usize, long: bool },
+}
+
+impl Site {
+    fn size(&self) -> usize {
+        match *self {
+            Site::Ja { .. } => 1,
+            Site::Cond { long: false, .. } => 1,
+            Site::Cond { op, long: true, .. } => {
+                if op == BPF_JSET {
+                    3
+                } else {
+                    2
+                }
+            }
+        }
+    }
+}
+
+fn invert(op: u8) -> Option<u8> {
+    Some(match op {
+        BPF_JEQ => BPF_JNE,
+        BPF_JNE => BPF_JEQ,
+        BPF_JGT => BPF_JLE,
+        BPF_JLE => BPF_JGT,
+        BPF_JGE => BPF_JLT,
+        BPF_JLT => BPF_JGE,
+        BPF_JSGT => BPF_JSLE,
+        BPF_JSLE => BPF_JSGT,
+        BPF_JSGE => BPF_JSLT,
+        BPF_JSLT => BPF_JSGE,
+        _ => return None,
+    })
+}
+
+/// Links the blocks of one function (the first block is the entry).
+pub fn link(
+    name: &str,
+    section: &str,
+    blocks: Vec<EBlock>,
+    num_block_ids: usize,
+    opts: LinkOptions,
+) -> Result<FunctionCode, CodegenError> {
+    let limit = i64::from(opts.short_jump_limit.clamp(1, i32::from(i16::MAX)));
+    let mut index = vec![usize::MAX; num_block_ids];
+    for (i, b) in blocks.iter().enumerate() {
+        index[b.id.0 as usize] = i;
+    }
+    let internal = |msg: String| CodegenError::Internal { func: name.to_string(), msg };
+    let idx = |b: BlockId| -> Result<usize, CodegenError> {
+        index
+            .get(b.0 as usize)
+            .copied()
+            .filter(|&i| i != usize::MAX)
+            .ok_or_else(|| internal(format!("jump to a block that was not emitted: {b}")))
+    };
+    // Turn terminators into jump sites, knowing which block comes next.
+    let mut sites: Vec<Vec<Site>> = Vec::with_capacity(blocks.len());
+    for (i, b) in blocks.iter().enumerate() {
+        let next = i + 1;
+        let mut s = Vec::new();
+        match b.term {
+            ETerm::Exit => {}
+            ETerm::Jump(t) => {
+                let t = idx(t)?;
+                if t != next {
+                    s.push(Site::Ja { target: t });
+                }
+            }
+            ETerm::Cond { jmp32, op, dst, src, imm, then_, else_ } => {
+                let (t, e) = (idx(then_)?, idx(else_)?);
+                if t == e {
+                    if t != next {
+                        s.push(Site::Ja { target: t });
+                    }
+                } else if e == next {
+                    s.push(Site::Cond { jmp32, op, dst, src, imm, target: t, long: false });
+                } else if let (true, Some(inv)) = (t == next, invert(op)) {
+                    s.push(Site::Cond { jmp32, op: inv, dst, src, imm, target: e, long: false });
+                } else {
+                    s.push(Site::Cond { jmp32, op, dst, src, imm, target: t, long: false });
+                    s.push(Site::Ja { target: e });
+                }
+            }
+        }
+        sites.push(s);
+    }
+    // Relaxation.
+    let mut start = vec![0usize; blocks.len() + 1];
+    loop {
+        let mut pos = 0usize;
+        for (i, b) in blocks.iter().enumerate() {
+            start[i] = pos;
+            pos += b.insns.len() + sites[i].iter().map(Site::size).sum::<usize>();
+        }
+        start[blocks.len()] = pos;
+        let mut changed = false;
+        for (i, b) in blocks.iter().enumerate() {
+            let mut at = start[i] + b.insns.len();
+            for site in sites[i].iter_mut() {
+                if let Site::Cond { target, long, .. } = site
+                    && !*long
+                {
+                    let off = start[*target] as i64 - (at as i64 + 1);
+                    if off.abs() > limit {
+                        *long = true;
+                        changed = true;
+                    }
+                }
+                at += site.size();
+            }
+        }
+        if !changed {
+            break;
+        }
+    }
+    // Emission with bounds-checked fixups.
+    let total = start[blocks.len()];
+    let mut insns = Vec::with_capacity(total);
+    let mut relocs = Vec::new();
+    let short = |from: usize, to: usize| -> Result<i16, CodegenError> {
+        let off = to as i64 - (from as i64 + 1);
+        if off.abs() > limit {
+            return Err(CodegenError::JumpOutOfRange { func: name.to_string(), from, to, why: "16-bit offset" });
+        }
+        i16::try_from(off).map_err(|_| CodegenError::JumpOutOfRange {
+            func: name.to_string(),
+            from,
+            to,
+            why: "16-bit offset",
+        })
+    };
+    let long = |from: usize, to: usize| -> Result<i32, CodegenError> {
+        i32::try_from(to as i64 - (from as i64 + 1)).map_err(|_| CodegenError::JumpOutOfRange {
+            func: name.to_string(),
+            from,
+            to,
+            why: "32-bit offset",
+        })
+    };
+    for (i, b) in blocks.iter().enumerate() {
+        let base = insns.len();
+        for (at, target) in &b.relocs {
+            relocs.push(Reloc { insn: base + at, target: target.clone() });
+        }
+        insns.extend_from_slice(&b.insns);
+        for site in &sites[i] {
+            let at = insns.len();
+            match *site {
+                Site::Ja { target } => {
+                    let to = start[target];
+                    let off = to as i64 - (at as i64 + 1);
+                    if off.abs() <= limit {
+                        insns.push(RawInsn { code: BPF_JMP | BPF_JA, dst: 0, src: 0, off: short(at, to)?, imm: 0 });
+                    } else {
+                        insns.push(RawInsn { code: BPF_JMP32 | BPF_JA, dst: 0, src: 0, off: 0, imm: long(at, to)? });
+                    }
+                }
+                Site::Cond { jmp32, op, dst, src, imm, target, long: is_long } => {
+                    let class = if jmp32 { BPF_JMP32 } else { BPF_JMP };
+                    let (x, s) = match src {
+                        Some(r) => (BPF_X, r),
+                        None => (BPF_K, 0),
+                    };
+                    let to = start[target];
+                    if !is_long {
+                        insns.push(RawInsn { code: class | op | x, dst, src: s, off: short(at, to)?, imm });
+                    } else if let Some(inv) = invert(op) {
+                        insns.push(RawInsn { code: class | inv | x, dst, src: s, off: 1, imm });
+                        insns.push(RawInsn { code: BPF_JMP32 | BPF_JA, dst: 0, src: 0, off: 0, imm: long(at + 1, to)? });
+                    } else {
+                        insns.push(RawInsn { code: class | op | x, dst, src: s, off: 1, imm });
+                        insns.push(RawInsn { code: BPF_JMP | BPF_JA, dst: 0, src: 0, off: 1, imm: 0 });
+                        insns.push(RawInsn { code: BPF_JMP32 | BPF_JA, dst: 0, src: 0, off: 0, imm: long(at + 2, to)? });
+                    }
+                }
+            }
+        }
+        if insns.len() != start[i + 1] {
+            return Err(internal(format!("block {} laid out at {} but ends at {}", b.id, start[i + 1], insns.len())));
+        }
+    }
+    Ok(FunctionCode { name: name.to_string(), section: section.to_string(), insns, relocs })
+}

@@ -1,0 +1,232 @@
+//! Loading whole objects into the kernel, two ways.
+//!
+//! In: ELF bytes (as the ELF writer produces them). Out:
+//! - [`load_object_raw`]: aya-obj parses the ELF and links it (map relocations with
+//!   `src = BPF_PSEUDO_MAP_FD, imm = fd`, subprogram calls); maps are created and programs loaded
+//!   with our own `bpf()` wrappers (SCHED_CLS for `classifier*`, XDP for `xdp*`), with the
+//!   object's `.BTF` and its func/line info. Returns programs and maps by name.
+//! - [`load_object_aya`]: aya 0.14 `EbpfLoader`, every program loaded (SchedClassifier, Xdp).
+//!
+//! Failures carry the verifier log verbatim.
+
+use std::collections::{BTreeMap, HashSet};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+
+use aya_obj::ProgramSection;
+use object::{Object as _, ObjectSection as _};
+
+use crate::sys::{self, MapFd, MapSpec, ProgBtf, ProgFd, ProgInfo, SysError, TestRunOutput};
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("cannot parse object: {0}")]
+    Parse(String),
+    #[error("cannot link object: {0}")]
+    Link(String),
+    #[error("map `{name}`: {source}")]
+    Map { name: String, source: SysError },
+    #[error(transparent)]
+    Sys(#[from] SysError),
+    #[error("program `{name}` in section `{section}` has a type the harness does not load")]
+    UnsupportedSection { name: String, section: String },
+    #[error("program `{name}` refused by the verifier ({error}):\n{log}")]
+    Verifier { name: String, error: String, log: String },
+    #[error("aya: {0}")]
+    Aya(String),
+}
+
+impl LoadError {
+    /// The verifier log, when the kernel refused a program.
+    pub fn verifier_log(&self) -> Option<&str> {
+        match self {
+            LoadError::Verifier { log, .. } | LoadError::Sys(SysError::Verifier { log, .. }) => Some(log),
+            _ => None,
+        }
+    }
+}
+
+/// One program loaded by [`load_object_raw`].
+#[derive(Debug)]
+pub struct LoadedProgram {
+    pub prog: ProgFd,
+    pub section: String,
+    pub info: ProgInfo,
+}
+
+impl LoadedProgram {
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.prog.fd.as_fd()
+    }
+
+    /// `BPF_PROG_TEST_RUN` on `packet`, once.
+    pub fn run(&self, packet: &[u8]) -> Result<TestRunOutput, SysError> {
+        sys::test_run(self.fd(), packet, 1)
+    }
+
+    /// Instructions the verifier processed for this program.
+    pub fn verified_insns(&self) -> u32 {
+        self.info.verified_insns
+    }
+}
+
+/// Programs and maps of one object, all closed on drop.
+#[derive(Debug)]
+pub struct LoadedObject {
+    pub programs: BTreeMap<String, LoadedProgram>,
+    pub maps: BTreeMap<String, MapFd>,
+    /// Keeps the object's BTF alive as long as the programs.
+    pub btf: Option<OwnedFd>,
+}
+
+impl LoadedObject {
+    pub fn program(&self, name: &str) -> Option<&LoadedProgram> {
+        self.programs.get(name)
+    }
+
+    pub fn map(&self, name: &str) -> Option<&MapFd> {
+        self.maps.get(name)
+    }
+
+    /// Processed instructions per program, by name.
+    pub fn verifier_stats(&self) -> BTreeMap<String, u32> {
+        self.programs.iter().map(|(n, p)| (n.clone(), p.verified_insns())).collect()
+    }
+}
+
+/// The kernel program type for a program section.
+fn prog_type_of(section: &ProgramSection) -> Option<u32> {
+    match section {
+        ProgramSection::SchedClassifier => Some(sys::BPF_PROG_TYPE_SCHED_CLS),
+        ProgramSection::Xdp { .. } => Some(sys::BPF_PROG_TYPE_XDP),
+        _ => None,
+    }
+}
+
+/// Parses, links and loads every program of `elf` with raw `bpf()` calls.
+pub fn load_object_raw(elf: &[u8]) -> Result<LoadedObject, LoadError> {
+    let file = object::File::parse(elf).map_err(|e| LoadError::Parse(e.to_string()))?;
+    let section_name = |index: usize| {
+        file.section_by_index(object::SectionIndex(index))
+            .ok()
+            .and_then(|s| s.name().ok().map(str::to_owned))
+            .unwrap_or_default()
+    };
+    let btf_bytes = file.section_by_name(".BTF").and_then(|s| s.data().ok().map(<[u8]>::to_vec));
+    let mut obj = aya_obj::Object::parse(elf).map_err(|e| LoadError::Parse(e.to_string()))?;
+
+    let mut map_names: Vec<String> = obj.maps.keys().cloned().collect();
+    map_names.sort();
+    let mut maps = BTreeMap::new();
+    for name in &map_names {
+        let m = &obj.maps[name];
+        let spec = MapSpec {
+            name: name.clone(),
+            map_type: m.map_type(),
+            key_size: m.key_size(),
+            value_size: m.value_size(),
+            max_entries: m.max_entries(),
+            map_flags: m.map_flags(),
+        };
+        let fd = sys::map_create(&spec).map_err(|source| LoadError::Map { name: name.clone(), source })?;
+        maps.insert(name.clone(), fd);
+    }
+
+    let text_sections: HashSet<usize> = obj.functions.keys().map(|(section, _)| *section).collect();
+    // relocate_maps borrows the object mutably while reading the map definitions.
+    let map_defs = obj.maps.clone();
+    obj.relocate_maps(
+        map_names.iter().map(|n| (n.as_str(), maps[n].fd.as_raw_fd(), &map_defs[n])),
+        &text_sections,
+    )
+    .map_err(|e| LoadError::Link(e.to_string()))?;
+    obj.relocate_calls(&text_sections).map_err(|e| LoadError::Link(e.to_string()))?;
+
+    let btf = match &btf_bytes {
+        Some(b) => Some(sys::btf_load(b)?),
+        None => None,
+    };
+    let license = obj.license.to_string_lossy().into_owned();
+    let mut names: Vec<&String> = obj.programs.keys().collect();
+    names.sort();
+    let mut programs = BTreeMap::new();
+    for name in names {
+        let program = &obj.programs[name];
+        let section = section_name(program.section_index);
+        let prog_type = prog_type_of(&program.section)
+            .ok_or_else(|| LoadError::UnsupportedSection { name: name.clone(), section: section.clone() })?;
+        let function = obj
+            .functions
+            .get(&program.function_key())
+            .ok_or_else(|| LoadError::Link(format!("no code for program `{name}`")))?;
+        let insns: Vec<u8> = function
+            .instructions
+            .iter()
+            .flat_map(|i| {
+                // SAFETY: `bpf_insn` is the kernel's 8-byte plain-old-data instruction.
+                unsafe { std::slice::from_raw_parts((i as *const aya_obj::generated::bpf_insn).cast::<u8>(), 8) }.to_vec()
+            })
+            .collect();
+        let func_info = function.func_info.func_info_bytes();
+        let line_info = function.line_info.line_info_bytes();
+        let prog_btf = ProgBtf {
+            btf_fd: btf.as_ref().map(|b| b.as_fd()),
+            func_info: &func_info,
+            func_info_rec_size: function.func_info_rec_size as u32,
+            line_info: &line_info,
+            line_info_rec_size: function.line_info_rec_size as u32,
+        };
+        let prog = sys::prog_load(name, prog_type, &insns, &license, &prog_btf)?;
+        let info = sys::prog_info(prog.fd.as_fd())?;
+        programs.insert(name.clone(), LoadedProgram { prog, section, info });
+    }
+    Ok(LoadedObject { programs, maps, btf })
+}
+
+/// Loads `elf` with aya's `EbpfLoader` and loads every tc and XDP program in it.
+pub fn load_object_aya(elf: &[u8]) -> Result<aya::Ebpf, LoadError> {
+    let mut ebpf = aya::EbpfLoader::new().load(elf).map_err(|e| LoadError::Aya(format!("{e:#}")))?;
+    for (name, program) in ebpf.programs_mut() {
+        let result = match program {
+            aya::programs::Program::SchedClassifier(p) => p.load(),
+            aya::programs::Program::Xdp(p) => p.load(),
+            _ => {
+                return Err(LoadError::UnsupportedSection { name: name.to_owned(), section: format!("{:?}", program.prog_type()) });
+            }
+        };
+        match result {
+            Ok(()) => {}
+            Err(aya::programs::ProgramError::LoadError { io_error, verifier_log }) => {
+                return Err(LoadError::Verifier { name: name.to_owned(), error: io_error.to_string(), log: verifier_log.to_string() });
+            }
+            Err(e) => return Err(LoadError::Aya(format!("program `{name}`: {e}"))),
+        }
+    }
+    Ok(ebpf)
+}
+
+/// The fd of a program loaded through [`load_object_aya`], for test runs and prog-array slots.
+pub fn aya_program_fd<'a>(ebpf: &'a aya::Ebpf, name: &str) -> Result<BorrowedFd<'a>, LoadError> {
+    let program = ebpf.program(name).ok_or_else(|| LoadError::Aya(format!("no program `{name}`")))?;
+    let fd = program.fd().map_err(|e| LoadError::Aya(format!("program `{name}`: {e}")))?;
+    Ok(fd.as_fd())
+}
+
+/// The fd of a map created by [`load_object_aya`], as a [`sys::MapView`] for raw map operations.
+pub fn aya_map_view<'a>(ebpf: &'a aya::Ebpf, name: &str) -> Result<sys::MapView<'a>, LoadError> {
+    use aya::maps::Map;
+    let map = ebpf.map(name).ok_or_else(|| LoadError::Aya(format!("no map `{name}`")))?;
+    let data = match map {
+        Map::Array(d)
+        | Map::HashMap(d)
+        | Map::LpmTrie(d)
+        | Map::LruHashMap(d)
+        | Map::PerCpuArray(d)
+        | Map::PerCpuHashMap(d)
+        | Map::PerCpuLruHashMap(d)
+        | Map::ProgramArray(d)
+        | Map::RingBuf(d)
+        | Map::Unsupported(d) => d,
+        _ => return Err(LoadError::Aya(format!("map `{name}` has a type the harness does not handle"))),
+    };
+    Ok(sys::map_view(data.fd().as_fd())?)
+}
