@@ -1,1 +1,55 @@
-fn main() {}
+//! The `ciliumc` binary: argument parsing, diagnostics rendering and progress. Each subcommand lives
+//! in `cmd/` and calls the library passes; nothing here knows the passes' internals.
+
+mod cmd;
+mod input;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "ciliumc", version, about = "Compiles Kubernetes and Cilium network policy into eBPF")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Parse and validate files or directories (recursively).
+    Check(cmd::check::Args),
+    /// Print the JSON Schema of an input kind, or of the manifest.
+    Schema(cmd::schema::Args),
+    /// List all allowed connections between workloads and external address ranges.
+    Connlist(cmd::connlist::Args),
+    /// Disassemble an eBPF object as llvm-objdump -d does.
+    Disasm(cmd::disasm::Args),
+}
+
+fn main() -> ExitCode {
+    init_tracing();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Check(a) => cmd::check::run(a),
+        Command::Schema(a) => cmd::schema::run(a),
+        Command::Connlist(a) => cmd::connlist::run(a),
+        Command::Disasm(a) => cmd::disasm::run(a),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CILIUMC_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}

@@ -81,18 +81,26 @@ pub struct CtxField {
     /// Access size in bytes (4 for all fields here, 8 for `tstamp`/`hwtstamp`).
     pub size: u8,
     pub kind: CtxFieldKind,
+    /// Whether this hook's programs may read it (tc may not read the socket fields `family` ..
+    /// `local_port`; XDP outside devmap may not read `egress_ifindex`).
+    pub readable: bool,
 }
 
 const fn f(name: &'static str, offset: u16) -> CtxField {
-    CtxField { name, offset, size: 4, kind: CtxFieldKind::Scalar }
+    CtxField { name, offset, size: 4, kind: CtxFieldKind::Scalar, readable: true }
 }
 
 const fn fk(name: &'static str, offset: u16, kind: CtxFieldKind) -> CtxField {
-    CtxField { name, offset, size: 4, kind }
+    CtxField { name, offset, size: 4, kind, readable: true }
 }
 
 const fn f8(name: &'static str, offset: u16) -> CtxField {
-    CtxField { name, offset, size: 8, kind: CtxFieldKind::Scalar }
+    CtxField { name, offset, size: 8, kind: CtxFieldKind::Scalar, readable: true }
+}
+
+/// A field in the layout that the hook's programs may not read.
+const fn hidden(name: &'static str, offset: u16) -> CtxField {
+    CtxField { name, offset, size: 4, kind: CtxFieldKind::Scalar, readable: false }
 }
 
 /// `struct __sk_buff` (tc). Arrays appear once per element (`cb[0]`..`cb[4]`, `remote_ip6[0]`..).
@@ -119,19 +127,19 @@ pub static SK_BUFF_FIELDS: &[CtxField] = &[
     fk("data", 76, CtxFieldKind::PacketStart),
     fk("data_end", 80, CtxFieldKind::PacketEnd),
     f("napi_id", 84),
-    f("family", 88),
-    f("remote_ip4", 92),
-    f("local_ip4", 96),
-    f("remote_ip6[0]", 100),
-    f("remote_ip6[1]", 104),
-    f("remote_ip6[2]", 108),
-    f("remote_ip6[3]", 112),
-    f("local_ip6[0]", 116),
-    f("local_ip6[1]", 120),
-    f("local_ip6[2]", 124),
-    f("local_ip6[3]", 128),
-    f("remote_port", 132),
-    f("local_port", 136),
+    hidden("family", 88),
+    hidden("remote_ip4", 92),
+    hidden("local_ip4", 96),
+    hidden("remote_ip6[0]", 100),
+    hidden("remote_ip6[1]", 104),
+    hidden("remote_ip6[2]", 108),
+    hidden("remote_ip6[3]", 112),
+    hidden("local_ip6[0]", 116),
+    hidden("local_ip6[1]", 120),
+    hidden("local_ip6[2]", 124),
+    hidden("local_ip6[3]", 128),
+    hidden("remote_port", 132),
+    hidden("local_port", 136),
     fk("data_meta", 140, CtxFieldKind::PacketMeta),
     f8("tstamp", 152),
     f("wire_len", 160),
@@ -147,7 +155,7 @@ pub static XDP_MD_FIELDS: &[CtxField] = &[
     fk("data_meta", 8, CtxFieldKind::PacketMeta),
     f("ingress_ifindex", 12),
     f("rx_queue_index", 16),
-    f("egress_ifindex", 20),
+    hidden("egress_ifindex", 20),
 ];
 
 // tc verdicts (include/uapi/linux/pkt_cls.h).
@@ -206,6 +214,8 @@ pub enum RetKind {
     MapValueOrNull,
     /// `RET_PTR_TO_RINGBUF_MEM_OR_NULL` sized by the `AllocSize` argument; must be released.
     RingBufRecordOrNull,
+    /// `RET_VOID`: r0 is not readable after the call.
+    Void,
 }
 
 /// Which hooks may call a helper.
@@ -271,7 +281,7 @@ pub static L3_CSUM_REPLACE: HelperSig =
     changes(h("l3_csum_replace", 10, &[Ctx, Scalar, Scalar, Scalar, Scalar], Int, TC));
 pub static L4_CSUM_REPLACE: HelperSig =
     changes(h("l4_csum_replace", 11, &[Ctx, Scalar, Scalar, Scalar, Scalar], Int, TC));
-pub static TAIL_CALL: HelperSig = h("tail_call", 12, &[Ctx, ProgArray, Scalar], Int, BOTH);
+pub static TAIL_CALL: HelperSig = h("tail_call", 12, &[Ctx, ProgArray, Scalar], RetKind::Void, BOTH);
 pub static CLONE_REDIRECT: HelperSig =
     changes(h("clone_redirect", 13, &[Ctx, Scalar, Scalar], Int, TC));
 pub static REDIRECT: HelperSig = h("redirect", 23, &[Scalar, Scalar], Int, BOTH);
@@ -303,8 +313,8 @@ pub static RINGBUF_OUTPUT: HelperSig =
     h("ringbuf_output", 130, &[RingBuf, Mem, Size, Scalar], Int, BOTH);
 pub static RINGBUF_RESERVE: HelperSig =
     h("ringbuf_reserve", 131, &[RingBuf, AllocSize, Scalar], RetKind::RingBufRecordOrNull, BOTH);
-pub static RINGBUF_SUBMIT: HelperSig = h("ringbuf_submit", 132, &[RingBufRecord, Scalar], Int, BOTH);
-pub static RINGBUF_DISCARD: HelperSig = h("ringbuf_discard", 133, &[RingBufRecord, Scalar], Int, BOTH);
+pub static RINGBUF_SUBMIT: HelperSig = h("ringbuf_submit", 132, &[RingBufRecord, Scalar], RetKind::Void, BOTH);
+pub static RINGBUF_DISCARD: HelperSig = h("ringbuf_discard", 133, &[RingBufRecord, Scalar], RetKind::Void, BOTH);
 pub static CSUM_LEVEL: HelperSig = h("csum_level", 135, &[Ctx, Scalar], Int, TC);
 pub static REDIRECT_NEIGH: HelperSig =
     h("redirect_neigh", 152, &[Scalar, MemOrNull, Size, Scalar], Int, TC);

@@ -91,7 +91,10 @@ fn errors_name_line_and_column() {
     let e = err("exit\nr0 = *(u32 *)(r1 + 0x0\n");
     assert_eq!(e.line, 2, "{e}");
     let e = err("goto nowhere\n");
-    assert_eq!((e.line, e.column, e.message.as_str()), (1, 6, "undefined label `nowhere`"));
+    assert_eq!(
+        (e.line, e.column, e.message.as_str()),
+        (1, 6, "undefined label `nowhere`")
+    );
     let e = err("w1 += r2");
     assert_eq!((e.line, e.column), (1, 1), "{e}");
     let e = err("r11 = 0x1");

@@ -12,7 +12,8 @@ use isa_common::tools::{first_differences, objdump, require_tool, scratch_dir};
 
 #[test]
 fn clang_objects_disassemble_like_llvm_objdump() {
-    let (Some(clang), Some(llvm_objdump)) = (require_tool("clang-19"), require_tool("llvm-objdump-19"))
+    let (Some(clang), Some(llvm_objdump)) =
+        (require_tool("clang-19"), require_tool("llvm-objdump-19"))
     else {
         return;
     };
@@ -24,7 +25,11 @@ fn clang_objects_disassemble_like_llvm_objdump() {
         .filter(|p| p.extension().is_some_and(|e| e == "c"))
         .collect();
     sources.sort();
-    assert!(sources.len() >= 3, "expected the C test inputs in {}", data.display());
+    assert!(
+        sources.len() >= 3,
+        "expected the C test inputs in {}",
+        data.display()
+    );
     let mut compared = 0;
     let mut failures = String::new();
     for src in &sources {
@@ -38,12 +43,19 @@ fn clang_objects_disassemble_like_llvm_objdump() {
                 .arg(&obj)
                 .status()
                 .expect("run clang-19");
-            assert!(st.success(), "clang-19 failed on {} -mcpu={cpu}", src.display());
+            assert!(
+                st.success(),
+                "clang-19 failed on {} -mcpu={cpu}",
+                src.display()
+            );
             let bytes = std::fs::read(&obj).unwrap();
             let shown = obj.to_string_lossy().to_string();
             for alu32 in [false, true] {
                 let (ours, theirs) = if alu32 {
-                    let opts = DisasmOptions { alu32: true, lossless: false };
+                    let opts = DisasmOptions {
+                        alu32: true,
+                        lossless: false,
+                    };
                     (
                         disassemble_object_with(&bytes, &shown, opts).unwrap(),
                         objdump(&llvm_objdump, &obj, &["--mattr=+alu32"]),
@@ -54,7 +66,10 @@ fn clang_objects_disassemble_like_llvm_objdump() {
                         objdump(&llvm_objdump, &obj, &[]),
                     )
                 };
-                assert!(theirs.lines().count() > 10, "objdump printed almost nothing for {shown}");
+                assert!(
+                    theirs.lines().count() > 10,
+                    "objdump printed almost nothing for {shown}"
+                );
                 compared += 1;
                 if ours != theirs {
                     failures.push_str(&format!(

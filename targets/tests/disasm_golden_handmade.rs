@@ -8,7 +8,9 @@ use ciliumc_targets::disasm::{DisasmOptions, disassemble_object, disassemble_obj
 use ciliumc_targets::isa::{Insn, RawInsn, encode};
 use isa_common::tools::{first_differences, objdump, require_tool, scratch_dir};
 use object::write::{Object, Symbol, SymbolSection};
-use object::{Architecture, BinaryFormat, Endianness, SectionKind, SymbolFlags, SymbolKind, SymbolScope};
+use object::{
+    Architecture, BinaryFormat, Endianness, SectionKind, SymbolFlags, SymbolKind, SymbolScope,
+};
 use proptest::strategy::{Strategy, ValueTree};
 use proptest::test_runner::TestRunner;
 
@@ -30,7 +32,11 @@ fn build_object(sections: &[Sec]) -> Vec<u8> {
                 value: *value,
                 size: 0,
                 kind: *kind,
-                scope: if *kind == SymbolKind::Label { SymbolScope::Compilation } else { SymbolScope::Linkage },
+                scope: if *kind == SymbolKind::Label {
+                    SymbolScope::Compilation
+                } else {
+                    SymbolScope::Linkage
+                },
                 weak: false,
                 section: SymbolSection::Section(id),
                 flags: SymbolFlags::None,
@@ -57,13 +63,25 @@ fn compare(tag: &str, sections: &[Sec]) -> Option<String> {
     let mut failures = String::new();
     for alu32 in [false, true] {
         let (ours, theirs) = if alu32 {
-            let opts = DisasmOptions { alu32: true, lossless: false };
-            (disassemble_object_with(&bytes, &shown, opts).unwrap(), objdump(&llvm, &path, &["--mattr=+alu32"]))
+            let opts = DisasmOptions {
+                alu32: true,
+                lossless: false,
+            };
+            (
+                disassemble_object_with(&bytes, &shown, opts).unwrap(),
+                objdump(&llvm, &path, &["--mattr=+alu32"]),
+            )
         } else {
-            (disassemble_object(&bytes, &shown).unwrap(), objdump(&llvm, &path, &[]))
+            (
+                disassemble_object(&bytes, &shown).unwrap(),
+                objdump(&llvm, &path, &[]),
+            )
         };
         if ours != theirs {
-            failures.push_str(&format!("{tag} alu32={alu32}:\n{}", first_differences(&ours, &theirs, 8)));
+            failures.push_str(&format!(
+                "{tag} alu32={alu32}:\n{}",
+                first_differences(&ours, &theirs, 8)
+            ));
         }
     }
     let _ = std::fs::remove_dir_all(&dir);
@@ -77,7 +95,12 @@ fn generated_programs(count: usize, seed_tag: u8) -> Vec<Vec<Insn>> {
         let _ = isa_common::strategy::insn().new_tree(&mut runner);
     }
     (0..count)
-        .map(|_| isa_common::strategy::program().new_tree(&mut runner).unwrap().current())
+        .map(|_| {
+            isa_common::strategy::program()
+                .new_tree(&mut runner)
+                .unwrap()
+                .current()
+        })
         .collect()
 }
 
@@ -106,8 +129,16 @@ fn every_instruction_kind_matches_llvm_objdump() {
                 symbols.push((format!("L{k}_{j}"), mid, SymbolKind::Label));
             }
         }
-        let name = if k == 0 { ".text".to_string() } else { format!("classifier/s{k}") };
-        sections.push(Sec { name, bytes, symbols });
+        let name = if k == 0 {
+            ".text".to_string()
+        } else {
+            format!("classifier/s{k}")
+        };
+        sections.push(Sec {
+            name,
+            bytes,
+            symbols,
+        });
     }
     if let Some(f) = compare("every_kind", &sections) {
         panic!("{f}");
@@ -121,17 +152,51 @@ fn arbitrary_raw_slots_match_llvm_objdump() {
     }
     // Raw slots biased to real opcodes and small field values, to probe LLVM's leniency and
     // strictness per opcode (ignored fields, r11, unknown encodings, cut-off ld_imm64).
-    let mut runner = TestRunner::deterministic();
+    // CILIUMC_DISASM_FUZZ_SLOTS / _SEED widen the search when exploring LLVM's behaviour.
+    let count: usize = std::env::var("CILIUMC_DISASM_FUZZ_SLOTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(4000);
+    let seed: u8 = std::env::var("CILIUMC_DISASM_FUZZ_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let mut runner = TestRunner::new_with_rng(
+        proptest::test_runner::Config::default(),
+        proptest::test_runner::TestRng::from_seed(
+            proptest::test_runner::RngAlgorithm::ChaCha,
+            &[seed; 32],
+        ),
+    );
     let field = proptest::prop_oneof![0u8..=2, 0u8..=15];
-    let slot = (any_code(), field.clone(), field, small_or_any_i16(), small_or_any_i32());
+    let slot = (
+        any_code(),
+        field.clone(),
+        field,
+        small_or_any_i16(),
+        small_or_any_i32(),
+    );
     let mut bytes = Vec::new();
-    for _ in 0..4000 {
+    for _ in 0..count {
         let (code, dst, src, off, imm) = slot.new_tree(&mut runner).unwrap().current();
-        bytes.extend(RawInsn { code, dst, src, off, imm }.to_bytes());
+        bytes.extend(
+            RawInsn {
+                code,
+                dst,
+                src,
+                off,
+                imm,
+            }
+            .to_bytes(),
+        );
     }
     // A trailing partial slot: llvm prints it byte by byte.
     bytes.extend([0x18, 0x01, 0x00]);
-    let sections = [Sec { name: "raw".into(), bytes, symbols: vec![("raw_start".into(), 0, SymbolKind::Text)] }];
+    let sections = [Sec {
+        name: "raw".into(),
+        bytes,
+        symbols: vec![("raw_start".into(), 0, SymbolKind::Text)],
+    }];
     if let Some(f) = compare("raw_slots", &sections) {
         panic!("{f}");
     }
@@ -152,13 +217,92 @@ fn any_code() -> impl Strategy<Value = u8> {
 
 fn small_or_any_i16() -> impl Strategy<Value = i16> {
     use proptest::prelude::*;
-    prop_oneof![proptest::sample::select(vec![0i16, 1, 8, 16, 32, -1]), any::<i16>()]
+    prop_oneof![
+        proptest::sample::select(vec![0i16, 1, 8, 16, 32, -1]),
+        any::<i16>()
+    ]
 }
 
 fn small_or_any_i32() -> impl Strategy<Value = i32> {
     use proptest::prelude::*;
     prop_oneof![
-        proptest::sample::select(vec![0i32, 1, 16, 32, 64, 0x40, 0x41, 0x51, 0xa1, 0xe1, 0xf1, 0xe0, -1]),
+        proptest::sample::select(vec![
+            0i32, 1, 16, 32, 64, 0x40, 0x41, 0x51, 0xa1, 0xe1, 0xf1, 0xe0, -1
+        ]),
         any::<i32>()
     ]
+}
+
+#[test]
+fn symbol_layouts_match_llvm_objdump() {
+    if require_tool("llvm-objdump-19").is_none() {
+        return;
+    }
+    // Random symbol tables over generated code: several symbols at one address with different
+    // types and names, data (STT_OBJECT) symbols that llvm hex-dumps, unaligned symbols, symbols
+    // inside an ld_imm64, symbols past the end, unnamed symbols.
+    use proptest::prelude::*;
+    let names = proptest::sample::select(vec!["a", "b", "zz", "f", "main", "L1", "", "c.d"]);
+    let kind =
+        proptest::sample::select(vec![SymbolKind::Text, SymbolKind::Data, SymbolKind::Label]);
+    let sym = (names, 0u64..60, kind, any::<bool>());
+    let layout = (
+        isa_common::strategy::program(),
+        prop::collection::vec(sym, 0..6),
+    );
+    let mut runner = TestRunner::deterministic();
+    let mut sections = Vec::new();
+    for k in 0..40 {
+        let (p, syms) = layout.new_tree(&mut runner).unwrap().current();
+        let bytes = bytes_of(&encode(&p));
+        let len = bytes.len() as u64;
+        let symbols = syms
+            .into_iter()
+            .map(|(n, slot, kind, unaligned)| {
+                let at = (slot * 8 + if unaligned { 4 } else { 0 }).min(len + 8);
+                (n.to_string(), at, kind)
+            })
+            .collect();
+        sections.push(Sec {
+            name: format!("sec{k}"),
+            bytes,
+            symbols,
+        });
+    }
+    if let Some(f) = compare("symbol_layouts", &sections) {
+        panic!("{f}");
+    }
+}
+
+#[test]
+fn instruction_text_equals_objdump_third_column() {
+    let Some(llvm) = require_tool("llvm-objdump-19") else {
+        return;
+    };
+    for (n, p) in generated_programs(40, 7).into_iter().enumerate() {
+        let slots = encode(&p);
+        let sections = [Sec {
+            name: "t".into(),
+            bytes: bytes_of(&slots),
+            symbols: vec![],
+        }];
+        let dir = scratch_dir(&format!("third{n}"));
+        let path = dir.join("t.o");
+        std::fs::write(&path, build_object(&sections)).unwrap();
+        let listing = objdump(&llvm, &path, &[]);
+        let _ = std::fs::remove_dir_all(&dir);
+        let theirs: Vec<String> = listing
+            .lines()
+            .filter_map(|l| l.splitn(3, '\t').nth(2))
+            .map(|t| match t.rfind(" <") {
+                Some(i) if t.ends_with('>') && !t.starts_with('<') => t[..i].to_string(),
+                _ => t.to_string(),
+            })
+            .collect();
+        assert_eq!(
+            ciliumc_targets::disasm::disassemble_insns(&slots),
+            theirs,
+            "program {n}"
+        );
+    }
 }

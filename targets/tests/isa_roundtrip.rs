@@ -37,7 +37,13 @@ proptest! {
 }
 
 fn raw(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> RawInsn {
-    RawInsn { code, dst, src, off, imm }
+    RawInsn {
+        code,
+        dst,
+        src,
+        off,
+        imm,
+    }
 }
 
 fn err_at(slots: &[RawInsn]) -> DecodeError {
@@ -58,21 +64,48 @@ fn ld_imm64_takes_two_slots() {
 #[test]
 fn unknown_opcodes_are_reported_with_their_slot() {
     let exit = raw(0x95, 0, 0, 0, 0);
-    for code in [0x00u8, 0x8c, 0x8f, 0xe4, 0xf7, 0xdf, 0x86, 0x96, 0x0d, 0x99, 0xd3, 0x38, 0x60] {
+    for code in [
+        0x00u8, 0x8c, 0x8f, 0xe4, 0xf7, 0xdf, 0x86, 0x96, 0x0d, 0x99, 0xd3, 0x38, 0x60,
+    ] {
         let e = err_at(&[exit, raw(code, 0, 0, 0, 0)]);
         assert_eq!(e.index, 1, "opcode {code:#x}");
-        assert_eq!(e.reason, DecodeReason::UnknownOpcode(code), "opcode {code:#x}");
+        assert_eq!(
+            e.reason,
+            DecodeReason::UnknownOpcode(code),
+            "opcode {code:#x}"
+        );
     }
 }
 
 #[test]
 fn registers_above_r10_are_rejected() {
     let e = err_at(&[raw(0xbf, 11, 1, 0, 0)]);
-    assert_eq!(e, DecodeError { index: 0, reason: DecodeReason::BadRegister { field: "dst", value: 11 } });
+    assert_eq!(
+        e,
+        DecodeError {
+            index: 0,
+            reason: DecodeReason::BadRegister {
+                field: "dst",
+                value: 11
+            }
+        }
+    );
     let e = err_at(&[raw(0x0f, 1, 15, 0, 0)]);
-    assert_eq!(e.reason, DecodeReason::BadRegister { field: "src", value: 15 });
+    assert_eq!(
+        e.reason,
+        DecodeReason::BadRegister {
+            field: "src",
+            value: 15
+        }
+    );
     let e = err_at(&[raw(0x61, 1, 12, 0, 0)]);
-    assert_eq!(e.reason, DecodeReason::BadRegister { field: "src", value: 12 });
+    assert_eq!(
+        e.reason,
+        DecodeReason::BadRegister {
+            field: "src",
+            value: 12
+        }
+    );
 }
 
 #[test]
@@ -103,17 +136,77 @@ fn reserved_fields_must_be_zero() {
 #[test]
 fn bad_field_values_are_explained() {
     let e = err_at(&[raw(BPF_STX | BPF_ATOMIC | BPF_DW, 1, 2, 0, 0x10)]);
-    assert!(matches!(e.reason, DecodeReason::BadField { field: "imm", value: 0x10, .. }), "{e}");
+    assert!(
+        matches!(
+            e.reason,
+            DecodeReason::BadField {
+                field: "imm",
+                value: 0x10,
+                ..
+            }
+        ),
+        "{e}"
+    );
     let e = err_at(&[raw(BPF_ALU | BPF_END, 1, 0, 0, 8)]);
-    assert!(matches!(e.reason, DecodeReason::BadField { field: "imm", value: 8, .. }), "{e}");
+    assert!(
+        matches!(
+            e.reason,
+            DecodeReason::BadField {
+                field: "imm",
+                value: 8,
+                ..
+            }
+        ),
+        "{e}"
+    );
     let e = err_at(&[raw(BPF_ALU64 | BPF_DIV | BPF_X, 1, 2, 2, 0)]);
-    assert!(matches!(e.reason, DecodeReason::BadField { field: "off", value: 2, .. }), "{e}");
+    assert!(
+        matches!(
+            e.reason,
+            DecodeReason::BadField {
+                field: "off",
+                value: 2,
+                ..
+            }
+        ),
+        "{e}"
+    );
     let e = err_at(&[raw(BPF_ALU | BPF_MOV | BPF_X, 1, 2, 32, 0)]);
-    assert!(matches!(e.reason, DecodeReason::BadField { field: "off", value: 32, .. }), "{e}");
+    assert!(
+        matches!(
+            e.reason,
+            DecodeReason::BadField {
+                field: "off",
+                value: 32,
+                ..
+            }
+        ),
+        "{e}"
+    );
     let e = err_at(&[raw(BPF_JMP | BPF_CALL, 0, 3, 0, 1)]);
-    assert!(matches!(e.reason, DecodeReason::BadField { field: "src", value: 3, .. }), "{e}");
+    assert!(
+        matches!(
+            e.reason,
+            DecodeReason::BadField {
+                field: "src",
+                value: 3,
+                ..
+            }
+        ),
+        "{e}"
+    );
     let e = err_at(&[raw(0x18, 1, 7, 0, 1), raw(0, 0, 0, 0, 0)]);
-    assert!(matches!(e.reason, DecodeReason::BadField { field: "src", value: 7, .. }), "{e}");
+    assert!(
+        matches!(
+            e.reason,
+            DecodeReason::BadField {
+                field: "src",
+                value: 7,
+                ..
+            }
+        ),
+        "{e}"
+    );
     assert!(e.to_string().starts_with("slot 0: "), "{e}");
 }
 
@@ -121,9 +214,21 @@ fn bad_field_values_are_explained() {
 fn ld_imm64_tail_problems() {
     let exit = raw(0x95, 0, 0, 0, 0);
     let e = err_at(&[exit, raw(0x18, 1, 0, 0, 1)]);
-    assert_eq!(e, DecodeError { index: 1, reason: DecodeReason::TruncatedLdImm64 });
+    assert_eq!(
+        e,
+        DecodeError {
+            index: 1,
+            reason: DecodeReason::TruncatedLdImm64
+        }
+    );
     let e = err_at(&[raw(0x18, 1, 0, 0, 1), exit]);
-    assert_eq!(e, DecodeError { index: 0, reason: DecodeReason::BadLdImm64Tail { code: 0x95 } });
+    assert_eq!(
+        e,
+        DecodeError {
+            index: 0,
+            reason: DecodeReason::BadLdImm64Tail { code: 0x95 }
+        }
+    );
     let e = err_at(&[raw(0x18, 1, 0, 0, 1), raw(0, 1, 0, 0, 0)]);
     assert_eq!(e.reason, DecodeReason::BadLdImm64Tail { code: 0 });
 }
@@ -132,10 +237,28 @@ fn ld_imm64_tail_problems() {
 fn cpu_v4_encodings_match_the_kernel_documentation() {
     // Values from Documentation/bpf/standardization/instruction-set.rst.
     let p = [
-        Insn::Alu { width: ciliumc_targets::isa::Width::Bits64, op: ciliumc_targets::isa::AluOp::SDiv, dst: Reg::R1, src: ciliumc_targets::isa::Operand::Reg(Reg::R2) },
-        Insn::MovSx { width: ciliumc_targets::isa::Width::Bits64, dst: Reg::R1, src: Reg::R2, from: ciliumc_targets::isa::ExtFrom::B32 },
-        Insn::Bswap { bits: ciliumc_targets::isa::SwapBits::B16, dst: Reg::R3 },
-        Insn::LdxSx { size: ciliumc_targets::isa::SxSize::H, dst: Reg::R1, src: Reg::R2, off: -4 },
+        Insn::Alu {
+            width: ciliumc_targets::isa::Width::Bits64,
+            op: ciliumc_targets::isa::AluOp::SDiv,
+            dst: Reg::R1,
+            src: ciliumc_targets::isa::Operand::Reg(Reg::R2),
+        },
+        Insn::MovSx {
+            width: ciliumc_targets::isa::Width::Bits64,
+            dst: Reg::R1,
+            src: Reg::R2,
+            from: ciliumc_targets::isa::ExtFrom::B32,
+        },
+        Insn::Bswap {
+            bits: ciliumc_targets::isa::SwapBits::B16,
+            dst: Reg::R3,
+        },
+        Insn::LdxSx {
+            size: ciliumc_targets::isa::SxSize::H,
+            dst: Reg::R1,
+            src: Reg::R2,
+            off: -4,
+        },
         Insn::Gotol { imm: 100_000 },
         Insn::CallKfunc { btf_id: 77, off: 0 },
     ];

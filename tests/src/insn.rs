@@ -17,7 +17,13 @@ pub const R9: u8 = 9;
 pub const R10: u8 = 10;
 
 fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> RawInsn {
-    RawInsn { code, dst, src, off, imm }
+    RawInsn {
+        code,
+        dst,
+        src,
+        off,
+        imm,
+    }
 }
 
 pub fn mov64_imm(dst: u8, imm: i32) -> RawInsn {
@@ -65,11 +71,17 @@ pub fn exit() -> RawInsn {
 }
 /// `dst = map` (two slots), to be relocated against a map.
 pub fn ld_map(dst: u8) -> [RawInsn; 2] {
-    [insn(BPF_LD | BPF_IMM | BPF_DW, dst, 0, 0, 0), RawInsn::default()]
+    [
+        insn(BPF_LD | BPF_IMM | BPF_DW, dst, 0, 0, 0),
+        RawInsn::default(),
+    ]
 }
 /// `dst = imm64` (two slots).
 pub fn ld_imm64(dst: u8, imm: u64) -> [RawInsn; 2] {
-    [insn(BPF_LD | BPF_IMM | BPF_DW, dst, 0, 0, imm as u32 as i32), insn(0, 0, 0, 0, (imm >> 32) as u32 as i32)]
+    [
+        insn(BPF_LD | BPF_IMM | BPF_DW, dst, 0, 0, imm as u32 as i32),
+        insn(0, 0, 0, 0, (imm >> 32) as u32 as i32),
+    ]
 }
 
 /// A tiny label-resolving builder for test programs: jumps to named labels, map loads and
@@ -121,12 +133,18 @@ impl Asm {
     }
 
     pub fn ld_map(&mut self, dst: u8, map: &str) -> &mut Self {
-        self.relocs.push(Reloc { insn: self.insns.len(), target: RelocTarget::Map(map.to_owned()) });
+        self.relocs.push(Reloc {
+            insn: self.insns.len(),
+            target: RelocTarget::Map(map.to_owned()),
+        });
         self.extend(ld_map(dst))
     }
 
     pub fn call(&mut self, subprogram: &str) -> &mut Self {
-        self.relocs.push(Reloc { insn: self.insns.len(), target: RelocTarget::Subprogram(subprogram.to_owned()) });
+        self.relocs.push(Reloc {
+            insn: self.insns.len(),
+            target: RelocTarget::Subprogram(subprogram.to_owned()),
+        });
         self.push(call_local())
     }
 
@@ -134,9 +152,17 @@ impl Asm {
     pub fn finish(&mut self, name: &str, section: &str) -> FunctionCode {
         let mut insns = self.insns.clone();
         for (at, label) in &self.fixups {
-            let target = self.labels.get(label).unwrap_or_else(|| panic!("unknown label {label}"));
+            let target = self
+                .labels
+                .get(label)
+                .unwrap_or_else(|| panic!("unknown label {label}"));
             insns[*at].off = (*target as i64 - *at as i64 - 1) as i16;
         }
-        FunctionCode { name: name.to_owned(), section: section.to_owned(), insns, relocs: self.relocs.clone() }
+        FunctionCode {
+            name: name.to_owned(),
+            section: section.to_owned(),
+            insns,
+            relocs: self.relocs.clone(),
+        }
     }
 }

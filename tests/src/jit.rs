@@ -29,13 +29,18 @@ pub struct SysctlLock {
 /// to keep their values while they run.
 pub fn lock_sysctl() -> std::io::Result<SysctlLock> {
     // A test that panicked while holding the lock still restored the value in its drop.
-    let guard = SYSCTL_LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let guard = SYSCTL_LOCK
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     let file = File::options().create(true).append(true).open(LOCK_FILE)?;
     // SAFETY: flock on an fd we own; the lock is released when `file` is closed.
     if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
         return Err(std::io::Error::last_os_error());
     }
-    Ok(SysctlLock { _file: file, _guard: guard })
+    Ok(SysctlLock {
+        _file: file,
+        _guard: guard,
+    })
 }
 
 impl JitHardenGuard {
@@ -43,13 +48,18 @@ impl JitHardenGuard {
         let lock = lock_sysctl()?;
         let previous = std::fs::read_to_string(JIT_HARDEN)?.trim().to_owned();
         std::fs::write(JIT_HARDEN, format!("{value}\n"))?;
-        Ok(JitHardenGuard { previous, _lock: lock })
+        Ok(JitHardenGuard {
+            previous,
+            _lock: lock,
+        })
     }
 
     /// The current value of the sysctl.
     pub fn current() -> std::io::Result<u8> {
         let text = std::fs::read_to_string(JIT_HARDEN)?;
-        text.trim().parse().map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+        text.trim()
+            .parse()
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
     }
 }
 

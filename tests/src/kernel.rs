@@ -23,12 +23,21 @@ pub enum Unavailable {
 
 /// Probes `bpf()` by creating (and closing) a one-entry array map.
 pub fn probe() -> Result<Kernel, Unavailable> {
-    let spec = MapSpec { name: "ciliumc_probe".into(), map_type: 2, key_size: 4, value_size: 4, max_entries: 1, map_flags: 0 };
+    let spec = MapSpec {
+        name: "ciliumc_probe".into(),
+        map_type: 2,
+        key_size: 4,
+        value_size: 4,
+        max_entries: 1,
+        map_flags: 0,
+    };
     match sys::map_create(&spec) {
         Ok(_map) => Ok(Kernel { _private: () }),
         Err(e) => match e.errno() {
             Some(libc::EPERM) | Some(libc::ENOSYS) | Some(libc::EACCES) => {
-                Err(Unavailable::Refused(std::io::Error::from_raw_os_error(e.errno().unwrap_or(libc::EPERM))))
+                Err(Unavailable::Refused(std::io::Error::from_raw_os_error(
+                    e.errno().unwrap_or(libc::EPERM),
+                )))
             }
             _ => Err(Unavailable::Broken(e.to_string())),
         },

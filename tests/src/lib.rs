@@ -20,6 +20,8 @@ pub mod tools;
 
 pub use jit::JitHardenGuard;
 pub use kernel::Kernel;
-pub use loader::{LoadError, LoadedObject, load_object_aya, load_object_raw};
+pub use loader::{
+    LoadError, LoadOptions, LoadedObject, load_object_aya, load_object_raw, load_object_raw_with,
+};
 pub use packet::Packet;
 pub use tools::{bpftool_loadall, tc_attach_check, xdp_attach_check};

@@ -30,7 +30,11 @@ pub enum LoadError {
     #[error("program `{name}` in section `{section}` has a type the harness does not load")]
     UnsupportedSection { name: String, section: String },
     #[error("program `{name}` refused by the verifier ({error}):\n{log}")]
-    Verifier { name: String, error: String, log: String },
+    Verifier {
+        name: String,
+        error: String,
+        log: String,
+    },
     #[error("aya: {0}")]
     Aya(String),
 }
@@ -39,7 +43,9 @@ impl LoadError {
     /// The verifier log, when the kernel refused a program.
     pub fn verifier_log(&self) -> Option<&str> {
         match self {
-            LoadError::Verifier { log, .. } | LoadError::Sys(SysError::Verifier { log, .. }) => Some(log),
+            LoadError::Verifier { log, .. } | LoadError::Sys(SysError::Verifier { log, .. }) => {
+                Some(log)
+            }
             _ => None,
         }
     }
@@ -51,6 +57,8 @@ pub struct LoadedProgram {
     pub prog: ProgFd,
     pub section: String,
     pub info: ProgInfo,
+    /// The verifier log of a successful load, when asked for ([`LoadOptions::verifier_log`]).
+    pub log: String,
 }
 
 impl LoadedProgram {
@@ -89,7 +97,10 @@ impl LoadedObject {
 
     /// Processed instructions per program, by name.
     pub fn verifier_stats(&self) -> BTreeMap<String, u32> {
-        self.programs.iter().map(|(n, p)| (n.clone(), p.verified_insns())).collect()
+        self.programs
+            .iter()
+            .map(|(n, p)| (n.clone(), p.verified_insns()))
+            .collect()
     }
 }
 
@@ -102,8 +113,20 @@ fn prog_type_of(section: &ProgramSection) -> Option<u32> {
     }
 }
 
+/// Options of [`load_object_raw_with`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LoadOptions {
+    /// Keep the verifier log of successful loads in [`LoadedProgram::log`].
+    pub verifier_log: bool,
+}
+
 /// Parses, links and loads every program of `elf` with raw `bpf()` calls.
 pub fn load_object_raw(elf: &[u8]) -> Result<LoadedObject, LoadError> {
+    load_object_raw_with(elf, LoadOptions::default())
+}
+
+/// [`load_object_raw`] with options.
+pub fn load_object_raw_with(elf: &[u8], options: LoadOptions) -> Result<LoadedObject, LoadError> {
     let file = object::File::parse(elf).map_err(|e| LoadError::Parse(e.to_string()))?;
     let section_name = |index: usize| {
         file.section_by_index(object::SectionIndex(index))
@@ -111,7 +134,9 @@ pub fn load_object_raw(elf: &[u8]) -> Result<LoadedObject, LoadError> {
             .and_then(|s| s.name().ok().map(str::to_owned))
             .unwrap_or_default()
     };
-    let btf_bytes = file.section_by_name(".BTF").and_then(|s| s.data().ok().map(<[u8]>::to_vec));
+    let btf_bytes = file
+        .section_by_name(".BTF")
+        .and_then(|s| s.data().ok().map(<[u8]>::to_vec));
     let mut obj = aya_obj::Object::parse(elf).map_err(|e| LoadError::Parse(e.to_string()))?;
 
     let mut map_names: Vec<String> = obj.maps.keys().cloned().collect();
@@ -127,7 +152,10 @@ pub fn load_object_raw(elf: &[u8]) -> Result<LoadedObject, LoadError> {
             max_entries: m.max_entries(),
             map_flags: m.map_flags(),
         };
-        let fd = sys::map_create(&spec).map_err(|source| LoadError::Map { name: name.clone(), source })?;
+        let fd = sys::map_create(&spec).map_err(|source| LoadError::Map {
+            name: name.clone(),
+            source,
+        })?;
         maps.insert(name.clone(), fd);
     }
 
@@ -135,11 +163,14 @@ pub fn load_object_raw(elf: &[u8]) -> Result<LoadedObject, LoadError> {
     // relocate_maps borrows the object mutably while reading the map definitions.
     let map_defs = obj.maps.clone();
     obj.relocate_maps(
-        map_names.iter().map(|n| (n.as_str(), maps[n].fd.as_raw_fd(), &map_defs[n])),
+        map_names
+            .iter()
+            .map(|n| (n.as_str(), maps[n].fd.as_raw_fd(), &map_defs[n])),
         &text_sections,
     )
     .map_err(|e| LoadError::Link(e.to_string()))?;
-    obj.relocate_calls(&text_sections).map_err(|e| LoadError::Link(e.to_string()))?;
+    obj.relocate_calls(&text_sections)
+        .map_err(|e| LoadError::Link(e.to_string()))?;
 
     let btf = match &btf_bytes {
         Some(b) => Some(sys::btf_load(b)?),
@@ -152,8 +183,11 @@ pub fn load_object_raw(elf: &[u8]) -> Result<LoadedObject, LoadError> {
     for name in names {
         let program = &obj.programs[name];
         let section = section_name(program.section_index);
-        let prog_type = prog_type_of(&program.section)
-            .ok_or_else(|| LoadError::UnsupportedSection { name: name.clone(), section: section.clone() })?;
+        let prog_type =
+            prog_type_of(&program.section).ok_or_else(|| LoadError::UnsupportedSection {
+                name: name.clone(),
+                section: section.clone(),
+            })?;
         let function = obj
             .functions
             .get(&program.function_key())
@@ -163,7 +197,13 @@ pub fn load_object_raw(elf: &[u8]) -> Result<LoadedObject, LoadError> {
             .iter()
             .flat_map(|i| {
                 // SAFETY: `bpf_insn` is the kernel's 8-byte plain-old-data instruction.
-                unsafe { std::slice::from_raw_parts((i as *const aya_obj::generated::bpf_insn).cast::<u8>(), 8) }.to_vec()
+                unsafe {
+                    std::slice::from_raw_parts(
+                        (i as *const aya_obj::generated::bpf_insn).cast::<u8>(),
+                        8,
+                    )
+                }
+                .to_vec()
             })
             .collect();
         let func_info = function.func_info.func_info_bytes();
@@ -175,28 +215,77 @@ pub fn load_object_raw(elf: &[u8]) -> Result<LoadedObject, LoadError> {
             line_info: &line_info,
             line_info_rec_size: function.line_info_rec_size as u32,
         };
-        let prog = sys::prog_load(name, prog_type, &insns, &license, &prog_btf)?;
+        let (prog, log) = sys::prog_load_logged(
+            name,
+            prog_type,
+            &insns,
+            &license,
+            &prog_btf,
+            options.verifier_log,
+        )?;
         let info = sys::prog_info(prog.fd.as_fd())?;
-        programs.insert(name.clone(), LoadedProgram { prog, section, info });
+        programs.insert(
+            name.clone(),
+            LoadedProgram {
+                prog,
+                section,
+                info,
+                log,
+            },
+        );
     }
-    Ok(LoadedObject { programs, maps, btf })
+    Ok(LoadedObject {
+        programs,
+        maps,
+        btf,
+    })
 }
 
-/// Loads `elf` with aya's `EbpfLoader` and loads every tc and XDP program in it.
+/// Loads `elf` with aya's `EbpfLoader` and loads every tc and XDP program in it. Maps with
+/// `pinning = by name` would be pinned under /sys/fs/bpf: use [`load_object_aya_pinned`] for those.
 pub fn load_object_aya(elf: &[u8]) -> Result<aya::Ebpf, LoadError> {
-    let mut ebpf = aya::EbpfLoader::new().load(elf).map_err(|e| LoadError::Aya(format!("{e:#}")))?;
+    load_programs_aya(
+        aya::EbpfLoader::new()
+            .load(elf)
+            .map_err(|e| LoadError::Aya(format!("{e:#}")))?,
+    )
+}
+
+/// [`load_object_aya`] with maps pinned by name under `pin_dir` (which must be on a bpffs).
+pub fn load_object_aya_pinned(
+    elf: &[u8],
+    pin_dir: &std::path::Path,
+) -> Result<aya::Ebpf, LoadError> {
+    let ebpf = aya::EbpfLoader::new()
+        .default_map_pin_directory(pin_dir)
+        .load(elf)
+        .map_err(|e| LoadError::Aya(format!("{e:#}")))?;
+    load_programs_aya(ebpf)
+}
+
+fn load_programs_aya(mut ebpf: aya::Ebpf) -> Result<aya::Ebpf, LoadError> {
     for (name, program) in ebpf.programs_mut() {
         let result = match program {
             aya::programs::Program::SchedClassifier(p) => p.load(),
             aya::programs::Program::Xdp(p) => p.load(),
             _ => {
-                return Err(LoadError::UnsupportedSection { name: name.to_owned(), section: format!("{:?}", program.prog_type()) });
+                return Err(LoadError::UnsupportedSection {
+                    name: name.to_owned(),
+                    section: format!("{:?}", program.prog_type()),
+                });
             }
         };
         match result {
             Ok(()) => {}
-            Err(aya::programs::ProgramError::LoadError { io_error, verifier_log }) => {
-                return Err(LoadError::Verifier { name: name.to_owned(), error: io_error.to_string(), log: verifier_log.to_string() });
+            Err(aya::programs::ProgramError::LoadError {
+                io_error,
+                verifier_log,
+            }) => {
+                return Err(LoadError::Verifier {
+                    name: name.to_owned(),
+                    error: io_error.to_string(),
+                    log: verifier_log.to_string(),
+                });
             }
             Err(e) => return Err(LoadError::Aya(format!("program `{name}`: {e}"))),
         }
@@ -206,15 +295,21 @@ pub fn load_object_aya(elf: &[u8]) -> Result<aya::Ebpf, LoadError> {
 
 /// The fd of a program loaded through [`load_object_aya`], for test runs and prog-array slots.
 pub fn aya_program_fd<'a>(ebpf: &'a aya::Ebpf, name: &str) -> Result<BorrowedFd<'a>, LoadError> {
-    let program = ebpf.program(name).ok_or_else(|| LoadError::Aya(format!("no program `{name}`")))?;
-    let fd = program.fd().map_err(|e| LoadError::Aya(format!("program `{name}`: {e}")))?;
+    let program = ebpf
+        .program(name)
+        .ok_or_else(|| LoadError::Aya(format!("no program `{name}`")))?;
+    let fd = program
+        .fd()
+        .map_err(|e| LoadError::Aya(format!("program `{name}`: {e}")))?;
     Ok(fd.as_fd())
 }
 
 /// The fd of a map created by [`load_object_aya`], as a [`sys::MapView`] for raw map operations.
 pub fn aya_map_view<'a>(ebpf: &'a aya::Ebpf, name: &str) -> Result<sys::MapView<'a>, LoadError> {
     use aya::maps::Map;
-    let map = ebpf.map(name).ok_or_else(|| LoadError::Aya(format!("no map `{name}`")))?;
+    let map = ebpf
+        .map(name)
+        .ok_or_else(|| LoadError::Aya(format!("no map `{name}`")))?;
     let data = match map {
         Map::Array(d)
         | Map::HashMap(d)
@@ -226,7 +321,11 @@ pub fn aya_map_view<'a>(ebpf: &'a aya::Ebpf, name: &str) -> Result<sys::MapView<
         | Map::ProgramArray(d)
         | Map::RingBuf(d)
         | Map::Unsupported(d) => d,
-        _ => return Err(LoadError::Aya(format!("map `{name}` has a type the harness does not handle"))),
+        _ => {
+            return Err(LoadError::Aya(format!(
+                "map `{name}` has a type the harness does not handle"
+            )));
+        }
     };
     Ok(sys::map_view(data.fd().as_fd())?)
 }

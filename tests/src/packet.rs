@@ -77,19 +77,51 @@ enum L3 {
         more_fragments: bool,
         frag_offset: u16,
     },
-    V6 { src: Ipv6Addr, dst: Ipv6Addr, hop_limit: u8, flow_label: u32, ext: Vec<ExtHeader> },
-    Other { ethertype: u16 },
+    V6 {
+        src: Ipv6Addr,
+        dst: Ipv6Addr,
+        hop_limit: u8,
+        flow_label: u32,
+        ext: Vec<ExtHeader>,
+    },
+    Other {
+        ethertype: u16,
+    },
 }
 
 #[derive(Clone, Debug)]
 enum L4 {
-    Tcp { sport: u16, dport: u16, seq: u32, ack: u32, flags: u8, window: u16 },
-    Udp { sport: u16, dport: u16 },
-    Sctp { sport: u16, dport: u16, vtag: u32 },
-    Icmp { typ: u8, code: u8, rest: u32 },
-    Icmpv6 { typ: u8, code: u8, rest: u32 },
+    Tcp {
+        sport: u16,
+        dport: u16,
+        seq: u32,
+        ack: u32,
+        flags: u8,
+        window: u16,
+    },
+    Udp {
+        sport: u16,
+        dport: u16,
+    },
+    Sctp {
+        sport: u16,
+        dport: u16,
+        vtag: u32,
+    },
+    Icmp {
+        typ: u8,
+        code: u8,
+        rest: u32,
+    },
+    Icmpv6 {
+        typ: u8,
+        code: u8,
+        rest: u32,
+    },
     /// Only the protocol number; the payload is the whole L4 content.
-    Raw { proto: u8 },
+    Raw {
+        proto: u8,
+    },
 }
 
 /// A frame under construction.
@@ -104,7 +136,13 @@ pub struct Packet {
 
 impl Packet {
     fn with_l3(l3: L3) -> Packet {
-        Packet { eth_src: [0x02, 0, 0, 0, 0, 1], eth_dst: [0x02, 0, 0, 0, 0, 2], l3, l4: None, payload: Vec::new() }
+        Packet {
+            eth_src: [0x02, 0, 0, 0, 0, 1],
+            eth_dst: [0x02, 0, 0, 0, 0, 2],
+            l3,
+            l4: None,
+            payload: Vec::new(),
+        }
     }
 
     pub fn ipv4(src: impl Into<Ipv4Addr>, dst: impl Into<Ipv4Addr>) -> Packet {
@@ -122,7 +160,13 @@ impl Packet {
     }
 
     pub fn ipv6(src: impl Into<Ipv6Addr>, dst: impl Into<Ipv6Addr>) -> Packet {
-        Self::with_l3(L3::V6 { src: src.into(), dst: dst.into(), hop_limit: 64, flow_label: 0, ext: Vec::new() })
+        Self::with_l3(L3::V6 {
+            src: src.into(),
+            dst: dst.into(),
+            hop_limit: 64,
+            flow_label: 0,
+            ext: Vec::new(),
+        })
     }
 
     /// A non-IP frame of `ethertype` (ARP, ...); the payload follows the Ethernet header.
@@ -142,7 +186,14 @@ impl Packet {
 
     /// TCP with the SYN flag (change with [`Packet::tcp_flags`]).
     pub fn tcp(mut self, sport: u16, dport: u16) -> Self {
-        self.l4 = Some(L4::Tcp { sport, dport, seq: 1, ack: 0, flags: tcp_flags::SYN, window: 65535 });
+        self.l4 = Some(L4::Tcp {
+            sport,
+            dport,
+            seq: 1,
+            ack: 0,
+            flags: tcp_flags::SYN,
+            window: 65535,
+        });
         self
     }
 
@@ -160,19 +211,31 @@ impl Packet {
 
     /// SCTP; without a payload an INIT chunk is added, otherwise the payload is the chunks.
     pub fn sctp(mut self, sport: u16, dport: u16) -> Self {
-        self.l4 = Some(L4::Sctp { sport, dport, vtag: 0 });
+        self.l4 = Some(L4::Sctp {
+            sport,
+            dport,
+            vtag: 0,
+        });
         self
     }
 
     /// ICMP type/code (8/0 is an echo request); `rest` is the 4-byte rest of header.
     pub fn icmp(mut self, typ: u8, code: u8) -> Self {
-        self.l4 = Some(L4::Icmp { typ, code, rest: 0x0001_0001 });
+        self.l4 = Some(L4::Icmp {
+            typ,
+            code,
+            rest: 0x0001_0001,
+        });
         self
     }
 
     /// ICMPv6 type/code (128/0 is an echo request).
     pub fn icmpv6(mut self, typ: u8, code: u8) -> Self {
-        self.l4 = Some(L4::Icmpv6 { typ, code, rest: 0x0001_0001 });
+        self.l4 = Some(L4::Icmpv6 {
+            typ,
+            code,
+            rest: 0x0001_0001,
+        });
         self
     }
 
@@ -200,7 +263,7 @@ impl Packet {
     pub fn ipv4_options(mut self, opts: &[u8]) -> Self {
         if let L3::V4 { options, .. } = &mut self.l3 {
             *options = opts.to_vec();
-            while options.len() % 4 != 0 {
+            while !options.len().is_multiple_of(4) {
                 options.push(0);
             }
             options.truncate(40);
@@ -210,7 +273,12 @@ impl Packet {
 
     /// IPv4 fragment fields: offset in 8-byte units and the more-fragments flag.
     pub fn fragment(mut self, offset: u16, more: bool) -> Self {
-        if let L3::V4 { frag_offset, more_fragments, .. } = &mut self.l3 {
+        if let L3::V4 {
+            frag_offset,
+            more_fragments,
+            ..
+        } = &mut self.l3
+        {
             *frag_offset = offset & 0x1fff;
             *more_fragments = more;
         }
@@ -249,7 +317,14 @@ impl Packet {
     fn l4_bytes(&self) -> (Vec<u8>, Option<usize>) {
         let mut out = Vec::new();
         let csum_at = match &self.l4 {
-            Some(L4::Tcp { sport, dport, seq, ack, flags, window }) => {
+            Some(L4::Tcp {
+                sport,
+                dport,
+                seq,
+                ack,
+                flags,
+                window,
+            }) => {
                 out.extend_from_slice(&sport.to_be_bytes());
                 out.extend_from_slice(&dport.to_be_bytes());
                 out.extend_from_slice(&seq.to_be_bytes());
@@ -274,7 +349,9 @@ impl Packet {
                 out.extend_from_slice(&[0, 0, 0, 0]);
                 if self.payload.is_empty() {
                     // INIT: type 1, flags 0, length 20, initiate tag, a_rwnd, streams, TSN.
-                    out.extend_from_slice(&[1, 0, 0, 20, 0, 0, 0, 1, 0, 1, 0, 0, 0, 1, 0, 1, 0, 0, 0, 1]);
+                    out.extend_from_slice(&[
+                        1, 0, 0, 20, 0, 0, 0, 1, 0, 1, 0, 0, 0, 1, 0, 1, 0, 0, 0, 1,
+                    ]);
                 }
                 None
             }
@@ -302,11 +379,23 @@ impl Packet {
                 frame.extend_from_slice(&self.payload);
                 return frame;
             }
-            L3::V4 { src, dst, ttl, tos, id, options, dont_fragment, more_fragments, frag_offset } => {
+            L3::V4 {
+                src,
+                dst,
+                ttl,
+                tos,
+                id,
+                options,
+                dont_fragment,
+                more_fragments,
+                frag_offset,
+            } => {
                 frame.extend_from_slice(&ETH_P_IP.to_be_bytes());
                 let ihl = 5 + options.len() / 4;
                 let total = (ihl * 4 + l4.len()) as u16;
-                let flags_frag = (u16::from(*dont_fragment) << 14) | (u16::from(*more_fragments) << 13) | frag_offset;
+                let flags_frag = (u16::from(*dont_fragment) << 14)
+                    | (u16::from(*more_fragments) << 13)
+                    | frag_offset;
                 let mut ip = vec![0x40 | ihl as u8, *tos];
                 ip.extend_from_slice(&total.to_be_bytes());
                 ip.extend_from_slice(&id.to_be_bytes());
@@ -327,7 +416,13 @@ impl Packet {
                 self.fill_l4_checksum(&mut l4, csum_at, if with_pseudo { &pseudo } else { &[] });
                 frame.extend_from_slice(&ip);
             }
-            L3::V6 { src, dst, hop_limit, flow_label, ext } => {
+            L3::V6 {
+                src,
+                dst,
+                hop_limit,
+                flow_label,
+                ext,
+            } => {
                 frame.extend_from_slice(&ETH_P_IPV6.to_be_bytes());
                 let mut headers = Vec::new();
                 for (i, h) in ext.iter().enumerate() {
@@ -400,7 +495,11 @@ pub fn crc32c(data: &[u8]) -> u32 {
     for &b in data {
         crc ^= u32::from(b);
         for _ in 0..8 {
-            crc = if crc & 1 != 0 { (crc >> 1) ^ 0x82f6_3b78 } else { crc >> 1 };
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0x82f6_3b78
+            } else {
+                crc >> 1
+            };
         }
     }
     !crc
@@ -417,7 +516,9 @@ mod tests {
 
     #[test]
     fn ipv4_header_checksum_verifies() {
-        let p = Packet::ipv4([192, 0, 2, 1], [198, 51, 100, 2]).tcp(1234, 80).build();
+        let p = Packet::ipv4([192, 0, 2, 1], [198, 51, 100, 2])
+            .tcp(1234, 80)
+            .build();
         assert_eq!(inet_checksum(&[&p[14..34]]), 0);
         assert_eq!(p.len(), 14 + 20 + 20);
     }
@@ -425,8 +526,14 @@ mod tests {
     #[test]
     fn tcp_and_udp_checksums_verify_with_pseudo_header() {
         for p in [
-            Packet::ipv4([192, 0, 2, 1], [198, 51, 100, 2]).udp(53, 5353).payload(b"abc").build(),
-            Packet::ipv4([192, 0, 2, 1], [198, 51, 100, 2]).tcp(53, 5353).payload(b"abcd").build(),
+            Packet::ipv4([192, 0, 2, 1], [198, 51, 100, 2])
+                .udp(53, 5353)
+                .payload(b"abc")
+                .build(),
+            Packet::ipv4([192, 0, 2, 1], [198, 51, 100, 2])
+                .tcp(53, 5353)
+                .payload(b"abcd")
+                .build(),
         ] {
             let l4 = &p[34..];
             let mut pseudo = p[26..34].to_vec();
@@ -438,11 +545,18 @@ mod tests {
 
     #[test]
     fn ipv6_extension_headers_chain_to_upper_layer() {
-        let p = Packet::ipv6("2001:db8::1".parse::<Ipv6Addr>().unwrap(), "2001:db8::2".parse::<Ipv6Addr>().unwrap())
-            .ext_header(ExtHeader::HopByHop)
-            .ext_header(ExtHeader::Fragment { offset: 0, more: true, id: 7 })
-            .udp(1, 2)
-            .build();
+        let p = Packet::ipv6(
+            "2001:db8::1".parse::<Ipv6Addr>().unwrap(),
+            "2001:db8::2".parse::<Ipv6Addr>().unwrap(),
+        )
+        .ext_header(ExtHeader::HopByHop)
+        .ext_header(ExtHeader::Fragment {
+            offset: 0,
+            more: true,
+            id: 7,
+        })
+        .udp(1, 2)
+        .build();
         assert_eq!(p[14 + 6], 0, "first next header is hop-by-hop");
         assert_eq!(p[54], 44, "hop-by-hop points to fragment");
         assert_eq!(p[62], IPPROTO_UDP);
@@ -451,7 +565,9 @@ mod tests {
 
     #[test]
     fn sctp_checksum_is_crc32c_of_packet_with_zero_field() {
-        let p = Packet::ipv4([192, 0, 2, 1], [198, 51, 100, 2]).sctp(5000, 6000).build();
+        let p = Packet::ipv4([192, 0, 2, 1], [198, 51, 100, 2])
+            .sctp(5000, 6000)
+            .build();
         let mut l4 = p[34..].to_vec();
         let stored = u32::from_le_bytes(l4[8..12].try_into().unwrap());
         l4[8..12].fill(0);
@@ -460,7 +576,11 @@ mod tests {
 
     #[test]
     fn ipv4_options_and_fragments() {
-        let p = Packet::ipv4([192, 0, 2, 1], [198, 51, 100, 2]).ipv4_options(&[1, 1, 1]).fragment(3, true).udp(1, 2).build();
+        let p = Packet::ipv4([192, 0, 2, 1], [198, 51, 100, 2])
+            .ipv4_options(&[1, 1, 1])
+            .fragment(3, true)
+            .udp(1, 2)
+            .build();
         assert_eq!(p[14] & 0x0f, 6);
         assert_eq!(u16::from_be_bytes([p[20], p[21]]), (1 << 13) | 3);
         assert_eq!(inet_checksum(&[&p[14..38]]), 0);

@@ -32,9 +32,16 @@ const LOG_SIZE: usize = 16 * 1024 * 1024;
 #[derive(Debug, thiserror::Error)]
 pub enum SysError {
     #[error("bpf({cmd}) failed: {source}")]
-    Syscall { cmd: &'static str, source: std::io::Error },
+    Syscall {
+        cmd: &'static str,
+        source: std::io::Error,
+    },
     #[error("program `{name}` refused by the verifier ({source}):\n{log}")]
-    Verifier { name: String, source: std::io::Error, log: String },
+    Verifier {
+        name: String,
+        source: std::io::Error,
+        log: String,
+    },
     #[error("BTF refused by the kernel ({source}):\n{log}")]
     Btf { source: std::io::Error, log: String },
     #[error("{0}")]
@@ -45,9 +52,9 @@ impl SysError {
     /// The errno of a failed syscall, if this error is one.
     pub fn errno(&self) -> Option<i32> {
         match self {
-            SysError::Syscall { source, .. } | SysError::Verifier { source, .. } | SysError::Btf { source, .. } => {
-                source.raw_os_error()
-            }
+            SysError::Syscall { source, .. }
+            | SysError::Verifier { source, .. }
+            | SysError::Btf { source, .. } => source.raw_os_error(),
             SysError::Invalid(_) => None,
         }
     }
@@ -57,8 +64,19 @@ fn bpf<T>(cmd: u32, attr: &mut T) -> std::io::Result<i64> {
     // SAFETY: `attr` is a live, properly sized repr(C) bpf_attr prefix; the kernel reads and
     // writes at most size_of::<T>() bytes of it, and every pointer inside refers to buffers that
     // outlive the call.
-    let r = unsafe { libc::syscall(libc::SYS_bpf, cmd as libc::c_long, attr as *mut T, std::mem::size_of::<T>()) };
-    if r < 0 { Err(std::io::Error::last_os_error()) } else { Ok(r) }
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            cmd as libc::c_long,
+            attr as *mut T,
+            std::mem::size_of::<T>(),
+        )
+    };
+    if r < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(r)
+    }
 }
 
 fn bpf_fd<T>(cmd: u32, name: &'static str, attr: &mut T) -> Result<OwnedFd, SysError> {
@@ -70,7 +88,10 @@ fn bpf_fd<T>(cmd: u32, name: &'static str, attr: &mut T) -> Result<OwnedFd, SysE
 fn name16(name: &str) -> [u8; 16] {
     // The kernel accepts only [A-Za-z0-9_.] in object names; anything else is dropped.
     let mut out = [0u8; 16];
-    for (o, b) in out.iter_mut().take(15).zip(name.bytes().filter(|b| b.is_ascii_alphanumeric() || *b == b'_' || *b == b'.')) {
+    for (o, b) in out.iter_mut().take(15).zip(
+        name.bytes()
+            .filter(|b| b.is_ascii_alphanumeric() || *b == b'_' || *b == b'.'),
+    ) {
         *o = b;
     }
     out
@@ -124,7 +145,10 @@ pub fn map_create(spec: &MapSpec) -> Result<MapFd, SysError> {
         ..Default::default()
     };
     let fd = bpf_fd(BPF_MAP_CREATE, "BPF_MAP_CREATE", &mut attr)?;
-    Ok(MapFd { fd, spec: spec.clone() })
+    Ok(MapFd {
+        fd,
+        spec: spec.clone(),
+    })
 }
 
 #[repr(C)]
@@ -141,7 +165,11 @@ struct MapElemAttr {
 /// possible CPU.
 pub fn user_value_size(spec: &MapSpec) -> usize {
     let percpu = matches!(spec.map_type, 5 | 6 | 10);
-    if percpu { (spec.value_size as usize).div_ceil(8) * 8 * possible_cpus() } else { spec.value_size as usize }
+    if percpu {
+        (spec.value_size as usize).div_ceil(8) * 8 * possible_cpus()
+    } else {
+        spec.value_size as usize
+    }
 }
 
 /// Number of possible CPUs, from /sys/devices/system/cpu/possible (e.g. "0-3").
@@ -162,7 +190,10 @@ pub fn possible_cpus() -> usize {
 impl MapFd {
     /// A borrowed handle with the map operations.
     pub fn view(&self) -> MapView<'_> {
-        MapView { fd: self.fd.as_fd(), spec: self.spec.clone() }
+        MapView {
+            fd: self.fd.as_fd(),
+            spec: self.spec.clone(),
+        }
     }
 
     pub fn update(&self, key: &[u8], value: &[u8], flags: u64) -> Result<(), SysError> {
@@ -196,8 +227,15 @@ pub struct MapView<'a> {
 /// A view of any map fd, its sizes read from the kernel (`BPF_OBJ_GET_INFO_BY_FD`).
 pub fn map_view(fd: BorrowedFd<'_>) -> Result<MapView<'_>, SysError> {
     let mut buf = [0u8; 88];
-    let mut attr = InfoAttr { bpf_fd: fd.as_raw_fd() as u32, info_len: buf.len() as u32, info: buf.as_mut_ptr() as u64 };
-    bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr).map_err(|source| SysError::Syscall { cmd: "BPF_OBJ_GET_INFO_BY_FD", source })?;
+    let mut attr = InfoAttr {
+        bpf_fd: fd.as_raw_fd() as u32,
+        info_len: buf.len() as u32,
+        info: buf.as_mut_ptr() as u64,
+    };
+    bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr).map_err(|source| SysError::Syscall {
+        cmd: "BPF_OBJ_GET_INFO_BY_FD",
+        source,
+    })?;
     let u32_at = |o: usize| u32::from_ne_bytes([buf[o], buf[o + 1], buf[o + 2], buf[o + 3]]);
     let name_end = buf[24..40].iter().position(|&b| b == 0).unwrap_or(16);
     let spec = MapSpec {
@@ -216,11 +254,21 @@ impl MapView<'_> {
         if got == want {
             Ok(())
         } else {
-            Err(SysError::Invalid(format!("map `{}`: {what} is {got} bytes, expected {want}", self.spec.name)))
+            Err(SysError::Invalid(format!(
+                "map `{}`: {what} is {got} bytes, expected {want}",
+                self.spec.name
+            )))
         }
     }
 
-    fn elem(&self, cmd: u32, name: &'static str, key: &[u8], value: u64, flags: u64) -> Result<(), SysError> {
+    fn elem(
+        &self,
+        cmd: u32,
+        name: &'static str,
+        key: &[u8],
+        value: u64,
+        flags: u64,
+    ) -> Result<(), SysError> {
         self.check("key", key.len(), self.spec.key_size as usize)?;
         let mut attr = MapElemAttr {
             map_fd: self.fd.as_raw_fd() as u32,
@@ -229,18 +277,32 @@ impl MapView<'_> {
             flags,
             ..Default::default()
         };
-        bpf(cmd, &mut attr).map(drop).map_err(|source| SysError::Syscall { cmd: name, source })
+        bpf(cmd, &mut attr)
+            .map(drop)
+            .map_err(|source| SysError::Syscall { cmd: name, source })
     }
 
     pub fn update(&self, key: &[u8], value: &[u8], flags: u64) -> Result<(), SysError> {
         self.check("value", value.len(), user_value_size(&self.spec))?;
-        self.elem(BPF_MAP_UPDATE_ELEM, "BPF_MAP_UPDATE_ELEM", key, value.as_ptr() as u64, flags)
+        self.elem(
+            BPF_MAP_UPDATE_ELEM,
+            "BPF_MAP_UPDATE_ELEM",
+            key,
+            value.as_ptr() as u64,
+            flags,
+        )
     }
 
     /// The value under `key`, or `None` when absent (ENOENT).
     pub fn lookup(&self, key: &[u8]) -> Result<Option<Vec<u8>>, SysError> {
         let mut value = vec![0u8; user_value_size(&self.spec)];
-        match self.elem(BPF_MAP_LOOKUP_ELEM, "BPF_MAP_LOOKUP_ELEM", key, value.as_mut_ptr() as u64, 0) {
+        match self.elem(
+            BPF_MAP_LOOKUP_ELEM,
+            "BPF_MAP_LOOKUP_ELEM",
+            key,
+            value.as_mut_ptr() as u64,
+            0,
+        ) {
             Ok(()) => Ok(Some(value)),
             Err(e) if e.errno() == Some(libc::ENOENT) => Ok(None),
             Err(e) => Err(e),
@@ -271,7 +333,10 @@ impl MapView<'_> {
         match bpf(BPF_MAP_GET_NEXT_KEY, &mut attr) {
             Ok(_) => Ok(Some(next)),
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(None),
-            Err(source) => Err(SysError::Syscall { cmd: "BPF_MAP_GET_NEXT_KEY", source }),
+            Err(source) => Err(SysError::Syscall {
+                cmd: "BPF_MAP_GET_NEXT_KEY",
+                source,
+            }),
         }
     }
 
@@ -330,11 +395,34 @@ pub struct ProgFd {
 
 /// Loads `insns` (8 bytes per slot). A refused load is repeated with log level 1 so that the
 /// error carries the verifier log verbatim.
-pub fn prog_load(name: &str, prog_type: u32, insns: &[u8], license: &str, btf: &ProgBtf<'_>) -> Result<ProgFd, SysError> {
-    if insns.is_empty() || insns.len() % 8 != 0 {
-        return Err(SysError::Invalid(format!("program `{name}`: {} bytes is not a whole number of slots", insns.len())));
+pub fn prog_load(
+    name: &str,
+    prog_type: u32,
+    insns: &[u8],
+    license: &str,
+    btf: &ProgBtf<'_>,
+) -> Result<ProgFd, SysError> {
+    prog_load_logged(name, prog_type, insns, license, btf, false).map(|(fd, _)| fd)
+}
+
+/// Like [`prog_load`]; with `log` the first attempt already asks for a level-1 log, which is
+/// returned on success too (slower for big programs: the verifier formats every state).
+pub fn prog_load_logged(
+    name: &str,
+    prog_type: u32,
+    insns: &[u8],
+    license: &str,
+    btf: &ProgBtf<'_>,
+    log: bool,
+) -> Result<(ProgFd, String), SysError> {
+    if insns.is_empty() || !insns.len().is_multiple_of(8) {
+        return Err(SysError::Invalid(format!(
+            "program `{name}`: {} bytes is not a whole number of slots",
+            insns.len()
+        )));
     }
-    let license = CString::new(license).map_err(|_| SysError::Invalid("license contains NUL".into()))?;
+    let license =
+        CString::new(license).map_err(|_| SysError::Invalid("license contains NUL".into()))?;
     let attempt = |log: Option<&mut Vec<u8>>| {
         let mut attr = ProgLoadAttr {
             prog_type,
@@ -364,26 +452,46 @@ pub fn prog_load(name: &str, prog_type: u32, insns: &[u8], license: &str, btf: &
         }
         bpf(BPF_PROG_LOAD, &mut attr)
     };
-    // Load without a log first: a log of level 1 makes large programs much slower to verify.
-    match attempt(None) {
-        Ok(fd) => {
-            // SAFETY: a fresh fd from the kernel, owned by nobody else.
-            let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
-            Ok(ProgFd { fd, name: name.to_owned(), prog_type })
+    let text = |buf: &[u8]| {
+        let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+        String::from_utf8_lossy(&buf[..end]).into_owned()
+    };
+    let owned = |fd: i64| {
+        // SAFETY: a fresh fd from the kernel, owned by nobody else.
+        ProgFd {
+            fd: unsafe { OwnedFd::from_raw_fd(fd as i32) },
+            name: name.to_owned(),
+            prog_type,
         }
+    };
+    let mut buf = Vec::new();
+    // Without `log`, load without one first: a level-1 log makes large programs slower to verify.
+    let first = if log {
+        buf = vec![0u8; LOG_SIZE];
+        attempt(Some(&mut buf))
+    } else {
+        attempt(None)
+    };
+    match first {
+        Ok(fd) => Ok((owned(fd), text(&buf))),
         Err(first) => {
-            let mut buf = vec![0u8; LOG_SIZE];
-            let source = match attempt(Some(&mut buf)) {
-                Ok(fd) => {
-                    // SAFETY: as above; the program loaded on the second attempt.
-                    drop(unsafe { OwnedFd::from_raw_fd(fd as i32) });
-                    first
+            let source = if log {
+                first
+            } else {
+                buf = vec![0u8; LOG_SIZE];
+                match attempt(Some(&mut buf)) {
+                    Ok(fd) => {
+                        drop(owned(fd));
+                        first
+                    }
+                    Err(e) => e,
                 }
-                Err(e) => e,
             };
-            let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-            let log = String::from_utf8_lossy(&buf[..end]).into_owned();
-            Err(SysError::Verifier { name: name.to_owned(), source, log })
+            Err(SysError::Verifier {
+                name: name.to_owned(),
+                source,
+                log: text(&buf),
+            })
         }
     }
 }
@@ -396,6 +504,7 @@ struct BtfLoadAttr {
     btf_size: u32,
     btf_log_size: u32,
     btf_log_level: u32,
+    _pad: u32,
 }
 
 /// Loads a `.BTF` blob into the kernel; the error carries the kernel's BTF log.
@@ -407,13 +516,17 @@ pub fn btf_load(data: &[u8]) -> Result<OwnedFd, SysError> {
         btf_log_buf: log.as_mut_ptr() as u64,
         btf_log_size: log.len() as u32,
         btf_log_level: 1,
+        _pad: 0,
     };
     match bpf(BPF_BTF_LOAD, &mut attr) {
         // SAFETY: a fresh fd from the kernel, owned by nobody else.
         Ok(fd) => Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) }),
         Err(source) => {
             let end = log.iter().position(|&b| b == 0).unwrap_or(log.len());
-            Err(SysError::Btf { source, log: String::from_utf8_lossy(&log[..end]).into_owned() })
+            Err(SysError::Btf {
+                source,
+                log: String::from_utf8_lossy(&log[..end]).into_owned(),
+            })
         }
     }
 }
@@ -444,8 +557,15 @@ const PROG_INFO_LEN: usize = 232;
 
 pub fn prog_info(fd: BorrowedFd<'_>) -> Result<ProgInfo, SysError> {
     let mut buf = [0u8; PROG_INFO_LEN];
-    let mut attr = InfoAttr { bpf_fd: fd.as_raw_fd() as u32, info_len: buf.len() as u32, info: buf.as_mut_ptr() as u64 };
-    bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr).map_err(|source| SysError::Syscall { cmd: "BPF_OBJ_GET_INFO_BY_FD", source })?;
+    let mut attr = InfoAttr {
+        bpf_fd: fd.as_raw_fd() as u32,
+        info_len: buf.len() as u32,
+        info: buf.as_mut_ptr() as u64,
+    };
+    bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr).map_err(|source| SysError::Syscall {
+        cmd: "BPF_OBJ_GET_INFO_BY_FD",
+        source,
+    })?;
     let u32_at = |o: usize| u32::from_ne_bytes([buf[o], buf[o + 1], buf[o + 2], buf[o + 3]]);
     let name_end = buf[64..80].iter().position(|&b| b == 0).unwrap_or(16);
     let mut tag = [0u8; 8];
@@ -479,6 +599,9 @@ struct TestRunAttr {
     flags: u32,
     cpu: u32,
     batch_size: u32,
+    // Explicit so that the kernel's check that unused attr bytes are zero sees zeros, not
+    // uninitialized padding.
+    _pad: u32,
 }
 
 /// Result of one `BPF_PROG_TEST_RUN`.
@@ -492,7 +615,11 @@ pub struct TestRunOutput {
 }
 
 /// Runs `prog` on `packet` `repeat` times (0 counts as 1).
-pub fn test_run(prog: BorrowedFd<'_>, packet: &[u8], repeat: u32) -> Result<TestRunOutput, SysError> {
+pub fn test_run(
+    prog: BorrowedFd<'_>,
+    packet: &[u8],
+    repeat: u32,
+) -> Result<TestRunOutput, SysError> {
     // Room for programs that grow the packet (e.g. encapsulation).
     let mut out = vec![0u8; packet.len() + 512];
     let mut attr = TestRunAttr {
@@ -504,7 +631,14 @@ pub fn test_run(prog: BorrowedFd<'_>, packet: &[u8], repeat: u32) -> Result<Test
         repeat,
         ..Default::default()
     };
-    bpf(BPF_PROG_TEST_RUN, &mut attr).map_err(|source| SysError::Syscall { cmd: "BPF_PROG_TEST_RUN", source })?;
+    bpf(BPF_PROG_TEST_RUN, &mut attr).map_err(|source| SysError::Syscall {
+        cmd: "BPF_PROG_TEST_RUN",
+        source,
+    })?;
     out.truncate((attr.data_size_out as usize).min(out.len()));
-    Ok(TestRunOutput { retval: attr.retval, data_out: out, duration_ns: attr.duration })
+    Ok(TestRunOutput {
+        retval: attr.retval,
+        data_out: out,
+        duration_ns: attr.duration,
+    })
 }

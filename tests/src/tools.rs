@@ -13,12 +13,19 @@ static COUNTER: AtomicU32 = AtomicU32::new(0);
 
 /// A name unique to this process and call, short enough for netns and mount paths.
 pub fn unique_name(prefix: &str) -> String {
-    format!("{prefix}{}x{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "{prefix}{}x{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// Runs a command; `Err` holds its stderr (or why it could not start).
 pub fn run(program: &str, args: &[&str]) -> Result<String, String> {
-    let out = Command::new(program).args(args).output().map_err(|e| format!("cannot run {program}: {e}"))?;
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .map_err(|e| format!("cannot run {program}: {e}"))?;
     if out.status.success() {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     } else {
@@ -60,10 +67,13 @@ impl Drop for BpffsMount {
     }
 }
 
-/// A network namespace with one dummy device `dev`, up, with a clsact qdisc; deleted on drop.
+/// A network namespace with a veth pair (`dev` and its peer `peer`), both up, and a clsact qdisc on
+/// `dev`; deleted on drop (which removes the devices and their filters). veth rather than dummy
+/// because not every kernel has the dummy driver.
 pub struct TestNetns {
     pub name: String,
     pub dev: String,
+    pub peer: String,
 }
 
 impl TestNetns {
@@ -71,10 +81,20 @@ impl TestNetns {
         let name = unique_name("ciliumc-t");
         run("ip", &["netns", "add", &name])?;
         // From here on, Drop removes the namespace whatever fails next.
-        let ns = TestNetns { name, dev: "ct0".to_owned() };
-        ns.ip(&["link", "add", &ns.dev, "type", "dummy"])?;
+        let ns = TestNetns {
+            name,
+            dev: "ct0".to_owned(),
+            peer: "ct1".to_owned(),
+        };
+        ns.ip(&[
+            "link", "add", &ns.dev, "type", "veth", "peer", "name", &ns.peer,
+        ])?;
         ns.ip(&["link", "set", &ns.dev, "up"])?;
-        run("tc", &["-n", &ns.name, "qdisc", "add", "dev", &ns.dev, "clsact"])?;
+        ns.ip(&["link", "set", &ns.peer, "up"])?;
+        run(
+            "tc",
+            &["-n", &ns.name, "qdisc", "add", "dev", &ns.dev, "clsact"],
+        )?;
         Ok(ns)
     }
 
@@ -100,7 +120,9 @@ impl Drop for TestNetns {
 }
 
 fn path_str(path: &Path) -> Result<String, String> {
-    path.to_str().map(str::to_owned).ok_or_else(|| format!("path {} is not UTF-8", path.display()))
+    path.to_str()
+        .map(str::to_owned)
+        .ok_or_else(|| format!("path {} is not UTF-8", path.display()))
 }
 
 /// `bpftool prog loadall FILE <private bpffs>/progs`: libbpf opens, relocates and loads every
@@ -111,22 +133,42 @@ pub fn bpftool_loadall(path: &Path) -> Result<(), String> {
     run("bpftool", &["prog", "loadall", &path_str(path)?, &pin_dir]).map(drop)
 }
 
-/// `tc filter add dev D ingress bpf da obj FILE sec SECTION` on a dummy device in a fresh netns.
+/// `tc filter add dev D ingress bpf da obj FILE sec SECTION` on a veth device in a fresh netns.
 pub fn tc_attach_check(path: &Path, section: &str) -> Result<(), String> {
     let ns = TestNetns::new()?;
     let file = path_str(path)?;
-    ns.tc(&["filter", "add", "dev", &ns.dev, "ingress", "bpf", "da", "obj", &file, "sec", section])?;
+    ns.tc(&[
+        "filter", "add", "dev", &ns.dev, "ingress", "bpf", "da", "obj", &file, "sec", section,
+    ])?;
     let shown = ns.tc(&["filter", "show", "dev", &ns.dev, "ingress"])?;
-    if shown.contains("bpf") { Ok(()) } else { Err(format!("filter not listed after attach:\n{shown}")) }
+    if shown.contains("bpf") {
+        Ok(())
+    } else {
+        Err(format!("filter not listed after attach:\n{shown}"))
+    }
 }
 
-/// `ip link set dev D xdpgeneric obj FILE sec SECTION` on a dummy device in a fresh netns.
+/// `ip link set dev D xdpgeneric obj FILE sec SECTION` on a veth device in a fresh netns.
 pub fn xdp_attach_check(path: &Path, section: &str) -> Result<(), String> {
     let ns = TestNetns::new()?;
     let file = path_str(path)?;
-    ns.ip(&["link", "set", "dev", &ns.dev, "xdpgeneric", "obj", &file, "sec", section])?;
+    ns.ip(&[
+        "link",
+        "set",
+        "dev",
+        &ns.dev,
+        "xdpgeneric",
+        "obj",
+        &file,
+        "sec",
+        section,
+    ])?;
     let shown = ns.ip(&["link", "show", "dev", &ns.dev])?;
-    if shown.contains("xdp") { Ok(()) } else { Err(format!("no XDP program after attach:\n{shown}")) }
+    if shown.contains("xdp") {
+        Ok(())
+    } else {
+        Err(format!("no XDP program after attach:\n{shown}"))
+    }
 }
 
 /// A temporary file holding `bytes`, removed on drop.

@@ -53,7 +53,13 @@ impl ConnSet {
     }
 
     pub fn is_all(&self) -> bool {
-        CONN_PROTOCOLS.iter().all(|p| self.ranges(*p) == [PortRange { lo: 1, hi: u16::MAX }])
+        CONN_PROTOCOLS.iter().all(|p| {
+            self.ranges(*p)
+                == [PortRange {
+                    lo: 1,
+                    hi: u16::MAX,
+                }]
+        })
     }
 
     pub fn contains(&self, protocol: Protocol, port: u16) -> bool {
@@ -74,7 +80,13 @@ impl std::fmt::Display for ConnSet {
             }
             let ports: Vec<String> = ranges
                 .iter()
-                .map(|r| if r.lo == r.hi { r.lo.to_string() } else { format!("{}-{}", r.lo, r.hi) })
+                .map(|r| {
+                    if r.lo == r.hi {
+                        r.lo.to_string()
+                    } else {
+                        format!("{}-{}", r.lo, r.hi)
+                    }
+                })
                 .collect();
             items.push(format!("{} {}", p.name(), ports.join(",")));
         }

@@ -15,7 +15,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ciliumc_ir::evaluator::verdict_direction;
-use ciliumc_ir::{Direction, DirectionPolicy, Endpoint, EndpointKind, NumericIdentity, PeerInfo, PeerSet, PortRange};
+use ciliumc_ir::{
+    Direction, DirectionPolicy, Endpoint, EndpointKind, NumericIdentity, PeerInfo, PortRange,
+};
 use serde::Serialize;
 
 pub use conns::{CONN_PROTOCOLS, ConnSet};
@@ -36,7 +38,9 @@ impl std::str::FromStr for Format {
             "txt" => Ok(Format::Txt),
             "json" => Ok(Format::Json),
             "netpol-analyzer" => Ok(Format::NetpolAnalyzer),
-            other => Err(format!("unknown connlist format {other:?} (expected txt, json, netpol-analyzer)")),
+            other => Err(format!(
+                "unknown connlist format {other:?} (expected txt, json, netpol-analyzer)"
+            )),
         }
     }
 }
@@ -61,13 +65,16 @@ pub struct ConnlistOptions {
     pub ipv6: bool,
 }
 
-enum Peer<'a> {
-    Workload { label: String, members: Vec<usize>, _p: std::marker::PhantomData<&'a ()> },
+enum Peer {
+    Workload { label: String, members: Vec<usize> },
     External { label: String, ip: IpAddr },
 }
 
 fn workload_label(ep: &Endpoint) -> String {
-    format!("{}/{}[{}]", ep.namespace, ep.workload.name, ep.workload.kind)
+    format!(
+        "{}/{}[{}]",
+        ep.namespace, ep.workload.name, ep.workload.kind
+    )
 }
 
 fn fmt_v4(n: u128) -> String {
@@ -95,10 +102,11 @@ fn segments(prefixes: &BTreeSet<(u128, u128)>, max: u128) -> Vec<(u128, u128)> {
         .collect()
 }
 
-fn external_peers(cluster: &ResolvedCluster, opts: &ConnlistOptions) -> Vec<Peer<'static>> {
+/// External ranges cut by the given prefixes.
+fn external_peers(cidrs: &BTreeSet<ciliumc_ir::Cidr>, opts: &ConnlistOptions) -> Vec<Peer> {
     let mut v4 = BTreeSet::new();
     let mut v6 = BTreeSet::new();
-    for c in cluster.cidr_identities.keys() {
+    for c in cidrs {
         if c.is_ipv4() {
             v4.insert(c.range());
         } else {
@@ -128,7 +136,11 @@ fn seen_as(peer: &Endpoint, observer: Option<&Endpoint>) -> PeerInfo {
     let ip = peer.ipv4.map(IpAddr::V4).or(peer.ipv6.map(IpAddr::V6));
     let identity = if peer.kind == EndpointKind::HostNetwork {
         let same_node = matches!((observer.and_then(|o| o.node.as_ref()), &peer.node), (Some(a), Some(b)) if a == b);
-        if same_node { NumericIdentity::HOST } else { NumericIdentity::REMOTE_NODE }
+        if same_node {
+            NumericIdentity::HOST
+        } else {
+            NumericIdentity::REMOTE_NODE
+        }
     } else {
         peer.identity
     };
@@ -136,7 +148,11 @@ fn seen_as(peer: &Endpoint, observer: Option<&Endpoint>) -> PeerInfo {
 }
 
 fn world_peer(ip: IpAddr) -> PeerInfo {
-    let id = if ip.is_ipv4() { NumericIdentity::WORLD_IPV4 } else { NumericIdentity::WORLD_IPV6 };
+    let id = if ip.is_ipv4() {
+        NumericIdentity::WORLD_IPV4
+    } else {
+        NumericIdentity::WORLD_IPV6
+    };
     PeerInfo::new(id, Some(ip))
 }
 
@@ -151,7 +167,10 @@ fn port_cuts(policies: &[&DirectionPolicy], protocol: ciliumc_ir::Protocol) -> V
             }
         }
     }
-    cuts.into_iter().filter(|c| (1..=65535).contains(c)).map(|c| c as u16).collect()
+    cuts.into_iter()
+        .filter(|c| (1..=65535).contains(c))
+        .map(|c| c as u16)
+        .collect()
 }
 
 /// Allowed connections from a peer to a peer, given each side's relevant policy (None = open).
@@ -160,15 +179,20 @@ fn allowed(
     ingress: Option<(&DirectionPolicy, PeerInfo)>,
 ) -> ConnSet {
     let mut set = ConnSet::default();
-    let pols: Vec<&DirectionPolicy> = egress.iter().map(|e| e.0).chain(ingress.iter().map(|i| i.0)).collect();
+    let pols: Vec<&DirectionPolicy> = egress
+        .iter()
+        .map(|e| e.0)
+        .chain(ingress.iter().map(|i| i.0))
+        .collect();
     for protocol in CONN_PROTOCOLS {
         let cuts = port_cuts(&pols, protocol);
         for (i, lo) in cuts.iter().enumerate() {
             let hi = cuts.get(i + 1).map(|n| n - 1).unwrap_or(u16::MAX);
-            let ok = egress
-                .is_none_or(|(p, peer)| verdict_direction(p, Direction::Egress, peer, protocol, *lo).is_allow())
-                && ingress
-                    .is_none_or(|(p, peer)| verdict_direction(p, Direction::Ingress, peer, protocol, *lo).is_allow());
+            let ok = egress.is_none_or(|(p, peer)| {
+                verdict_direction(p, Direction::Egress, peer, protocol, *lo).is_allow()
+            }) && ingress.is_none_or(|(p, peer)| {
+                verdict_direction(p, Direction::Ingress, peer, protocol, *lo).is_allow()
+            });
             if ok {
                 set.add(protocol, PortRange { lo: *lo, hi });
             }
@@ -183,16 +207,25 @@ pub fn connections(cluster: &ResolvedCluster, opts: &ConnlistOptions) -> Vec<Con
     for (i, ep) in cluster.endpoints.iter().enumerate() {
         groups.entry(workload_label(ep)).or_default().push(i);
     }
-    let mut peers: Vec<Peer> = groups
+    let workloads: Vec<Peer> = groups
         .into_iter()
-        .map(|(label, members)| Peer::Workload { label, members, _p: std::marker::PhantomData })
+        .map(|(label, members)| Peer::Workload { label, members })
         .collect();
-    peers.extend(external_peers(cluster, opts));
+    // As np-guard does, sources are cut by the prefixes of ingress rules, destinations by those of
+    // egress rules.
+    let sources: Vec<&Peer> = workloads.iter().collect();
+    let destinations: Vec<&Peer> = workloads.iter().collect();
+    let ext_src = external_peers(&cluster.ingress_cidrs, opts);
+    let ext_dst = external_peers(&cluster.egress_cidrs, opts);
+    let sources = sources.into_iter().chain(ext_src.iter());
+    let destinations: Vec<&Peer> = destinations.into_iter().chain(ext_dst.iter()).collect();
     let mut out = Vec::new();
-    for src in &peers {
-        for dst in &peers {
+    for src in sources {
+        for dst in destinations.iter().copied() {
             let conns = match (src, dst) {
-                (Peer::Workload { label: a, .. }, Peer::Workload { label: b, .. }) if a == b => continue,
+                (Peer::Workload { label: a, .. }, Peer::Workload { label: b, .. }) if a == b => {
+                    continue;
+                }
                 (Peer::External { .. }, Peer::External { .. }) => continue,
                 (Peer::Workload { members: s, .. }, Peer::Workload { members: d, .. }) => {
                     let mut set = ConnSet::default();
@@ -210,14 +243,20 @@ pub fn connections(cluster: &ResolvedCluster, opts: &ConnlistOptions) -> Vec<Con
                 (Peer::Workload { members: s, .. }, Peer::External { ip, .. }) => {
                     let mut set = ConnSet::default();
                     for si in s {
-                        set.union(&allowed(Some((&cluster.policies[*si].egress, world_peer(*ip))), None));
+                        set.union(&allowed(
+                            Some((&cluster.policies[*si].egress, world_peer(*ip))),
+                            None,
+                        ));
                     }
                     set
                 }
                 (Peer::External { ip, .. }, Peer::Workload { members: d, .. }) => {
                     let mut set = ConnSet::default();
                     for di in d {
-                        set.union(&allowed(None, Some((&cluster.policies[*di].ingress, world_peer(*ip)))));
+                        set.union(&allowed(
+                            None,
+                            Some((&cluster.policies[*di].ingress, world_peer(*ip))),
+                        ));
                     }
                     set
                 }
@@ -225,14 +264,18 @@ pub fn connections(cluster: &ResolvedCluster, opts: &ConnlistOptions) -> Vec<Con
             if conns.is_empty() {
                 continue;
             }
-            out.push(Connection { src: peer_label(src).to_string(), dst: peer_label(dst).to_string(), conns });
+            out.push(Connection {
+                src: peer_label(src).to_string(),
+                dst: peer_label(dst).to_string(),
+                conns,
+            });
         }
     }
     out.sort_by_cached_key(line);
     out
 }
 
-fn peer_label<'a>(p: &'a Peer) -> &'a str {
+fn peer_label(p: &Peer) -> &str {
     match p {
         Peer::Workload { label, .. } | Peer::External { label, .. } => label,
     }
@@ -255,8 +298,14 @@ pub fn render(conns: &[Connection], format: Format) -> String {
             s
         }
         Format::Json => {
-            let items: Vec<JsonConnection> =
-                conns.iter().map(|c| JsonConnection { src: &c.src, dst: &c.dst, conn: c.conns.to_string() }).collect();
+            let items: Vec<JsonConnection> = conns
+                .iter()
+                .map(|c| JsonConnection {
+                    src: &c.src,
+                    dst: &c.dst,
+                    conn: c.conns.to_string(),
+                })
+                .collect();
             let mut s = serde_json::to_string_pretty(&items).unwrap_or_else(|_| "[]".into());
             s.push('\n');
             s
@@ -266,12 +315,8 @@ pub fn render(conns: &[Connection], format: Format) -> String {
 
 /// Connections rendered in a format (IPv6 ranges only in `txt`/`json`).
 pub fn connlist(cluster: &ResolvedCluster, format: Format) -> String {
-    let opts = ConnlistOptions { ipv6: format != Format::NetpolAnalyzer };
+    let opts = ConnlistOptions {
+        ipv6: format != Format::NetpolAnalyzer,
+    };
     render(&connections(cluster, &opts), format)
-}
-
-/// Keeps clippy quiet about the unused variant field while documenting that CIDR peers exist.
-#[allow(dead_code)]
-fn has_cidr_peers(p: &DirectionPolicy) -> bool {
-    p.rules.iter().any(|r| matches!(&r.peers, PeerSet::Selected { cidrs, .. } if !cidrs.is_empty()))
 }

@@ -9,7 +9,7 @@
 use std::cell::RefCell;
 use std::fmt;
 
-use serde::de::{self, DeserializeSeed, Deserializer, IntoDeserializer, MapAccess, SeqAccess, Unexpected, Visitor};
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Unexpected, Visitor};
 
 use super::path::{FieldPath, PathSeg};
 use super::tree::{Entry, Node, NodeValue, Scalar, Span, is_null_text};
@@ -54,7 +54,14 @@ impl DeError {
     }
 
     fn new(kind: DeErrorKind, message: String) -> Self {
-        DeError { kind, message, span: None, rev_path: Vec::new(), expected: None, found: None }
+        DeError {
+            kind,
+            message,
+            span: None,
+            rev_path: Vec::new(),
+            expected: None,
+            found: None,
+        }
     }
 }
 
@@ -72,29 +79,45 @@ impl de::Error for DeError {
     }
 
     fn invalid_type(unexp: Unexpected<'_>, exp: &dyn de::Expected) -> Self {
-        let mut e = DeError::new(DeErrorKind::BadValue, format!("invalid type: found {unexp}, expected {exp}"));
+        let mut e = DeError::new(
+            DeErrorKind::BadValue,
+            format!("invalid type: found {unexp}, expected {exp}"),
+        );
         e.expected = Some(exp.to_string());
         e.found = Some(unexp.to_string());
         e
     }
 
     fn invalid_value(unexp: Unexpected<'_>, exp: &dyn de::Expected) -> Self {
-        let mut e = DeError::new(DeErrorKind::BadValue, format!("invalid value: found {unexp}, expected {exp}"));
+        let mut e = DeError::new(
+            DeErrorKind::BadValue,
+            format!("invalid value: found {unexp}, expected {exp}"),
+        );
         e.expected = Some(exp.to_string());
         e.found = Some(unexp.to_string());
         e
     }
 
     fn unknown_variant(variant: &str, expected: &'static [&'static str]) -> Self {
-        let list = expected.iter().map(|v| format!("`{v}`")).collect::<Vec<_>>().join(", ");
-        let mut e = DeError::new(DeErrorKind::BadValue, format!("unknown value `{variant}`, expected one of {list}"));
+        let list = expected
+            .iter()
+            .map(|v| format!("`{v}`"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let mut e = DeError::new(
+            DeErrorKind::BadValue,
+            format!("unknown value `{variant}`, expected one of {list}"),
+        );
         e.expected = Some(format!("one of {list}"));
         e.found = Some(format!("`{variant}`"));
         e
     }
 
     fn missing_field(field: &'static str) -> Self {
-        let mut e = DeError::new(DeErrorKind::MissingField, format!("missing required field `{field}`"));
+        let mut e = DeError::new(
+            DeErrorKind::MissingField,
+            format!("missing required field `{field}`"),
+        );
         e.expected = Some(format!("field `{field}`"));
         e
     }
@@ -128,7 +151,10 @@ impl DeContext {
 }
 
 /// Deserializes `T` from `node`.
-pub fn from_node<'de, T: de::Deserialize<'de>>(node: &'de Node, ctx: &'de DeContext) -> Result<T, DeError> {
+pub fn from_node<'de, T: de::Deserialize<'de>>(
+    node: &'de Node,
+    ctx: &'de DeContext,
+) -> Result<T, DeError> {
     T::deserialize(NodeDe { node, ctx })
 }
 
@@ -216,8 +242,14 @@ fn parse_float(text: &str) -> Option<f64> {
         _ => {}
     }
     let looks_numeric = text.bytes().any(|b| b.is_ascii_digit())
-        && text.bytes().all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'e' | b'E' | b'+' | b'-'));
-    if looks_numeric { text.parse::<f64>().ok() } else { None }
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'e' | b'E' | b'+' | b'-'));
+    if looks_numeric {
+        text.parse::<f64>().ok()
+    } else {
+        None
+    }
 }
 
 impl<'a> NodeDe<'a> {
@@ -239,11 +271,13 @@ impl<'a> NodeDe<'a> {
     }
 
     fn invalid_type<V: Visitor<'a>>(&self, visitor: &V) -> DeError {
-        de::Error::invalid_type(self.unexpected(), visitor).at(self.node.span)
+        <DeError as de::Error>::invalid_type(self.unexpected(), visitor).at(self.node.span)
     }
 
     fn visit_int<V: Visitor<'a>>(self, visitor: V) -> Result<V::Value, DeError> {
-        let NodeValue::Scalar(s) = &self.node.value else { return Err(self.invalid_type(&visitor)) };
+        let NodeValue::Scalar(s) = &self.node.value else {
+            return Err(self.invalid_type(&visitor));
+        };
         // A quoted number is accepted where an integer is expected, as Kubernetes' JSON decoding of
         // IntOrString-free int fields would not; this keeps hand-written manifests loading.
         let parsed = match type_scalar(s) {
@@ -285,7 +319,11 @@ impl<'a> Deserializer<'a> for NodeDe<'a> {
                 Typed::Float(f) => visitor.visit_f64(f),
                 Typed::Str(_) => visitor.visit_borrowed_str(&s.text),
             },
-            NodeValue::Seq(items) => visitor.visit_seq(NodeSeq { items: items.iter(), ctx: self.ctx, index: 0 }),
+            NodeValue::Seq(items) => visitor.visit_seq(NodeSeq {
+                items: items.iter(),
+                ctx: self.ctx,
+                index: 0,
+            }),
             NodeValue::Map(entries) => visitor.visit_map(NodeMap::new(entries, None, self.ctx)),
         };
         result.map_err(|e| e.at(span))
@@ -293,10 +331,14 @@ impl<'a> Deserializer<'a> for NodeDe<'a> {
 
     fn deserialize_bool<V: Visitor<'a>>(self, visitor: V) -> Result<V::Value, DeError> {
         match &self.node.value {
-            NodeValue::Scalar(s) if s.plain || s.tag.as_deref() == Some("bool") => match parse_bool_lenient(&s.text) {
-                Some(b) => visitor.visit_bool(b).map_err(|e| e.at(self.node.span)),
-                None => Err(self.invalid_type(&visitor)),
-            },
+            NodeValue::Scalar(s) if s.plain || s.tag.as_deref() == Some("bool") => {
+                match parse_bool_lenient(&s.text) {
+                    Some(b) => visitor
+                        .visit_bool(b)
+                        .map_err(|e: DeError| e.at(self.node.span)),
+                    None => Err(self.invalid_type(&visitor)),
+                }
+            }
             _ => Err(self.invalid_type(&visitor)),
         }
     }
@@ -327,7 +369,9 @@ impl<'a> Deserializer<'a> for NodeDe<'a> {
     fn deserialize_str<V: Visitor<'a>>(self, visitor: V) -> Result<V::Value, DeError> {
         match &self.node.value {
             // Any scalar reads as its text where a string is expected (`port: 80` for a string port).
-            NodeValue::Scalar(s) => visitor.visit_borrowed_str(&s.text).map_err(|e| e.at(self.node.span)),
+            NodeValue::Scalar(s) => visitor
+                .visit_borrowed_str(&s.text)
+                .map_err(|e: DeError| e.at(self.node.span)),
             _ => Err(self.invalid_type(&visitor)),
         }
     }
@@ -353,28 +397,52 @@ impl<'a> Deserializer<'a> for NodeDe<'a> {
     }
 
     fn deserialize_unit<V: Visitor<'a>>(self, visitor: V) -> Result<V::Value, DeError> {
-        if self.node.is_null() { visitor.visit_unit() } else { Err(self.invalid_type(&visitor)) }
+        if self.node.is_null() {
+            visitor.visit_unit()
+        } else {
+            Err(self.invalid_type(&visitor))
+        }
     }
 
-    fn deserialize_unit_struct<V: Visitor<'a>>(self, _name: &'static str, visitor: V) -> Result<V::Value, DeError> {
+    fn deserialize_unit_struct<V: Visitor<'a>>(
+        self,
+        _name: &'static str,
+        visitor: V,
+    ) -> Result<V::Value, DeError> {
         self.deserialize_unit(visitor)
     }
 
-    fn deserialize_newtype_struct<V: Visitor<'a>>(self, _name: &'static str, visitor: V) -> Result<V::Value, DeError> {
+    fn deserialize_newtype_struct<V: Visitor<'a>>(
+        self,
+        _name: &'static str,
+        visitor: V,
+    ) -> Result<V::Value, DeError> {
         visitor.visit_newtype_struct(self)
     }
 
     fn deserialize_seq<V: Visitor<'a>>(self, visitor: V) -> Result<V::Value, DeError> {
         match &self.node.value {
-            NodeValue::Seq(items) => visitor.visit_seq(NodeSeq { items: items.iter(), ctx: self.ctx, index: 0 }),
+            NodeValue::Seq(items) => visitor.visit_seq(NodeSeq {
+                items: items.iter(),
+                ctx: self.ctx,
+                index: 0,
+            }),
             // Kubernetes treats an explicit null like an absent list.
-            _ if self.node.is_null() => visitor.visit_seq(NodeSeq { items: [].iter(), ctx: self.ctx, index: 0 }),
+            _ if self.node.is_null() => visitor.visit_seq(NodeSeq {
+                items: [].iter(),
+                ctx: self.ctx,
+                index: 0,
+            }),
             _ => Err(self.invalid_type(&visitor)),
         }
         .map_err(|e| e.at(self.node.span))
     }
 
-    fn deserialize_tuple<V: Visitor<'a>>(self, _len: usize, visitor: V) -> Result<V::Value, DeError> {
+    fn deserialize_tuple<V: Visitor<'a>>(
+        self,
+        _len: usize,
+        visitor: V,
+    ) -> Result<V::Value, DeError> {
         self.deserialize_seq(visitor)
     }
 
@@ -403,8 +471,12 @@ impl<'a> Deserializer<'a> for NodeDe<'a> {
         visitor: V,
     ) -> Result<V::Value, DeError> {
         match &self.node.value {
-            NodeValue::Map(entries) => visitor.visit_map(NodeMap::new(entries, Some(fields), self.ctx)),
-            _ if self.node.is_null() => visitor.visit_map(NodeMap::new(&[], Some(fields), self.ctx)),
+            NodeValue::Map(entries) => {
+                visitor.visit_map(NodeMap::new(entries, Some(fields), self.ctx))
+            }
+            _ if self.node.is_null() => {
+                visitor.visit_map(NodeMap::new(&[], Some(fields), self.ctx))
+            }
             _ => Err(self.invalid_type(&visitor)),
         }
         .map_err(|e| e.at(self.node.span))
@@ -418,7 +490,7 @@ impl<'a> Deserializer<'a> for NodeDe<'a> {
     ) -> Result<V::Value, DeError> {
         match &self.node.value {
             NodeValue::Scalar(s) => {
-                let unit: de::value::BorrowedStrDeserializer<'a, DeError> = s.text.as_str().into_deserializer();
+                let unit = de::value::BorrowedStrDeserializer::<DeError>::new(s.text.as_str());
                 visitor.visit_enum(unit).map_err(|e| e.at(self.node.span))
             }
             _ => Err(self.invalid_type(&visitor)),
@@ -443,13 +515,21 @@ struct NodeSeq<'a> {
 impl<'a> SeqAccess<'a> for NodeSeq<'a> {
     type Error = DeError;
 
-    fn next_element_seed<T: DeserializeSeed<'a>>(&mut self, seed: T) -> Result<Option<T::Value>, DeError> {
-        let Some(node) = self.items.next() else { return Ok(None) };
+    fn next_element_seed<T: DeserializeSeed<'a>>(
+        &mut self,
+        seed: T,
+    ) -> Result<Option<T::Value>, DeError> {
+        let Some(node) = self.items.next() else {
+            return Ok(None);
+        };
         let index = self.index;
         self.index += 1;
-        seed.deserialize(NodeDe { node, ctx: self.ctx })
-            .map(Some)
-            .map_err(|e| e.at(node.span).under(PathSeg::Index(index)))
+        seed.deserialize(NodeDe {
+            node,
+            ctx: self.ctx,
+        })
+        .map(Some)
+        .map_err(|e| e.at(node.span).under(PathSeg::Index(index)))
     }
 
     fn size_hint(&self) -> Option<usize> {
@@ -466,19 +546,34 @@ struct NodeMap<'a> {
 }
 
 impl<'a> NodeMap<'a> {
-    fn new(entries: &'a [Entry], fields: Option<&'static [&'static str]>, ctx: &'a DeContext) -> Self {
-        NodeMap { entries: entries.iter(), fields, ctx, current: None }
+    fn new(
+        entries: &'a [Entry],
+        fields: Option<&'static [&'static str]>,
+        ctx: &'a DeContext,
+    ) -> Self {
+        NodeMap {
+            entries: entries.iter(),
+            fields,
+            ctx,
+            current: None,
+        }
     }
 }
 
 impl<'a> MapAccess<'a> for NodeMap<'a> {
     type Error = DeError;
 
-    fn next_key_seed<K: DeserializeSeed<'a>>(&mut self, seed: K) -> Result<Option<K::Value>, DeError> {
+    fn next_key_seed<K: DeserializeSeed<'a>>(
+        &mut self,
+        seed: K,
+    ) -> Result<Option<K::Value>, DeError> {
         for entry in self.entries.by_ref() {
             let NodeValue::Scalar(key) = &entry.key.value else {
-                return Err(DeError::new(DeErrorKind::BadValue, "mapping keys must be scalars".to_string())
-                    .at(entry.key.span));
+                return Err(DeError::new(
+                    DeErrorKind::BadValue,
+                    "mapping keys must be scalars".to_string(),
+                )
+                .at(entry.key.span));
             };
             if let Some(fields) = self.fields
                 && !fields.contains(&key.text.as_str())
@@ -491,18 +586,29 @@ impl<'a> MapAccess<'a> for NodeMap<'a> {
                 continue;
             }
             self.current = Some(entry);
-            return seed.deserialize(NodeDe { node: &entry.key, ctx: self.ctx }).map(Some);
+            return seed
+                .deserialize(NodeDe {
+                    node: &entry.key,
+                    ctx: self.ctx,
+                })
+                .map(Some);
         }
         Ok(None)
     }
 
     fn next_value_seed<V: DeserializeSeed<'a>>(&mut self, seed: V) -> Result<V::Value, DeError> {
         let Some(entry) = self.current.take() else {
-            return Err(DeError::new(DeErrorKind::BadValue, "value without key".to_string()));
+            return Err(DeError::new(
+                DeErrorKind::BadValue,
+                "value without key".to_string(),
+            ));
         };
         let key = entry.key.as_scalar().unwrap_or_default().to_string();
-        seed.deserialize(NodeDe { node: &entry.value, ctx: self.ctx })
-            .map_err(|e| e.at(entry.value.span).under(PathSeg::Key(key)))
+        seed.deserialize(NodeDe {
+            node: &entry.value,
+            ctx: self.ctx,
+        })
+        .map_err(|e| e.at(entry.value.span).under(PathSeg::Key(key)))
     }
 
     fn size_hint(&self) -> Option<usize> {

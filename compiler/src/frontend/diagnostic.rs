@@ -41,6 +41,8 @@ pub mod codes {
     pub const MISSING_NAME: &str = "E0016";
     /// A known kind under an unexpected `apiVersion`.
     pub const UNEXPECTED_API_VERSION: &str = "W0017";
+    /// An inventory entry lacks a field Kubernetes requires; the entry is ignored.
+    pub const INCOMPLETE_ENTRY: &str = "W0018";
     /// Malformed CIDR or prefix length.
     pub const BAD_CIDR: &str = "E0101";
     /// An `except` entry not inside its CIDR.
@@ -140,7 +142,13 @@ pub struct Diagnostic {
 
 impl Diagnostic {
     /// A diagnostic at `span` of `file`.
-    pub fn new(severity: Severity, code: &'static str, message: impl Into<String>, file: &str, span: Span) -> Self {
+    pub fn new(
+        severity: Severity,
+        code: &'static str,
+        message: impl Into<String>,
+        file: &str,
+        span: Span,
+    ) -> Self {
         Diagnostic {
             severity,
             code,
@@ -169,7 +177,12 @@ impl Diagnostic {
     }
 
     /// A diagnostic about a whole file, without position.
-    pub fn file_level(severity: Severity, code: &'static str, message: impl Into<String>, file: &str) -> Self {
+    pub fn file_level(
+        severity: Severity,
+        code: &'static str,
+        message: impl Into<String>,
+        file: &str,
+    ) -> Self {
         let mut d = Diagnostic::new(severity, code, message, file, Span::default());
         d.line = 0;
         d.column = 0;
@@ -218,6 +231,10 @@ impl Diagnostic {
 
     /// `file:line:column` (or just the file when there is no position).
     pub fn location(&self) -> String {
-        if self.line == 0 { self.file.clone() } else { format!("{}:{}:{}", self.file, self.line, self.column) }
+        if self.line == 0 {
+            self.file.clone()
+        } else {
+            format!("{}:{}:{}", self.file, self.line, self.column)
+        }
     }
 }

@@ -29,7 +29,10 @@ pub struct LoadOptions {
 
 impl Default for LoadOptions {
     fn default() -> Self {
-        LoadOptions { strict: false, not_enforced_warnings: true }
+        LoadOptions {
+            strict: false,
+            not_enforced_warnings: true,
+        }
     }
 }
 
@@ -47,7 +50,12 @@ pub struct Location {
 
 impl Location {
     fn new(file: &str, span: Span) -> Self {
-        Location { file: file.to_string(), line: span.start.line, column: span.start.column, span: span.start.offset..span.end.offset }
+        Location {
+            file: file.to_string(),
+            line: span.start.line,
+            column: span.start.column,
+            span: span.start.offset..span.end.offset,
+        }
     }
 }
 
@@ -146,7 +154,10 @@ pub fn load_with(paths: &[PathBuf], options: &LoadOptions) -> LoadResult {
                 Err(e) => loader.result.diagnostics.push(Diagnostic::file_level(
                     Severity::Error,
                     codes::NOT_UTF8,
-                    format!("file is not valid UTF-8 (byte {})", e.utf8_error().valid_up_to()),
+                    format!(
+                        "file is not valid UTF-8 (byte {})",
+                        e.utf8_error().valid_up_to()
+                    ),
                     &name,
                 )),
             },
@@ -206,7 +217,11 @@ fn walk_dir(dir: &Path, out: &mut Vec<PathBuf>, diagnostics: &mut Vec<Diagnostic
     for p in paths {
         if p.is_dir() {
             walk_dir(&p, out, diagnostics);
-        } else if p.extension().and_then(|e| e.to_str()).is_some_and(|e| matches!(e, "yaml" | "yml" | "json")) {
+        } else if p
+            .extension()
+            .and_then(|e| e.to_str())
+            .is_some_and(|e| matches!(e, "yaml" | "yml" | "json"))
+        {
             out.push(p);
         }
     }
@@ -221,12 +236,17 @@ struct Loader {
 
 impl Loader {
     fn new(options: LoadOptions) -> Self {
-        Loader { options, result: LoadResult::default(), first_seen: HashMap::new() }
+        Loader {
+            options,
+            result: LoadResult::default(),
+            first_seen: HashMap::new(),
+        }
     }
 
     fn finish(mut self) -> LoadResult {
         self.result.diagnostics.sort_by(|a, b| {
-            (&a.file, a.line, a.column, a.code, &a.message).cmp(&(&b.file, b.line, b.column, b.code, &b.message))
+            (&a.file, a.line, a.column, a.code, &a.message)
+                .cmp(&(&b.file, b.line, b.column, b.code, &b.message))
         });
         self.result
     }
@@ -234,10 +254,6 @@ impl Loader {
     fn add_text(&mut self, file: &str, text: String) {
         let text: Arc<str> = Arc::from(text.strip_prefix('\u{feff}').unwrap_or(&text));
         self.result.sources.insert(file.to_string(), text.clone());
-        if let Some(d) = templates::check(file, &text) {
-            self.result.diagnostics.push(d);
-            return;
-        }
         // The YAML parser is third-party code: a panic in it must become a diagnostic, never a crash.
         let parsed = match std::panic::catch_unwind(|| tree::parse(&text)) {
             Ok(p) => p,
@@ -251,10 +267,22 @@ impl Loader {
                 return;
             }
         };
+        let placeholders = templates::find(&text);
+        if !placeholders.is_empty() {
+            let mut blocks = Vec::new();
+            for root in parsed.documents.iter().filter_map(|d| d.root.as_ref()) {
+                tree::block_scalar_ranges(root, &mut blocks);
+            }
+            if let Some(d) = templates::diagnose(file, &text, &placeholders, &blocks) {
+                self.result.diagnostics.push(d);
+                return;
+            }
+        }
         for doc in parsed.documents {
             let label = doc.root.as_ref().and_then(peek_label);
             for e in &doc.errors {
-                let mut d = Diagnostic::error(e.code, e.message.clone(), file, e.span).with_object(label.clone());
+                let mut d = Diagnostic::error(e.code, e.message.clone(), file, e.span)
+                    .with_object(label.clone());
                 if let Some((span, msg)) = &e.related {
                     d = d.with_label(*span, msg.clone());
                 }
@@ -268,7 +296,9 @@ impl Loader {
             }
         }
         if let Some(e) = parsed.syntax_error {
-            self.result.diagnostics.push(Diagnostic::error(e.code, e.message, file, e.span));
+            self.result
+                .diagnostics
+                .push(Diagnostic::error(e.code, e.message, file, e.span));
         }
     }
 
@@ -278,23 +308,44 @@ impl Loader {
         }
         if !matches!(root.value, NodeValue::Map(_)) {
             self.result.diagnostics.push(
-                Diagnostic::error(codes::NOT_AN_OBJECT, "document is not a Kubernetes object", file, root.span)
-                    .with_expected("a mapping with `apiVersion`, `kind` and `metadata`"),
+                Diagnostic::error(
+                    codes::NOT_AN_OBJECT,
+                    "document is not a Kubernetes object",
+                    file,
+                    root.span,
+                )
+                .with_expected("a mapping with `apiVersion`, `kind` and `metadata`"),
             );
             return;
         }
         let kind = root.get_str("kind").unwrap_or_default().to_string();
         if kind.ends_with("List") && !kind.is_empty() && Kind::from_kind_str(&kind).is_none() {
+            // Typed lists from the API server (`NamespaceList`) omit kind/apiVersion on their items.
+            let item_kind = Kind::from_kind_str(kind.trim_end_matches("List"));
+            let api_version = root.get_str("apiVersion").unwrap_or("v1").to_string();
             match root.get("items").map(|e| &e.value) {
-                Some(Node { value: NodeValue::Seq(items), .. }) => {
+                Some(Node {
+                    value: NodeValue::Seq(items),
+                    ..
+                }) => {
                     for item in items {
-                        self.add_object(file, item.clone());
+                        let mut item = item.clone();
+                        if let Some(k) = item_kind {
+                            add_default(&mut item, "kind", k.as_str());
+                            add_default(&mut item, "apiVersion", &api_version);
+                        }
+                        self.add_object(file, item);
                     }
                 }
                 Some(n) if n.is_null() => {}
                 Some(n) => self.result.diagnostics.push(
-                    Diagnostic::error(codes::BAD_VALUE, format!("`items` of a {kind} must be a list"), file, n.span)
-                        .with_path("items"),
+                    Diagnostic::error(
+                        codes::BAD_VALUE,
+                        format!("`items` of a {kind} must be a list"),
+                        file,
+                        n.span,
+                    )
+                    .with_path("items"),
                 ),
                 None => {}
             }
@@ -307,8 +358,13 @@ impl Loader {
         let label = peek_label(&node);
         if !matches!(node.value, NodeValue::Map(_)) {
             self.result.diagnostics.push(
-                Diagnostic::error(codes::NOT_AN_OBJECT, "list item is not a Kubernetes object", file, node.span)
-                    .with_expected("a mapping with `apiVersion`, `kind` and `metadata`"),
+                Diagnostic::error(
+                    codes::NOT_AN_OBJECT,
+                    "list item is not a Kubernetes object",
+                    file,
+                    node.span,
+                )
+                .with_expected("a mapping with `apiVersion`, `kind` and `metadata`"),
             );
             return;
         }
@@ -318,24 +374,46 @@ impl Loader {
         let Some(api_version) = required_str(&node, "apiVersion") else {
             return self.missing_header(file, &node, "apiVersion");
         };
-        let kind_span = path::span_of(&node, &FieldPath::parse("kind").unwrap_or_default(), Target::Value);
+        let kind_span = path::span_of(
+            &node,
+            &FieldPath::parse("kind").unwrap_or_default(),
+            Target::Value,
+        );
         let Some(kind) = Kind::from_kind_str(&kind_text) else {
-            let severity = if self.options.strict { Severity::Error } else { Severity::Warning };
+            let severity = if self.options.strict {
+                Severity::Error
+            } else {
+                Severity::Warning
+            };
             self.result.diagnostics.push(
-                Diagnostic::new(severity, codes::UNKNOWN_KIND, format!("unknown kind `{kind_text}`, object skipped"), file, kind_span)
-                    .with_object(label)
-                    .with_path("kind")
-                    .with_found(format!("`{kind_text}`"))
-                    .with_expected(format!(
-                        "one of {}",
-                        Kind::ALL.iter().map(|k| k.as_str()).collect::<Vec<_>>().join(", ")
-                    )),
+                Diagnostic::new(
+                    severity,
+                    codes::UNKNOWN_KIND,
+                    format!("unknown kind `{kind_text}`, object skipped"),
+                    file,
+                    kind_span,
+                )
+                .with_object(label)
+                .with_path("kind")
+                .with_found(format!("`{kind_text}`"))
+                .with_expected(format!(
+                    "one of {}",
+                    Kind::ALL
+                        .iter()
+                        .map(|k| k.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )),
             );
             return;
         };
         let group = api_version.rsplit_once('/').map_or("", |(g, _)| g);
         if !kind.api_groups().contains(&group) {
-            let span = path::span_of(&node, &FieldPath::parse("apiVersion").unwrap_or_default(), Target::Value);
+            let span = path::span_of(
+                &node,
+                &FieldPath::parse("apiVersion").unwrap_or_default(),
+                Target::Value,
+            );
             self.result.diagnostics.push(
                 Diagnostic::warning(
                     codes::UNEXPECTED_API_VERSION,
@@ -345,7 +423,19 @@ impl Loader {
                 )
                 .with_object(label.clone())
                 .with_path("apiVersion")
-                .with_expected(kind.api_groups().iter().map(|g| if g.is_empty() { "v1".to_string() } else { format!("{g}/...") }).collect::<Vec<_>>().join(" or ")),
+                .with_expected(
+                    kind.api_groups()
+                        .iter()
+                        .map(|g| {
+                            if g.is_empty() {
+                                "v1".to_string()
+                            } else {
+                                format!("{g}/...")
+                            }
+                        })
+                        .collect::<Vec<_>>()
+                        .join(" or "),
+                ),
             );
         }
         let ctx = DeContext::new();
@@ -353,8 +443,14 @@ impl Loader {
             Ok(o) => o,
             Err(e) => {
                 let span = e.span.unwrap_or(node.span);
-                let code = if e.kind == DeErrorKind::MissingField { codes::MISSING_FIELD } else { codes::BAD_VALUE };
-                let mut d = Diagnostic::error(code, e.message.clone(), file, span).with_object(label).with_path(e.path().to_string());
+                let code = if e.kind == DeErrorKind::MissingField {
+                    codes::MISSING_FIELD
+                } else {
+                    codes::BAD_VALUE
+                };
+                let mut d = Diagnostic::error(code, e.message.clone(), file, span)
+                    .with_object(label)
+                    .with_path(e.path().to_string());
                 d.expected = e.expected.clone();
                 d.found = e.found.clone();
                 self.result.diagnostics.push(d);
@@ -363,12 +459,26 @@ impl Loader {
         };
         if kind.is_policy() {
             for u in ctx.take_unknown() {
-                let path = path::path_to_offset(&node, u.span.start.offset).map(|p| p.to_string()).unwrap_or_default();
-                let mut d = Diagnostic::warning(codes::UNKNOWN_FIELD, format!("unknown field `{}` (ignored)", u.key), file, u.span)
-                    .with_object(label.clone())
-                    .with_path(path)
-                    .with_found(format!("`{}`", u.key))
-                    .with_expected(format!("one of {}", u.expected.iter().map(|f| format!("`{f}`")).collect::<Vec<_>>().join(", ")));
+                let path = path::path_to_offset(&node, u.span.start.offset)
+                    .map(|p| p.to_string())
+                    .unwrap_or_default();
+                let mut d = Diagnostic::warning(
+                    codes::UNKNOWN_FIELD,
+                    format!("unknown field `{}` (ignored)", u.key),
+                    file,
+                    u.span,
+                )
+                .with_object(label.clone())
+                .with_path(path)
+                .with_found(format!("`{}`", u.key))
+                .with_expected(format!(
+                    "one of {}",
+                    u.expected
+                        .iter()
+                        .map(|f| format!("`{f}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
                 if let Some(s) = closest(&u.key, u.expected) {
                     d = d.with_note(format!("did you mean `{s}`?"));
                 }
@@ -378,12 +488,21 @@ impl Loader {
         let meta = object.metadata();
         let name = meta.name.clone().unwrap_or_default();
         if name.is_empty() {
-            let span = path::span_of(&node, &FieldPath::parse("metadata").unwrap_or_default(), Target::Key);
+            let span = path::span_of(
+                &node,
+                &FieldPath::parse("metadata").unwrap_or_default(),
+                Target::Key,
+            );
             self.result.diagnostics.push(
-                Diagnostic::error(codes::MISSING_NAME, "object has no `metadata.name`", file, span)
-                    .with_object(label)
-                    .with_path("metadata.name")
-                    .with_expected("a non-empty name"),
+                Diagnostic::error(
+                    codes::MISSING_NAME,
+                    "object has no `metadata.name`",
+                    file,
+                    span,
+                )
+                .with_object(label)
+                .with_path("metadata.name")
+                .with_expected("a non-empty name"),
             );
             return;
         }
@@ -405,7 +524,11 @@ impl Loader {
         }
         let key = (loaded.kind, loaded.namespace.clone(), loaded.name.clone());
         if let Some(first) = self.first_seen.get(&key) {
-            let span = path::span_of(loaded.node(), &FieldPath::parse("metadata.name").unwrap_or_default(), Target::Value);
+            let span = path::span_of(
+                loaded.node(),
+                &FieldPath::parse("metadata.name").unwrap_or_default(),
+                Target::Value,
+            );
             let mut d = Diagnostic::error(
                 codes::DUPLICATE_OBJECT,
                 format!("duplicate object {}", loaded.display_name()),
@@ -417,30 +540,75 @@ impl Loader {
             .with_note(format!("first defined at {first}"));
             if first.file == file {
                 let first_span = Span {
-                    start: tree::Pos { offset: first.span.start, line: first.line, column: first.column },
-                    end: tree::Pos { offset: first.span.start, line: first.line, column: first.column },
+                    start: tree::Pos {
+                        offset: first.span.start,
+                        line: first.line,
+                        column: first.column,
+                    },
+                    end: tree::Pos {
+                        offset: first.span.end,
+                        line: first.line,
+                        column: first.column,
+                    },
                 };
                 d = d.with_label(first_span, "first defined here");
             }
             self.result.diagnostics.push(d);
             return;
         }
-        self.first_seen.insert(key, loaded.location.clone());
+        let name_span = path::span_of(
+            loaded.node(),
+            &FieldPath::parse("metadata.name").unwrap_or_default(),
+            Target::Value,
+        );
+        self.first_seen.insert(key, Location::new(file, name_span));
         self.result.objects.push(loaded);
     }
 
     fn missing_header(&mut self, file: &str, node: &Node, field: &str) {
         self.result.diagnostics.push(
-            Diagnostic::error(codes::NOT_AN_OBJECT, format!("object has no `{field}`"), file, node.span)
-                .with_object(peek_label(node))
-                .with_path(field)
-                .with_expected(format!("a `{field}` string")),
+            Diagnostic::error(
+                codes::NOT_AN_OBJECT,
+                format!("object has no `{field}`"),
+                file,
+                node.span,
+            )
+            .with_object(peek_label(node))
+            .with_path(field)
+            .with_expected(format!("a `{field}` string")),
         );
     }
 }
 
+/// Adds `key: value` to a mapping that lacks it (the entry points at the mapping itself).
+fn add_default(node: &mut Node, key: &str, value: &str) {
+    let span = node.span;
+    if let NodeValue::Map(entries) = &mut node.value
+        && !entries.iter().any(|e| e.key.as_scalar() == Some(key))
+    {
+        let scalar = |text: &str| Node {
+            value: NodeValue::Scalar(tree::Scalar {
+                text: text.to_string(),
+                plain: false,
+                block: false,
+                tag: None,
+            }),
+            span: Span {
+                start: span.start,
+                end: span.start,
+            },
+        };
+        entries.push(tree::Entry {
+            key: scalar(key),
+            value: scalar(value),
+        });
+    }
+}
+
 fn required_str(node: &Node, key: &str) -> Option<String> {
-    node.get_str(key).filter(|s| !s.is_empty()).map(str::to_string)
+    node.get_str(key)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
 }
 
 /// `Kind namespace/name` read straight from the tree, for diagnostics about objects that failed to parse.
@@ -460,8 +628,12 @@ fn deserialize_kind(kind: Kind, node: &Node, ctx: &DeContext) -> Result<Object, 
     Ok(match kind {
         Kind::NetworkPolicy => Object::NetworkPolicy(de::from_node(node, ctx)?),
         Kind::CiliumNetworkPolicy => Object::CiliumNetworkPolicy(de::from_node(node, ctx)?),
-        Kind::CiliumClusterwideNetworkPolicy => Object::CiliumClusterwideNetworkPolicy(de::from_node(node, ctx)?),
-        Kind::CiliumLocalRedirectPolicy => Object::CiliumLocalRedirectPolicy(de::from_node(node, ctx)?),
+        Kind::CiliumClusterwideNetworkPolicy => {
+            Object::CiliumClusterwideNetworkPolicy(de::from_node(node, ctx)?)
+        }
+        Kind::CiliumLocalRedirectPolicy => {
+            Object::CiliumLocalRedirectPolicy(de::from_node(node, ctx)?)
+        }
         Kind::Service => Object::Service(de::from_node(node, ctx)?),
         Kind::EndpointSlice => Object::EndpointSlice(de::from_node(node, ctx)?),
         Kind::Namespace => Object::Namespace(de::from_node(node, ctx)?),
@@ -479,7 +651,12 @@ fn deserialize_kind(kind: Kind, node: &Node, ctx: &DeContext) -> Result<Object, 
 fn closest(key: &str, expected: &[&'static str]) -> Option<&'static str> {
     expected
         .iter()
-        .map(|e| (edit_distance(&key.to_ascii_lowercase(), &e.to_ascii_lowercase()), *e))
+        .map(|e| {
+            (
+                edit_distance(&key.to_ascii_lowercase(), &e.to_ascii_lowercase()),
+                *e,
+            )
+        })
         .filter(|(d, e)| *d <= 2.max(e.len() / 4))
         .min()
         .map(|(_, e)| e)

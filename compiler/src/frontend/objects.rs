@@ -9,7 +9,12 @@ pub fn resolve_namespace(kind: Kind, written: Option<&str>) -> Option<String> {
     if kind.is_cluster_scoped() {
         return None;
     }
-    Some(written.filter(|n| !n.is_empty()).unwrap_or("default").to_string())
+    Some(
+        written
+            .filter(|n| !n.is_empty())
+            .unwrap_or("default")
+            .to_string(),
+    )
 }
 
 /// `Kind namespace/name`, or `Kind name` without namespace.

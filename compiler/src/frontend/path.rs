@@ -70,7 +70,9 @@ impl fmt::Display for FieldPath {
         for (i, seg) in self.0.iter().enumerate() {
             match seg {
                 PathSeg::Index(n) => write!(f, "[{n}]")?,
-                PathSeg::Key(k) if k.contains(['.', '[', ']', '"']) || k.is_empty() => write!(f, "[\"{k}\"]")?,
+                PathSeg::Key(k) if k.contains(['.', '[', ']', '"']) || k.is_empty() => {
+                    write!(f, "[\"{k}\"]")?
+                }
                 PathSeg::Key(k) if i == 0 => f.write_str(k)?,
                 PathSeg::Key(k) => write!(f, ".{k}")?,
             }
@@ -95,9 +97,10 @@ pub fn lookup<'a>(root: &'a Node, path: &FieldPath, target: Target) -> (&'a Node
     let mut key_node = None;
     for seg in &path.0 {
         let next = match (seg, &node.value) {
-            (PathSeg::Key(k), NodeValue::Map(entries)) => {
-                entries.iter().find(|e| e.key.as_scalar() == Some(k.as_str())).map(|e| (&e.key, &e.value))
-            }
+            (PathSeg::Key(k), NodeValue::Map(entries)) => entries
+                .iter()
+                .find(|e| e.key.as_scalar() == Some(k.as_str()))
+                .map(|e| (&e.key, &e.value)),
             (PathSeg::Index(i), NodeValue::Seq(items)) => items.get(*i).map(|n| (n, n)),
             _ => None,
         };
@@ -132,7 +135,9 @@ pub fn path_to_offset(root: &Node, offset: usize) -> Option<FieldPath> {
                         path.0.push(PathSeg::Key(e.key.as_scalar()?.to_string()));
                         return Some(path);
                     }
-                    if e.value.span.start.offset <= offset && offset < e.value.span.end.offset.max(e.value.span.start.offset + 1) {
+                    if e.value.span.start.offset <= offset
+                        && offset < e.value.span.end.offset.max(e.value.span.start.offset + 1)
+                    {
                         path.0.push(PathSeg::Key(e.key.as_scalar()?.to_string()));
                         node = &e.value;
                         continue 'descend;
@@ -142,7 +147,9 @@ pub fn path_to_offset(root: &Node, offset: usize) -> Option<FieldPath> {
             }
             NodeValue::Seq(items) => {
                 for (i, item) in items.iter().enumerate() {
-                    if item.span.start.offset <= offset && offset < item.span.end.offset.max(item.span.start.offset + 1) {
+                    if item.span.start.offset <= offset
+                        && offset < item.span.end.offset.max(item.span.start.offset + 1)
+                    {
                         path.0.push(PathSeg::Index(i));
                         node = item;
                         continue 'descend;
@@ -150,7 +157,13 @@ pub fn path_to_offset(root: &Node, offset: usize) -> Option<FieldPath> {
                 }
                 return None;
             }
-            NodeValue::Scalar(_) => return if node.span.start.offset == offset { Some(path) } else { None },
+            NodeValue::Scalar(_) => {
+                return if node.span.start.offset == offset {
+                    Some(path)
+                } else {
+                    None
+                };
+            }
         }
     }
 }
@@ -162,7 +175,11 @@ mod tests {
 
     #[test]
     fn text_form_round_trips() {
-        for text in ["spec.ingress[0].fromCIDR[1]", "metadata.labels[\"app.kubernetes.io/name\"]", "specs[2]"] {
+        for text in [
+            "spec.ingress[0].fromCIDR[1]",
+            "metadata.labels[\"app.kubernetes.io/name\"]",
+            "specs[2]",
+        ] {
             assert_eq!(FieldPath::parse(text).unwrap().to_string(), text);
         }
         assert!(FieldPath::parse("a..b").is_none());
@@ -171,13 +188,21 @@ mod tests {
 
     #[test]
     fn lookup_finds_values_and_keys() {
-        let root = tree::parse("spec:\n  ingress:\n  - fromCIDR: [10.0.0.0/8, 1.2.3.4/33]\n").documents.remove(0).root.unwrap();
+        let root = tree::parse("spec:\n  ingress:\n  - fromCIDR: [10.0.0.0/8, 1.2.3.4/33]\n")
+            .documents
+            .remove(0)
+            .root
+            .unwrap();
         let path = FieldPath::parse("spec.ingress[0].fromCIDR[1]").unwrap();
         let (node, found) = lookup(&root, &path, Target::Value);
         assert!(found);
         assert_eq!(node.as_scalar(), Some("1.2.3.4/33"));
         assert_eq!(node.span.start.line, 3);
-        let key = span_of(&root, &FieldPath::parse("spec.ingress[0].fromCIDR").unwrap(), Target::Key);
+        let key = span_of(
+            &root,
+            &FieldPath::parse("spec.ingress[0].fromCIDR").unwrap(),
+            Target::Key,
+        );
         assert_eq!(key.start.column, 5);
         assert_eq!(path_to_offset(&root, node.span.start.offset), Some(path));
     }

@@ -20,31 +20,58 @@ use super::diagnostic::Diagnostic;
 pub fn render_text(d: &Diagnostic, source: &str) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "{}[{}]: {}", d.severity, d.code, d.message);
-    let snippet_lines: Vec<(u32, &std::ops::Range<usize>, String)> = std::iter::once((d.line, &d.span, primary_label(d)))
-        .chain(d.labels.iter().map(|l| (l.line, &l.span, l.message.clone())))
-        .filter(|(line, _, _)| *line > 0)
-        .collect();
-    let width = snippet_lines.iter().map(|(l, _, _)| l.to_string().len()).max().unwrap_or(1);
+    let snippet_lines: Vec<(u32, &std::ops::Range<usize>, String)> =
+        std::iter::once((d.line, &d.span, primary_label(d)))
+            .chain(
+                d.labels
+                    .iter()
+                    .map(|l| (l.line, &l.span, l.message.clone())),
+            )
+            .filter(|(line, _, _)| *line > 0)
+            .collect();
+    let width = snippet_lines
+        .iter()
+        .map(|(l, _, _)| l.to_string().len())
+        .max()
+        .unwrap_or(1);
     let pad = " ".repeat(width);
     let _ = writeln!(out, "{pad}--> {}", d.location());
     let mut printed_any = false;
     for (line_no, span, label) in &snippet_lines {
-        let Some((line_text, line_start)) = line_at(source, *line_no) else { continue };
+        let Some((line_text, line_start)) = line_at(source, *line_no) else {
+            continue;
+        };
         if !printed_any {
             let _ = writeln!(out, "{pad} |");
         }
         printed_any = true;
-        let _ = writeln!(out, "{:>width$} | {}", line_no, line_text.trim_end_matches(['\r', '\n']));
+        let _ = writeln!(
+            out,
+            "{:>width$} | {}",
+            line_no,
+            line_text.trim_end_matches(['\r', '\n'])
+        );
         let start = span.start.saturating_sub(line_start).min(line_text.len());
-        let end = span.end.saturating_sub(line_start).min(line_text.trim_end_matches(['\r', '\n']).len()).max(start);
+        let end = span
+            .end
+            .saturating_sub(line_start)
+            .min(line_text.trim_end_matches(['\r', '\n']).len())
+            .max(start);
         let prefix: String = line_text
             .get(..start)
             .unwrap_or("")
             .chars()
             .map(|c| if c == '\t' { '\t' } else { ' ' })
             .collect();
-        let carets = line_text.get(start..end).map_or(1, |s| s.chars().count()).max(1);
-        let label = if label.is_empty() { String::new() } else { format!(" {label}") };
+        let carets = line_text
+            .get(start..end)
+            .map_or(1, |s| s.chars().count())
+            .max(1);
+        let label = if label.is_empty() {
+            String::new()
+        } else {
+            format!(" {label}")
+        };
         let _ = writeln!(out, "{pad} | {prefix}{}{label}", "^".repeat(carets));
     }
     let mut notes = Vec::new();
@@ -102,11 +129,24 @@ mod tests {
         let src = "a: 1\nports:\n  - port: \"99999\"\n";
         let start = src.find("\"99999\"").unwrap();
         let span = Span {
-            start: Pos { offset: start, line: 3, column: 11 },
-            end: Pos { offset: start + 7, line: 3, column: 18 },
+            start: Pos {
+                offset: start,
+                line: 3,
+                column: 11,
+            },
+            end: Pos {
+                offset: start + 7,
+                line: 3,
+                column: 18,
+            },
         };
-        let d = Diagnostic::error(codes::PORT_OUT_OF_RANGE, "port 99999 is out of range", "f.yaml", span)
-            .with_expected("0..=65535");
+        let d = Diagnostic::error(
+            codes::PORT_OUT_OF_RANGE,
+            "port 99999 is out of range",
+            "f.yaml",
+            span,
+        )
+        .with_expected("0..=65535");
         let text = render_text(&d, src);
         assert_eq!(
             text,

@@ -8,10 +8,14 @@ use super::model::{self, Kind};
 
 /// The JSON Schema of `kind`.
 pub fn schema(kind: &str) -> Option<serde_json::Value> {
-    let kind = Kind::ALL.into_iter().find(|k| k.as_str().eq_ignore_ascii_case(kind))?;
+    let kind = Kind::ALL
+        .into_iter()
+        .find(|k| k.as_str().eq_ignore_ascii_case(kind))?;
     Some(match kind {
         Kind::NetworkPolicy => of::<model::NetworkPolicy>(),
-        Kind::CiliumNetworkPolicy | Kind::CiliumClusterwideNetworkPolicy => of::<model::CiliumNetworkPolicy>(),
+        Kind::CiliumNetworkPolicy | Kind::CiliumClusterwideNetworkPolicy => {
+            of::<model::CiliumNetworkPolicy>()
+        }
         Kind::CiliumLocalRedirectPolicy => of::<model::CiliumLocalRedirectPolicy>(),
         Kind::Service => of::<model::Service>(),
         Kind::EndpointSlice => of::<model::EndpointSlice>(),
@@ -26,7 +30,10 @@ pub fn schema(kind: &str) -> Option<serde_json::Value> {
     })
     .map(|mut v| {
         if let Some(obj) = v.as_object_mut() {
-            obj.insert("title".to_string(), serde_json::Value::String(kind.as_str().to_string()));
+            obj.insert(
+                "title".to_string(),
+                serde_json::Value::String(kind.as_str().to_string()),
+            );
         }
         v
     })
@@ -53,7 +60,15 @@ mod tests {
     #[test]
     fn cnp_schema_covers_rule_fields() {
         let s = schema("ciliumnetworkpolicy").unwrap().to_string();
-        for field in ["endpointSelector", "ingressDeny", "fromCIDRSet", "toFQDNs", "icmps", "enableDefaultDeny", "serverNames"] {
+        for field in [
+            "endpointSelector",
+            "ingressDeny",
+            "fromCIDRSet",
+            "toFQDNs",
+            "icmps",
+            "enableDefaultDeny",
+            "serverNames",
+        ] {
             assert!(s.contains(field), "{field}");
         }
     }

@@ -1,13 +1,17 @@
 //! Go-template detection: manifests with `{{ ... }}` placeholders are templates, not objects.
 //!
-//! In: a file's text. Out: one error at the first placeholder (outside `#` comments), naming how many more
-//! there are; the loader then skips the file, because the YAML around placeholders is not meaningful.
+//! In: a file's text and the byte ranges of its block scalars. Out: one error at the first placeholder
+//! outside comments and block scalars (`|`/`>` blocks embed config files and dashboards where `{{ }}` is
+//! ordinary text), naming how many more there are; the loader then skips the file, because the YAML
+//! around placeholders is not meaningful.
+use std::ops::Range;
+
 use super::diagnostic::{Diagnostic, codes};
 use super::tree::{Span, pos_at};
 
-/// Finds Go-template placeholders; `None` when there are none.
-pub fn check(file: &str, text: &str) -> Option<Diagnostic> {
-    let mut found: Vec<(usize, usize)> = Vec::new();
+/// Byte ranges of `{{ ... }}` on one line, outside `#` comments.
+pub fn find(text: &str) -> Vec<Range<usize>> {
+    let mut found = Vec::new();
     let mut line_start = 0;
     for line in text.split_inclusive('\n') {
         let content = strip_comment(line);
@@ -17,7 +21,7 @@ pub fn check(file: &str, text: &str) -> Option<Diagnostic> {
             match content[open + 2..].find("}}") {
                 Some(close) => {
                     let close = open + 2 + close + 2;
-                    found.push((line_start + open, line_start + close));
+                    found.push(line_start + open..line_start + close);
                     from = close;
                 }
                 None => break,
@@ -25,9 +29,18 @@ pub fn check(file: &str, text: &str) -> Option<Diagnostic> {
         }
         line_start += line.len();
     }
-    let &(start, end) = found.first()?;
-    let placeholder = &text[start..end];
-    let span = Span { start: pos_at(text, start), end: pos_at(text, end) };
+    found
+}
+
+/// The error for the placeholders that are not inside a block scalar; `None` when all are.
+pub fn diagnose(file: &str, text: &str, placeholders: &[Range<usize>], blocks: &[Range<usize>]) -> Option<Diagnostic> {
+    let outside: Vec<&Range<usize>> = placeholders
+        .iter()
+        .filter(|p| !blocks.iter().any(|b| b.start <= p.start && p.end <= b.end))
+        .collect();
+    let first = outside.first()?;
+    let placeholder = &text[first.start..first.end];
+    let span = Span { start: pos_at(text, first.start), end: pos_at(text, first.end) };
     let mut d = Diagnostic::error(
         codes::GO_TEMPLATE,
         format!("Go-template placeholder `{placeholder}`: this file is a template, not a manifest"),
@@ -37,8 +50,8 @@ pub fn check(file: &str, text: &str) -> Option<Diagnostic> {
     .with_found(format!("`{placeholder}`"))
     .with_expected("a plain YAML/JSON manifest")
     .with_note("render the template first (e.g. `helm template` or the tool that owns it); the file was skipped");
-    if found.len() > 1 {
-        d = d.with_note(format!("{} more placeholder(s) in this file", found.len() - 1));
+    if outside.len() > 1 {
+        d = d.with_note(format!("{} more placeholder(s) in this file", outside.len() - 1));
     }
     Some(d)
 }
@@ -63,12 +76,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn finds_placeholders_outside_comments() {
+    fn finds_placeholders_outside_comments_and_blocks() {
         let text = "# {{ not this }}\nmetadata:\n  name: {{.TestNamespace}}\n  x: \"{{ .Other }}\"\n";
-        let d = check("t.yaml", text).unwrap();
+        let found = find(text);
+        assert_eq!(found.len(), 2);
+        let d = diagnose("t.yaml", text, &found, &[]).unwrap();
         assert_eq!((d.line, d.column), (3, 9));
         assert!(d.message.contains("{{.TestNamespace}}"));
         assert!(d.notes.iter().any(|n| n.contains("1 more")));
-        assert!(check("t.yaml", "a: '{ {x} }'\n# {{x}}\n").is_none());
+        assert!(find("a: '{ {x} }'\n# {{x}}\n").is_empty());
+        assert!(diagnose("t.yaml", text, &found, &[0..text.len()]).is_none());
     }
 }

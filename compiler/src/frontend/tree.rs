@@ -43,6 +43,8 @@ pub struct Scalar {
     pub text: String,
     /// Plain (unquoted, not a block scalar): only plain scalars can be null, bool or numbers.
     pub plain: bool,
+    /// A literal (`|`) or folded (`>`) block scalar: embedded text such as config files.
+    pub block: bool,
     /// Core-schema tag suffix (`str`, `int`, ...) when one was written (`!!str 80`).
     pub tag: Option<String>,
 }
@@ -156,8 +158,16 @@ impl<'a> LineIndex<'a> {
             }
             offset = start + i + c.len_utf8();
         }
-        let column = self.text.get(start..offset).map_or(0, |s| s.chars().count()) + 1;
-        Pos { offset, line: to_u32(line), column: to_u32(column) }
+        let column = self
+            .text
+            .get(start..offset)
+            .map_or(0, |s| s.chars().count())
+            + 1;
+        Pos {
+            offset,
+            line: to_u32(line),
+            column: to_u32(column),
+        }
     }
 
     fn end_pos(&self) -> Pos {
@@ -170,10 +180,21 @@ impl<'a> LineIndex<'a> {
         while !self.text.is_char_boundary(offset) {
             offset -= 1;
         }
-        let line_idx = self.line_starts.partition_point(|&s| s <= offset).saturating_sub(1);
+        let line_idx = self
+            .line_starts
+            .partition_point(|&s| s <= offset)
+            .saturating_sub(1);
         let start = self.line_starts.get(line_idx).copied().unwrap_or(0);
-        let column = self.text.get(start..offset).map_or(0, |s| s.chars().count()) + 1;
-        Pos { offset, line: to_u32(line_idx + 1), column: to_u32(column) }
+        let column = self
+            .text
+            .get(start..offset)
+            .map_or(0, |s| s.chars().count())
+            + 1;
+        Pos {
+            offset,
+            line: to_u32(line_idx + 1),
+            column: to_u32(column),
+        }
     }
 }
 
@@ -187,8 +208,18 @@ pub fn pos_at(text: &str, offset: usize) -> Pos {
 }
 
 enum Frame {
-    Seq { start: Pos, anchor: usize, items: Vec<Node> },
-    Map { start: Pos, anchor: usize, entries: Vec<Entry>, key: Option<Node>, seen: HashMap<String, Span> },
+    Seq {
+        start: Pos,
+        anchor: usize,
+        items: Vec<Node>,
+    },
+    Map {
+        start: Pos,
+        anchor: usize,
+        entries: Vec<Entry>,
+        key: Option<Node>,
+        seen: HashMap<String, Span>,
+    },
 }
 
 struct Builder<'a> {
@@ -255,24 +286,45 @@ impl<'a> Builder<'a> {
     }
 
     fn finish_document(&mut self) -> Document {
-        let root = if self.poisoned { None } else { self.root.take() };
-        let doc = Document { root, errors: std::mem::take(&mut self.errors) };
+        let root = if self.poisoned {
+            None
+        } else {
+            self.root.take()
+        };
+        let doc = Document {
+            root,
+            errors: std::mem::take(&mut self.errors),
+        };
         self.reset();
         doc
     }
 
     fn syntax_error(&self, e: &ScanError) -> TreeError {
-        let pos = self.index.pos(e.marker());
+        let mut pos = self.index.pos(e.marker());
+        // Errors found at end of input (unclosed brackets) are shown at the end of the last line.
+        let text = self.index.text;
+        let trimmed = text.trim_end_matches(['\n', '\r', ' ', '\t']).len();
+        if pos.offset >= trimmed && trimmed > 0 {
+            pos = self.index.pos_of_offset(trimmed);
+        }
         TreeError {
             code: super::diagnostic::codes::YAML_SYNTAX,
             message: format!("YAML syntax error: {}", e.info()),
-            span: Span { start: pos, end: pos },
+            span: Span {
+                start: pos,
+                end: pos,
+            },
             related: None,
         }
     }
 
     fn fail(&mut self, code: &'static str, message: String, span: Span) {
-        self.errors.push(TreeError { code, message, span, related: None });
+        self.errors.push(TreeError {
+            code,
+            message,
+            span,
+            related: None,
+        });
         self.poisoned = true;
         // Everything still open is abandoned; later events of this document only move the depth counter.
         self.skip_depth = self.stack.len();
@@ -283,50 +335,151 @@ impl<'a> Builder<'a> {
         if self.poisoned {
             match event {
                 Event::SequenceStart(..) | Event::MappingStart(..) => self.skip_depth += 1,
-                Event::SequenceEnd | Event::MappingEnd => self.skip_depth = self.skip_depth.saturating_sub(1),
+                Event::SequenceEnd | Event::MappingEnd => {
+                    self.skip_depth = self.skip_depth.saturating_sub(1)
+                }
                 _ => {}
             }
             return;
         }
         match event {
             Event::Scalar(text, style, anchor, tag) => {
-                let tag = tag.filter(|t| t.is_yaml_core_schema()).map(|t| t.suffix.clone());
+                let tag = tag
+                    .filter(|t| t.is_yaml_core_schema())
+                    .map(|t| t.suffix.clone());
                 let plain = matches!(style, ScalarStyle::Plain);
-                let node = Node { value: NodeValue::Scalar(Scalar { text: text.into_owned(), plain, tag }), span };
+                let block = matches!(style, ScalarStyle::Literal | ScalarStyle::Folded);
+                let span = match style {
+                    ScalarStyle::SingleQuoted | ScalarStyle::DoubleQuoted => self.quoted_span(span),
+                    _ => span,
+                };
+                let node = Node {
+                    value: NodeValue::Scalar(Scalar {
+                        text: text.into_owned(),
+                        plain,
+                        block,
+                        tag,
+                    }),
+                    span,
+                };
                 self.remember(anchor, &node);
                 self.push_node(node);
             }
             Event::SequenceStart(anchor, _) => {
                 if self.stack.len() >= MAX_DEPTH {
-                    return self.fail(super::diagnostic::codes::TOO_DEEP, format!("nesting deeper than {MAX_DEPTH} levels"), span);
+                    return self.fail(
+                        super::diagnostic::codes::TOO_DEEP,
+                        format!("nesting deeper than {MAX_DEPTH} levels"),
+                        span,
+                    );
                 }
-                self.stack.push(Frame::Seq { start: span.start, anchor, items: Vec::new() });
+                self.stack.push(Frame::Seq {
+                    start: span.start,
+                    anchor,
+                    items: Vec::new(),
+                });
             }
             Event::MappingStart(anchor, _) => {
                 if self.stack.len() >= MAX_DEPTH {
-                    return self.fail(super::diagnostic::codes::TOO_DEEP, format!("nesting deeper than {MAX_DEPTH} levels"), span);
+                    return self.fail(
+                        super::diagnostic::codes::TOO_DEEP,
+                        format!("nesting deeper than {MAX_DEPTH} levels"),
+                        span,
+                    );
                 }
-                self.stack.push(Frame::Map { start: span.start, anchor, entries: Vec::new(), key: None, seen: HashMap::new() });
+                self.stack.push(Frame::Map {
+                    start: span.start,
+                    anchor,
+                    entries: Vec::new(),
+                    key: None,
+                    seen: HashMap::new(),
+                });
             }
             Event::SequenceEnd | Event::MappingEnd => self.close(span),
             Event::Alias(id) => self.alias(id, span),
-            Event::Nothing | Event::StreamStart | Event::StreamEnd | Event::DocumentStart(_) | Event::DocumentEnd => {}
+            Event::Nothing
+            | Event::StreamStart
+            | Event::StreamEnd
+            | Event::DocumentStart(_)
+            | Event::DocumentEnd => {}
+        }
+    }
+
+    /// saphyr-parser 0.3 ends a quoted scalar's span after a trailing comment on its line; the scalar
+    /// really ends at its closing quote.
+    fn quoted_span(&self, span: Span) -> Span {
+        let text = self.index.text;
+        let Some(rest) = text.get(span.start.offset..) else {
+            return span;
+        };
+        let mut chars = rest.char_indices();
+        let Some((_, quote)) = chars.next() else {
+            return span;
+        };
+        if quote != '"' && quote != '\'' {
+            return span;
+        }
+        let mut escaped = false;
+        let mut end = None;
+        let mut iter = chars.peekable();
+        while let Some((i, c)) = iter.next() {
+            if quote == '"' {
+                if escaped {
+                    escaped = false;
+                } else if c == '\\' {
+                    escaped = true;
+                } else if c == '"' {
+                    end = Some(i + 1);
+                    break;
+                }
+            } else if c == '\'' {
+                if iter.peek().is_some_and(|(_, n)| *n == '\'') {
+                    iter.next();
+                } else {
+                    end = Some(i + 1);
+                    break;
+                }
+            }
+        }
+        match end {
+            Some(len) => Span {
+                start: span.start,
+                end: self.index.pos_of_offset(span.start.offset + len),
+            },
+            None => span,
         }
     }
 
     fn close(&mut self, span: Span) {
-        let Some(frame) = self.stack.pop() else { return };
+        let Some(frame) = self.stack.pop() else {
+            return;
+        };
         let node = match frame {
-            Frame::Seq { start, anchor, items } => {
+            Frame::Seq {
+                start,
+                anchor,
+                items,
+            } => {
                 let end = close_end(span, items.last().map(|n| n.span.end), start);
-                let node = Node { value: NodeValue::Seq(items), span: Span { start, end } };
+                let node = Node {
+                    value: NodeValue::Seq(items),
+                    span: Span { start, end },
+                };
                 self.remember(anchor, &node);
                 node
             }
-            Frame::Map { start, anchor, entries, .. } => {
+            Frame::Map {
+                start,
+                anchor,
+                entries,
+                ..
+            } => {
                 let end = close_end(span, entries.last().map(|e| e.value.span.end), start);
                 let entries = merge_keys(entries);
-                let node = Node { value: NodeValue::Map(entries), span: Span { start, end } };
+                let node = Node {
+                    value: NodeValue::Map(entries),
+                    span: Span { start, end },
+                };
                 self.remember(anchor, &node);
                 node
             }
@@ -336,7 +489,11 @@ impl<'a> Builder<'a> {
 
     fn alias(&mut self, id: usize, span: Span) {
         let Some(target) = self.anchors.get(&id) else {
-            return self.fail(super::diagnostic::codes::BAD_ALIAS, "alias refers to an unknown anchor".to_string(), span);
+            return self.fail(
+                super::diagnostic::codes::BAD_ALIAS,
+                "alias refers to an unknown anchor".to_string(),
+                span,
+            );
         };
         let size = count_nodes(target);
         self.alias_nodes = self.alias_nodes.saturating_add(size);
@@ -362,7 +519,9 @@ impl<'a> Builder<'a> {
         match self.stack.last_mut() {
             None => self.root = Some(node),
             Some(Frame::Seq { items, .. }) => items.push(node),
-            Some(Frame::Map { entries, key, seen, .. }) => match key.take() {
+            Some(Frame::Map {
+                entries, key, seen, ..
+            }) => match key.take() {
                 None => {
                     if let Some(text) = node.as_scalar() {
                         if let Some(first) = seen.get(text) {
@@ -373,7 +532,10 @@ impl<'a> Builder<'a> {
                     }
                     *key = Some(node);
                 }
-                Some(k) => entries.push(Entry { key: k, value: node }),
+                Some(k) => entries.push(Entry {
+                    key: k,
+                    value: node,
+                }),
             },
         }
         if let Some((text, span, first)) = duplicate {
@@ -396,7 +558,24 @@ fn close_end(closing: Span, last_child_end: Option<Pos>, start: Pos) -> Pos {
     } else {
         last_child_end.unwrap_or(closing.start)
     };
-    if end.offset < start.offset { start } else { end }
+    if end.offset < start.offset {
+        start
+    } else {
+        end
+    }
+}
+
+/// Byte ranges of every block scalar in `node` (where `{{ }}` is ordinary content, not a placeholder).
+pub fn block_scalar_ranges(node: &Node, out: &mut Vec<std::ops::Range<usize>>) {
+    let mut todo = vec![node];
+    while let Some(n) = todo.pop() {
+        match &n.value {
+            NodeValue::Scalar(s) if s.block => out.push(n.span.start.offset..n.span.end.offset),
+            NodeValue::Scalar(_) => {}
+            NodeValue::Seq(items) => todo.extend(items),
+            NodeValue::Map(entries) => todo.extend(entries.iter().map(|e| &e.value)),
+        }
+    }
 }
 
 fn count_nodes(node: &Node) -> usize {
@@ -421,12 +600,16 @@ fn count_nodes(node: &Node) -> usize {
 /// YAML merge keys (`<<: *base`), which Kubernetes' YAML decoder honours: entries of the merged mappings
 /// are added unless the mapping already has the key.
 fn merge_keys(entries: Vec<Entry>) -> Vec<Entry> {
-    let is_merge = |e: &Entry| matches!(&e.key.value, NodeValue::Scalar(s) if s.plain && s.text == "<<");
+    let is_merge =
+        |e: &Entry| matches!(&e.key.value, NodeValue::Scalar(s) if s.plain && s.text == "<<");
     if !entries.iter().any(is_merge) {
         return entries;
     }
     let (merges, mut own): (Vec<Entry>, Vec<Entry>) = entries.into_iter().partition(is_merge);
-    let mut present: HashSet<String> = own.iter().filter_map(|e| e.key.as_scalar().map(str::to_string)).collect();
+    let mut present: HashSet<String> = own
+        .iter()
+        .filter_map(|e| e.key.as_scalar().map(str::to_string))
+        .collect();
     for merge in merges {
         let sources = match merge.value.value {
             NodeValue::Map(m) => vec![m],
@@ -441,7 +624,9 @@ fn merge_keys(entries: Vec<Entry>) -> Vec<Entry> {
         };
         for source in sources {
             for entry in source {
-                let Some(text) = entry.key.as_scalar().map(str::to_string) else { continue };
+                let Some(text) = entry.key.as_scalar().map(str::to_string) else {
+                    continue;
+                };
                 if present.insert(text) {
                     own.push(entry);
                 }
@@ -461,11 +646,32 @@ mod tests {
         let file = parse(text);
         let root = file.documents[0].root.as_ref().unwrap();
         let entry = root.get("bé").unwrap();
-        assert_eq!(entry.key.span.start, Pos { offset: 5, line: 2, column: 1 });
-        let NodeValue::Seq(items) = &entry.value.value else { panic!("not a seq") };
+        let quoted = parse("a: \"x\\\"y\" # c\nb: 'it''s' # c\n")
+            .documents
+            .remove(0)
+            .root
+            .unwrap();
+        let a = quoted.get("a").unwrap().value.span;
+        assert_eq!((a.start.offset, a.end.offset), (3, 10));
+        let b = quoted.get("b").unwrap().value.span;
+        assert_eq!((b.start.column, b.end.column), (4, 11));
+        assert_eq!(
+            entry.key.span.start,
+            Pos {
+                offset: 5,
+                line: 2,
+                column: 1
+            }
+        );
+        let NodeValue::Seq(items) = &entry.value.value else {
+            panic!("not a seq")
+        };
         assert_eq!(items[1].span.start.line, 2);
-        assert_eq!(items[1].span.start.column, 10);
-        assert_eq!(&text[items[1].span.start.offset..items[1].span.end.offset], "\"y\"");
+        assert_eq!(items[1].span.start.column, 9);
+        assert_eq!(
+            &text[items[1].span.start.offset..items[1].span.end.offset],
+            "\"y\""
+        );
     }
 
     #[test]
@@ -487,7 +693,13 @@ mod tests {
     #[test]
     fn merge_keys_fill_missing_entries() {
         let file = parse("base: &b {x: 1, y: 2}\nm:\n  <<: *b\n  y: 3\n");
-        let m = &file.documents[0].root.as_ref().unwrap().get("m").unwrap().value;
+        let m = &file.documents[0]
+            .root
+            .as_ref()
+            .unwrap()
+            .get("m")
+            .unwrap()
+            .value;
         assert_eq!(m.get_str("x"), Some("1"));
         assert_eq!(m.get_str("y"), Some("3"));
     }
@@ -500,21 +712,37 @@ mod tests {
             text.push_str(&format!("a{i}: &a{i} [*a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}]\n"));
         }
         let file = parse(&text);
-        assert!(file.documents[0].errors.iter().any(|e| e.message.contains("aliases expand")));
+        assert!(
+            file.documents[0]
+                .errors
+                .iter()
+                .any(|e| e.message.contains("aliases expand"))
+        );
     }
 
     #[test]
     fn deep_nesting_is_rejected() {
+        // saphyr stops deep flow nesting itself; block nesting is stopped by MAX_DEPTH.
         let text = "[".repeat(1000) + &"]".repeat(1000);
+        assert!(parse(&text).syntax_error.is_some());
+        let text: String = (0..200).map(|i| format!("{}k:\n", " ".repeat(i))).collect();
         let file = parse(&text);
-        assert!(file.documents[0].errors.iter().any(|e| e.message.contains("nesting")));
+        assert!(
+            file.documents[0]
+                .errors
+                .iter()
+                .any(|e| e.message.contains("nesting")),
+            "{file:?}"
+        );
         assert!(file.documents[0].root.is_none());
     }
 
     #[test]
     fn syntax_errors_have_positions() {
-        let file = parse("a: 1\nb: [1, 2\n");
+        let file = parse("a: 1\nb: [1, 2\n\n");
         let err = file.syntax_error.unwrap();
-        assert!(err.span.start.line >= 2, "{err:?}");
+        assert_eq!((err.span.start.line, err.span.start.column), (2, 10), "{err:?}");
+        let err = parse("a: 1\nb: c: d\n").syntax_error.unwrap();
+        assert_eq!((err.span.start.line, err.span.start.column), (2, 5), "{err:?}");
     }
 }

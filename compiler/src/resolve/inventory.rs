@@ -237,6 +237,8 @@ pub fn build_inventory<O: SourceObject>(
                 owned.insert((ns.clone(), k.clone(), n.clone()));
             }
         }
+        let top = top_owner(&pod.metadata, &ns, &owners_of_workloads, "Pod");
+        owned.insert((ns.clone(), top.kind.clone(), top.name.clone()));
         let sa = pod
             .spec
             .service_account_name
@@ -264,7 +266,7 @@ pub fn build_inventory<O: SourceObject>(
                 ipv4,
                 ipv6,
                 kind: EndpointKind::Pod,
-                workload: top_owner(&pod.metadata, &ns, &owners_of_workloads, "Pod"),
+                workload: top.clone(),
                 labels: endpoint_labels(
                     pod.metadata.labels.as_ref(),
                     &ns,

@@ -35,6 +35,21 @@ pub trait SourceObject {
     fn location_of(&self, path: &str) -> Option<SourceLocation>;
 }
 
+impl SourceObject for crate::frontend::load::LoadedObject {
+    fn object(&self) -> &Object {
+        &self.object
+    }
+
+    fn location_of(&self, path: &str) -> Option<SourceLocation> {
+        let l = crate::frontend::load::LoadedObject::location_of(self, path)?;
+        Some(SourceLocation {
+            file: l.file,
+            line: l.line,
+            column: l.column,
+        })
+    }
+}
+
 /// An object without span information (tests, generated inputs).
 #[derive(Debug, Clone)]
 pub struct PlainObject {
@@ -126,6 +141,10 @@ pub struct ResolvedCluster {
     pub policies: Vec<EndpointPolicy>,
     /// Every prefix that a rule mentions (excepts included) and its identity.
     pub cidr_identities: BTreeMap<Cidr, NumericIdentity>,
+    /// Prefixes mentioned by ingress (from) rules and by egress (to) rules, of every policy
+    /// whether it selects an endpoint or not.
+    pub ingress_cidrs: BTreeSet<Cidr>,
+    pub egress_cidrs: BTreeSet<Cidr>,
     pub nodes: Vec<NodeInfo>,
     pub rule_origins: BTreeMap<RuleId, RuleOrigin>,
     pub warnings: Vec<ResolveWarning>,
@@ -148,10 +167,17 @@ impl ResolvedCluster {
     }
 }
 
-fn collect_cidrs(subjects: &[policies::SubjectRule]) -> BTreeSet<Cidr> {
+fn collect_cidrs(
+    subjects: &[policies::SubjectRule],
+    direction: Option<ciliumc_ir::Direction>,
+) -> BTreeSet<Cidr> {
     let mut out = BTreeSet::new();
     for s in subjects {
-        for r in &s.rules {
+        for r in s
+            .rules
+            .iter()
+            .filter(|r| direction.is_none_or(|d| d == r.direction))
+        {
             for c in &r.peers.cidrs {
                 out.insert(c.cidr);
                 out.extend(c.except.iter().copied());
@@ -171,7 +197,9 @@ pub fn resolve<O: SourceObject>(
     let services = policies::collect_services(objects);
     let translated = policies::translate_policies(objects, &services, &mut warnings);
     let mut endpoints = inv.endpoints;
-    let cidrs = collect_cidrs(&translated.subjects);
+    let cidrs = collect_cidrs(&translated.subjects, None);
+    let ingress_cidrs = collect_cidrs(&translated.subjects, Some(ciliumc_ir::Direction::Ingress));
+    let egress_cidrs = collect_cidrs(&translated.subjects, Some(ciliumc_ir::Direction::Egress));
     let (identities, cidr_identities) = build::allocate_identities(&mut endpoints, &cidrs, opts)?;
 
     let keys: BTreeSet<String> = translated.origins.iter().map(|(k, _)| k.clone()).collect();
@@ -216,6 +244,8 @@ pub fn resolve<O: SourceObject>(
         endpoints,
         policies: policies_out,
         cidr_identities,
+        ingress_cidrs,
+        egress_cidrs,
         nodes: inv.nodes,
         rule_origins,
         warnings,

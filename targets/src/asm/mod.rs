@@ -84,7 +84,11 @@ pub fn assemble(text: &str) -> Result<Vec<Insn>, AsmError> {
     }
     for (idx, at_slot, label, line, column) in fixups {
         let Some(&target) = labels.get(&label) else {
-            return Err(AsmError { line, column, message: format!("undefined label `{label}`") });
+            return Err(AsmError {
+                line,
+                column,
+                message: format!("undefined label `{label}`"),
+            });
         };
         let delta = target as i64 - (at_slot as i64 + 1);
         let out_of_range = |what: &str| AsmError {
@@ -96,7 +100,13 @@ pub fn assemble(text: &str) -> Result<Vec<Insn>, AsmError> {
             Insn::Ja { .. } => Insn::Ja {
                 off: i16::try_from(delta).map_err(|_| out_of_range("goto (use gotol)"))?,
             },
-            Insn::Jmp { width, op, dst, src, .. } => Insn::Jmp {
+            Insn::Jmp {
+                width,
+                op,
+                dst,
+                src,
+                ..
+            } => Insn::Jmp {
                 width,
                 op,
                 dst,
@@ -117,7 +127,9 @@ pub fn assemble(text: &str) -> Result<Vec<Insn>, AsmError> {
 
 /// Column (1-based, characters) of byte offset `byte` in `line`.
 fn char_column(line: &str, byte: usize) -> usize {
-    line.get(..byte.min(line.len())).map_or(byte, |s| s.chars().count()) + 1
+    line.get(..byte.min(line.len()))
+        .map_or(byte, |s| s.chars().count())
+        + 1
 }
 
 fn is_listing_header(body: &str) -> bool {
@@ -133,8 +145,13 @@ fn label_definition(body: &str) -> Option<&str> {
     {
         return sym.strip_prefix('<')?.strip_suffix('>');
     }
-    let ok = head.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == '.')
-        && head.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.');
+    let ok = head
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == '.')
+        && head
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.');
     ok.then_some(head)
 }
 
@@ -156,7 +173,9 @@ fn strip_columns(line: &str) -> (&str, usize) {
         let pair = bytes.get(p..p + 2);
         let after = bytes.get(p + 2);
         match (pair, after) {
-            (Some(pr), Some(a)) if pr.iter().all(u8::is_ascii_hexdigit) && a.is_ascii_whitespace() => {
+            (Some(pr), Some(a))
+                if pr.iter().all(u8::is_ascii_hexdigit) && a.is_ascii_whitespace() =>
+            {
                 pos = p + 2;
             }
             (Some(pr), None) if pr.iter().all(u8::is_ascii_hexdigit) => {

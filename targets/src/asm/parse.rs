@@ -9,12 +9,16 @@ use nom::combinator::{all_consuming, map, map_res, opt, recognize, value};
 use nom::sequence::{delimited, preceded};
 use nom::{IResult, Parser};
 
+mod mem;
+
 use crate::isa::{
     AluOp, AtomicOp, AtomicSize, ByteOrder, ExtFrom, Insn, JmpOp, Operand, PktSize, PseudoKind,
     Reg, Size, SwapBits, SxSize, Width,
 };
 
 type Res<'a, T> = IResult<&'a str, T>;
+
+use mem::{fetch_atomic, load, lock, store};
 
 /// A jump or call target: a number as printed, or a label to resolve.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -28,7 +32,10 @@ pub(crate) enum Target {
 pub(crate) enum Parsed {
     Done(Insn),
     /// `goto`/`if ... goto` (in `off`), `gotol` (in `imm`) or `call` (local, in `imm`) to a label.
-    Jump { insn: Insn, label: String },
+    Jump {
+        insn: Insn,
+        label: String,
+    },
 }
 
 /// A semantic problem found after the syntax matched: (byte offset in the text, message).
@@ -48,7 +55,14 @@ fn reg(i: &str) -> Res<'_, (Width, Reg)> {
         |(p, n): (char, &str)| -> Result<(Width, Reg), &'static str> {
             let n: u8 = n.parse().map_err(|_| "register number")?;
             let r = Reg::new(n).ok_or("register out of range")?;
-            Ok((if p == 'r' { Width::Bits64 } else { Width::Bits32 }, r))
+            Ok((
+                if p == 'r' {
+                    Width::Bits64
+                } else {
+                    Width::Bits32
+                },
+                r,
+            ))
         },
     )
     .parse(i)
@@ -58,9 +72,10 @@ fn reg(i: &str) -> Res<'_, (Width, Reg)> {
 fn number(i: &str) -> Res<'_, i128> {
     let (i, sign) = opt(one_of("+-")).parse(i)?;
     let (i, mag) = alt((
-        map_res(preceded(alt((tag("0x"), tag("0X"))), hex_digit1), |h: &str| {
-            u64::from_str_radix(h, 16)
-        }),
+        map_res(
+            preceded(alt((tag("0x"), tag("0X"))), hex_digit1),
+            |h: &str| u64::from_str_radix(h, 16),
+        ),
         map_res(digit1, |d: &str| d.parse::<u64>()),
     ))
     .parse(i)?;
@@ -102,7 +117,10 @@ fn target(i: &str) -> Res<'_, Target> {
         map(
             (
                 number,
-                opt(preceded(space1, delimited(char('<'), take_while(|c| c != '>'), char('>')))),
+                opt(preceded(
+                    space1,
+                    delimited(char('<'), take_while(|c| c != '>'), char('>')),
+                )),
             ),
             |(n, _)| Target::Offset(n as i64),
         ),
@@ -111,60 +129,16 @@ fn target(i: &str) -> Res<'_, Target> {
     .parse(i)
 }
 
-/// `(r2 + 0x3)` / `(r2 - 0x3)` / `r2 + 0x3`.
-fn addr(i: &str) -> Res<'_, (Reg, i16)> {
-    map_res(
-        (reg, ws(one_of("+-")), number),
-        |((w, r), sign, n)| -> Result<(Reg, i16), &'static str> {
-            if w != Width::Bits64 {
-                return Err("address base must be an r register");
-            }
-            to_i16(if sign == '-' { -n } else { n }).map(|off| (r, off))
-        },
-    )
-    .parse(i)
-}
-
-fn paren_addr(i: &str) -> Res<'_, (Reg, i16)> {
-    delimited(char('('), ws(addr), char(')')).parse(i)
-}
-
-/// `*(u32 *)` -> (signed, bits).
-fn deref_type(i: &str) -> Res<'_, (bool, u32)> {
-    delimited(
-        (char('*'), char('(')),
-        map(
-            (
-                alt((value(false, char('u')), value(true, char('s')))),
-                alt((
-                    value(8u32, tag("8")),
-                    value(16, tag("16")),
-                    value(32, tag("32")),
-                    value(64, tag("64")),
-                )),
-            ),
-            |(s, b)| (s, b),
-        ),
-        (space1, tag("*)")),
-    )
-    .parse(i)
-}
-
-fn size_of_bits(bits: u32) -> Size {
-    match bits {
-        8 => Size::B,
-        16 => Size::H,
-        32 => Size::W,
-        _ => Size::DW,
-    }
-}
-
 /// Parses one instruction. Syntax errors come back as nom errors (with the failing position);
 /// well-formed text that names an impossible instruction comes back as `SemErr`.
-pub(crate) fn instruction(text: &str) -> Result<Result<Parsed, SemErr>, nom::Err<nom::error::Error<&str>>> {
+pub(crate) fn instruction(
+    text: &str,
+) -> Result<Result<Parsed, SemErr>, nom::Err<nom::error::Error<&str>>> {
     let first = text.split_whitespace().next().unwrap_or("");
     let r = match first {
-        "exit" => all_consuming(tag("exit")).parse(text).map(|(_, _)| Ok(Parsed::Done(Insn::Exit))),
+        "exit" => all_consuming(tag("exit"))
+            .parse(text)
+            .map(|(_, _)| Ok(Parsed::Done(Insn::Exit))),
         "goto" | "gotol" => all_consuming((alt((tag("gotol"), tag("goto"))), space1, target))
             .parse(text)
             .map(|(_, (kw, _, t))| goto(kw == "gotol", t)),
@@ -179,10 +153,9 @@ pub(crate) fn instruction(text: &str) -> Result<Result<Parsed, SemErr>, nom::Err
         _ => assign(text),
     };
     r.map_err(|e| match e {
-        nom::Err::Incomplete(_) => nom::Err::Error(nom::error::Error::new(
-            text,
-            nom::error::ErrorKind::Eof,
-        )),
+        nom::Err::Incomplete(_) => {
+            nom::Err::Error(nom::error::Error::new(text, nom::error::ErrorKind::Eof))
+        }
         e => e,
     })
 }
@@ -211,9 +184,16 @@ fn goto(long: bool, t: Target) -> Result<Parsed, SemErr> {
 type PResult<'a> = Result<Result<Parsed, SemErr>, nom::Err<nom::error::Error<&'a str>>>;
 
 fn call(text: &str) -> PResult<'_> {
-    let local = map((tag("pc"), number), |(_, n)| Parsed::Done(Insn::CallLocal { imm: n as i32 }));
+    let local = map((tag("pc"), number), |(_, n)| {
+        Parsed::Done(Insn::CallLocal { imm: n as i32 })
+    });
     let kfunc = map(
-        (tag("kfunc"), space1, imm32, opt(preceded(ws(char(',')), number))),
+        (
+            tag("kfunc"),
+            space1,
+            imm32,
+            opt(preceded(ws(char(',')), number)),
+        ),
         |(_, _, id, off)| {
             Parsed::Done(Insn::CallKfunc {
                 btf_id: id,
@@ -226,9 +206,12 @@ fn call(text: &str) -> PResult<'_> {
         insn: Insn::CallLocal { imm: 0 },
         label: l.to_string(),
     });
-    all_consuming(preceded((tag("call"), space1), alt((local, kfunc, helper, label))))
-        .parse(text)
-        .map(|(_, p)| Ok(p))
+    all_consuming(preceded(
+        (tag("call"), space1),
+        alt((local, kfunc, helper, label)),
+    ))
+    .parse(text)
+    .map(|(_, p)| Ok(p))
 }
 
 fn jmp_op(i: &str) -> Res<'_, JmpOp> {
@@ -264,51 +247,34 @@ fn cond(text: &str) -> PResult<'_> {
     .parse(text)?;
     let src = match rhs {
         Ok((w2, s)) if w2 == w => Operand::Reg(s),
-        Ok(_) => return Ok(Err((0, "both registers of a compare must be r or both w".into()))),
+        Ok(_) => {
+            return Ok(Err((
+                0,
+                "both registers of a compare must be r or both w".into(),
+            )));
+        }
         Err(imm) => Operand::Imm(imm),
     };
-    let insn = Insn::Jmp { width: w, op, dst, src, off: 0 };
+    let insn = Insn::Jmp {
+        width: w,
+        op,
+        dst,
+        src,
+        off: 0,
+    };
     Ok(Ok(match t {
         Target::Offset(n) => match to_i16(n.into()) {
-            Ok(off) => Parsed::Done(Insn::Jmp { width: w, op, dst, src, off }),
+            Ok(off) => Parsed::Done(Insn::Jmp {
+                width: w,
+                op,
+                dst,
+                src,
+                off,
+            }),
             Err(e) => return Ok(Err((0, e.to_string()))),
         },
         Target::Label(label) => Parsed::Jump { insn, label },
     }))
-}
-
-fn atomic_sym(i: &str) -> Res<'_, AtomicOp> {
-    alt((
-        value(AtomicOp::Add, tag("+=")),
-        value(AtomicOp::Or, tag("|=")),
-        value(AtomicOp::And, tag("&=")),
-        value(AtomicOp::Xor, tag("^=")),
-    ))
-    .parse(i)
-}
-
-fn atomic_size(bits: u32) -> Result<AtomicSize, SemErr> {
-    match bits {
-        32 => Ok(AtomicSize::W),
-        64 => Ok(AtomicSize::DW),
-        _ => Err((0, "atomics exist only for u32 and u64".into())),
-    }
-}
-
-fn lock(text: &str) -> PResult<'_> {
-    let (_, (_, (signed, bits), _, (dst, off), op, (_, src))) = all_consuming((
-        (tag("lock"), space1),
-        deref_type,
-        space0,
-        paren_addr,
-        ws(atomic_sym),
-        reg,
-    ))
-    .parse(text)?;
-    if signed {
-        return Ok(Err((0, "atomics take u32/u64".into())));
-    }
-    Ok(atomic_size(bits).map(|size| Parsed::Done(Insn::Atomic { size, op, dst, src, off })))
 }
 
 fn ld_pseudo(text: &str) -> PResult<'_> {
@@ -328,19 +294,11 @@ fn ld_pseudo(text: &str) -> PResult<'_> {
     let Some(kind) = u8::try_from(src).ok().and_then(PseudoKind::from_src) else {
         return Ok(Err((0, format!("pseudo source {src} is not one of 1..=6"))));
     };
-    Ok(Ok(Parsed::Done(Insn::LdPseudo { dst, kind, imm, next_imm: next.unwrap_or(0) })))
-}
-
-fn store(text: &str) -> PResult<'_> {
-    let (_, ((signed, bits), _, (dst, off), _, rhs)) =
-        all_consuming((deref_type, space0, paren_addr, ws(char('=')), operand)).parse(text)?;
-    if signed {
-        return Ok(Err((0, "stores take u8/u16/u32/u64".into())));
-    }
-    let size = size_of_bits(bits);
-    Ok(Ok(Parsed::Done(match rhs {
-        Ok((_, src)) => Insn::Stx { size, dst, src, off },
-        Err(imm) => Insn::St { size, dst, off, imm },
+    Ok(Ok(Parsed::Done(Insn::LdPseudo {
+        dst,
+        kind,
+        imm,
+        next_imm: next.unwrap_or(0),
     })))
 }
 
@@ -366,20 +324,36 @@ fn alu_op(i: &str) -> Res<'_, AluOp> {
 /// Everything of the form `reg ...`: ALU, moves, loads, atomics with a result.
 fn assign(text: &str) -> PResult<'_> {
     let (rest, (w, dst)) = reg(text)?;
-    if let Ok((_, (op, rhs))) = all_consuming((ws(alu_op), operand)).parse(rest) {
+    if let Ok((after_op, op)) = ws(alu_op).parse(rest) {
+        let (_, rhs) = all_consuming(operand).parse(after_op)?;
         return Ok(alu(w, op, dst, rhs));
     }
     let (rest, _) = ws(char('=')).parse(rest)?;
     rhs(rest, w, dst)
 }
 
-fn alu(width: Width, op: AluOp, dst: Reg, rhs: Result<(Width, Reg), i32>) -> Result<Parsed, SemErr> {
+fn alu(
+    width: Width,
+    op: AluOp,
+    dst: Reg,
+    rhs: Result<(Width, Reg), i32>,
+) -> Result<Parsed, SemErr> {
     let src = match rhs {
         Ok((w2, s)) if w2 == width => Operand::Reg(s),
-        Ok(_) => return Err((0, "both registers must be r (64-bit) or both w (32-bit)".into())),
+        Ok(_) => {
+            return Err((
+                0,
+                "both registers must be r (64-bit) or both w (32-bit)".into(),
+            ));
+        }
         Err(imm) => Operand::Imm(imm),
     };
-    Ok(Parsed::Done(Insn::Alu { width, op, dst, src }))
+    Ok(Parsed::Done(Insn::Alu {
+        width,
+        op,
+        dst,
+        src,
+    }))
 }
 
 fn swap(i: &str) -> Res<'_, (&str, SwapBits)> {
@@ -391,7 +365,7 @@ fn swap(i: &str) -> Res<'_, (&str, SwapBits)> {
             value(SwapBits::B64, tag("64")),
         )),
     )
-    .parse(i)
+        .parse(i)
 }
 
 fn rhs(i: &str, w: Width, dst: Reg) -> PResult<'_> {
@@ -399,7 +373,10 @@ fn rhs(i: &str, w: Width, dst: Reg) -> PResult<'_> {
         if w2 == w && r == dst {
             Ok(())
         } else {
-            Err((0, format!("{what} must name the destination register on both sides")))
+            Err((
+                0,
+                format!("{what} must name the destination register on both sides"),
+            ))
         }
     };
     // dst = -dst
@@ -409,18 +386,34 @@ fn rhs(i: &str, w: Width, dst: Reg) -> PResult<'_> {
     // dst = le16 dst / bswap64 dst
     if let Ok((_, ((kind, bits), _, (w2, r)))) = all_consuming((swap, space1, reg)).parse(i) {
         if w2 != Width::Bits64 || w != Width::Bits64 || r != dst {
-            return Ok(Err((0, format!("{kind} operates on one r register: rN = {kind}NN rN"))));
+            return Ok(Err((
+                0,
+                format!("{kind} operates on one r register: rN = {kind}NN rN"),
+            )));
         }
         let insn = match kind {
-            "le" => Insn::Endian { order: ByteOrder::Le, bits, dst },
-            "be" => Insn::Endian { order: ByteOrder::Be, bits, dst },
+            "le" => Insn::Endian {
+                order: ByteOrder::Le,
+                bits,
+                dst,
+            },
+            "be" => Insn::Endian {
+                order: ByteOrder::Be,
+                bits,
+                dst,
+            },
             _ => Insn::Bswap { bits, dst },
         };
         return Ok(Ok(Parsed::Done(insn)));
     }
     // dst = (s8)src
-    if let Ok((_, (_, bits, _, (w2, src)))) =
-        all_consuming((tag("(s"), alt((tag("8"), tag("16"), tag("32"))), char(')'), reg)).parse(i)
+    if let Ok((_, (_, bits, _, (w2, src)))) = all_consuming((
+        tag("(s"),
+        alt((tag("8"), tag("16"), tag("32"))),
+        char(')'),
+        reg,
+    ))
+    .parse(i)
     {
         if w2 != w {
             return Ok(Err((0, "movsx registers must both be r or both w".into())));
@@ -431,7 +424,12 @@ fn rhs(i: &str, w: Width, dst: Reg) -> PResult<'_> {
             _ if w == Width::Bits64 => ExtFrom::B32,
             _ => return Ok(Err((0, "a 32-bit movsx extends from 8 or 16 bits".into()))),
         };
-        return Ok(Ok(Parsed::Done(Insn::MovSx { width: w, dst, src, from })));
+        return Ok(Ok(Parsed::Done(Insn::MovSx {
+            width: w,
+            dst,
+            src,
+            from,
+        })));
     }
     // dst = *(u32 *)(src + off) / skb[...]
     if i.starts_with("*(") {
@@ -454,105 +452,3 @@ fn rhs(i: &str, w: Width, dst: Reg) -> PResult<'_> {
     Ok(alu(w, AluOp::Mov, dst, rhs))
 }
 
-fn load(i: &str, w: Width, dst: Reg) -> PResult<'_> {
-    let (rest, (signed, bits)) = deref_type(i)?;
-    if let Ok((_, (_, _, idx, _))) = all_consuming((
-        space0,
-        tag("skb["),
-        alt((map(addr, |(r, off)| Ok((r, off))), map(imm32, Err), map(reg, |(_, r)| Ok((r, 0))))),
-        char(']'),
-    ))
-    .parse(rest)
-    {
-        if dst != Reg::R0 || w != Width::Bits64 {
-            return Ok(Err((0, "packet loads write r0".into())));
-        }
-        let size = match (signed, bits) {
-            (false, 8) => PktSize::B,
-            (false, 16) => PktSize::H,
-            (false, 32) => PktSize::W,
-            _ => return Ok(Err((0, "packet loads are u8/u16/u32".into()))),
-        };
-        return Ok(Ok(Parsed::Done(match idx {
-            Ok((src, off)) => Insn::LdInd { size, src, imm: off.into() },
-            Err(imm) => Insn::LdAbs { size, imm },
-        })));
-    }
-    let (_, (_, (src, off))) = all_consuming((space0, paren_addr)).parse(rest)?;
-    if signed {
-        if w != Width::Bits64 {
-            return Ok(Err((0, "sign-extending loads write an r register".into())));
-        }
-        let size = match bits {
-            8 => SxSize::B,
-            16 => SxSize::H,
-            32 => SxSize::W,
-            _ => return Ok(Err((0, "sign-extending loads are s8/s16/s32".into()))),
-        };
-        return Ok(Ok(Parsed::Done(Insn::LdxSx { size, dst, src, off })));
-    }
-    if w == Width::Bits32 && bits == 64 {
-        return Ok(Err((0, "a u64 load writes an r register".into())));
-    }
-    Ok(Ok(Parsed::Done(Insn::Ldx { size: size_of_bits(bits), dst, src, off })))
-}
-
-fn fetch_atomic(i: &str, w: Width, dst: Reg) -> PResult<'_> {
-    let fetch_op = alt((
-        value(AtomicOp::FetchAdd, tag("atomic_fetch_add")),
-        value(AtomicOp::FetchOr, tag("atomic_fetch_or")),
-        value(AtomicOp::FetchAnd, tag("atomic_fetch_and")),
-        value(AtomicOp::FetchXor, tag("atomic_fetch_xor")),
-    ));
-    if let Ok((_, (op, _, (_, bits), _, (base, off), _, (w2, src), _))) = all_consuming((
-        fetch_op,
-        char('('),
-        deref_type,
-        space0,
-        paren_addr,
-        ws(char(',')),
-        reg,
-        char(')'),
-    ))
-    .parse(i)
-    {
-        if w2 != w || src != dst {
-            return Ok(Err((0, "atomic_fetch_* returns into its source register".into())));
-        }
-        let size = match atomic_size(bits) {
-            Ok(s) => s,
-            Err(e) => return Ok(Err(e)),
-        };
-        return Ok(Ok(Parsed::Done(Insn::Atomic { size, op, dst: base, src, off })));
-    }
-    let xchg = all_consuming((
-        alt((value(AtomicSize::DW, tag("xchg_64")), value(AtomicSize::W, tag("xchg32_32")))),
-        char('('),
-        ws(addr),
-        char(','),
-        ws(reg),
-        char(')'),
-    ))
-    .parse(i);
-    if let Ok((_, (size, _, (base, off), _, (w2, src), _))) = xchg {
-        if w2 != w || src != dst {
-            return Ok(Err((0, "xchg returns into its source register".into())));
-        }
-        return Ok(Ok(Parsed::Done(Insn::Atomic { size, op: AtomicOp::Xchg, dst: base, src, off })));
-    }
-    let (_, (size, _, (base, off), _, (_, r0), _, (w2, src), _)) = all_consuming((
-        alt((value(AtomicSize::DW, tag("cmpxchg_64")), value(AtomicSize::W, tag("cmpxchg32_32")))),
-        char('('),
-        ws(addr),
-        char(','),
-        ws(reg),
-        char(','),
-        ws(reg),
-        char(')'),
-    ))
-    .parse(i)?;
-    if dst != Reg::R0 || r0 != Reg::R0 || w2 != w {
-        return Ok(Err((0, "cmpxchg compares and returns r0/w0".into())));
-    }
-    Ok(Ok(Parsed::Done(Insn::Atomic { size, op: AtomicOp::CmpXchg, dst: base, src, off })))
-}

@@ -76,7 +76,10 @@ impl BtfExt {
                 push_words(&mut line, &[*sec, recs.len() as u32]);
                 for r in recs {
                     let line_col = (r.line << 10) | (r.column & 0x3ff);
-                    push_words(&mut line, &[r.insn_byte_off, r.file_name_off, r.line_off, line_col]);
+                    push_words(
+                        &mut line,
+                        &[r.insn_byte_off, r.file_name_off, r.line_off, line_col],
+                    );
                 }
             }
         }
@@ -86,7 +89,18 @@ impl BtfExt {
         out.push(0);
         let func_len = func.len() as u32;
         let line_len = line.len() as u32;
-        push_words(&mut out, &[HEADER_LEN, 0, func_len, func_len, line_len, func_len + line_len, 0]);
+        push_words(
+            &mut out,
+            &[
+                HEADER_LEN,
+                0,
+                func_len,
+                func_len,
+                line_len,
+                func_len + line_len,
+                0,
+            ],
+        );
         out.extend_from_slice(&func);
         out.extend_from_slice(&line);
         out
@@ -107,7 +121,14 @@ mod tests {
     fn func_info_layout() {
         let mut btf = Btf::new();
         let mut ext = BtfExt::new();
-        ext.add_func_info(&mut btf, ".text", vec![FuncInfo { insn_byte_off: 16, type_id: 3 }]);
+        ext.add_func_info(
+            &mut btf,
+            ".text",
+            vec![FuncInfo {
+                insn_byte_off: 16,
+                type_id: 3,
+            }],
+        );
         let b = ext.to_bytes();
         let w = |i: usize| u32::from_le_bytes(b[i..i + 4].try_into().unwrap());
         assert_eq!(w(4), 32);

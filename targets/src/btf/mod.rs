@@ -99,18 +99,64 @@ pub struct VarSecInfo {
 /// One encoded type, in the shape of its wire record.
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Type {
-    Int { name: u32, size: u32, encoding: IntEncoding, bits: u32 },
-    Ptr { target: TypeId },
-    Array { elem: TypeId, index: TypeId, nelems: u32 },
-    Aggregate { kind: Kind, name: u32, size: u32, members: Vec<(u32, TypeId, u32)> },
-    Enum { name: u32, size: u32, signed: bool, values: Vec<(u32, i32)> },
-    Fwd { name: u32, is_union: bool },
-    Modifier { kind: Kind, name: u32, target: TypeId },
-    Func { name: u32, proto: TypeId, linkage: FuncLinkage },
-    FuncProto { ret: TypeId, params: Vec<(u32, TypeId)> },
-    Var { name: u32, ty: TypeId, linkage: VarLinkage },
-    DataSec { name: u32, size: u32, entries: Vec<VarSecInfo> },
-    Float { name: u32, size: u32 },
+    Int {
+        name: u32,
+        size: u32,
+        encoding: IntEncoding,
+        bits: u32,
+    },
+    Ptr {
+        target: TypeId,
+    },
+    Array {
+        elem: TypeId,
+        index: TypeId,
+        nelems: u32,
+    },
+    Aggregate {
+        kind: Kind,
+        name: u32,
+        size: u32,
+        members: Vec<(u32, TypeId, u32)>,
+    },
+    Enum {
+        name: u32,
+        size: u32,
+        signed: bool,
+        values: Vec<(u32, i32)>,
+    },
+    Fwd {
+        name: u32,
+        is_union: bool,
+    },
+    Modifier {
+        kind: Kind,
+        name: u32,
+        target: TypeId,
+    },
+    Func {
+        name: u32,
+        proto: TypeId,
+        linkage: FuncLinkage,
+    },
+    FuncProto {
+        ret: TypeId,
+        params: Vec<(u32, TypeId)>,
+    },
+    Var {
+        name: u32,
+        ty: TypeId,
+        linkage: VarLinkage,
+    },
+    DataSec {
+        name: u32,
+        size: u32,
+        entries: Vec<VarSecInfo>,
+    },
+    Float {
+        name: u32,
+        size: u32,
+    },
 }
 
 /// A BTF blob under construction.
@@ -123,7 +169,11 @@ pub struct Btf {
 
 impl Btf {
     pub fn new() -> Self {
-        let mut btf = Btf { types: Vec::new(), strings: Vec::new(), string_offsets: HashMap::new() };
+        let mut btf = Btf {
+            types: Vec::new(),
+            strings: Vec::new(),
+            string_offsets: HashMap::new(),
+        };
         btf.strings.push(0);
         btf.string_offsets.insert(String::new(), 0);
         btf
@@ -163,7 +213,12 @@ impl Btf {
     /// An integer of `size` bytes (1, 2, 4, 8 or 16) using all its bits.
     pub fn add_int(&mut self, name: &str, size: u32, encoding: IntEncoding) -> TypeId {
         let name = self.add_string(name);
-        self.push(Type::Int { name, size, encoding, bits: size * 8 })
+        self.push(Type::Int {
+            name,
+            size,
+            encoding,
+            bits: size * 8,
+        })
     }
 
     pub fn add_float(&mut self, name: &str, size: u32) -> TypeId {
@@ -177,7 +232,11 @@ impl Btf {
 
     /// `elem[nelems]`; `index` is the index type (an int), as C compilers emit.
     pub fn add_array(&mut self, elem: TypeId, index: TypeId, nelems: u32) -> TypeId {
-        self.push(Type::Array { elem, index, nelems })
+        self.push(Type::Array {
+            elem,
+            index,
+            nelems,
+        })
     }
 
     pub fn add_struct(&mut self, name: &str, size: u32, members: &[Member]) -> TypeId {
@@ -190,16 +249,37 @@ impl Btf {
 
     fn add_aggregate(&mut self, kind: Kind, name: &str, size: u32, members: &[Member]) -> TypeId {
         let name = self.add_string(name);
-        let members =
-            members.iter().map(|m| (self.add_string(&m.name), m.ty, m.bit_offset)).collect();
-        self.push(Type::Aggregate { kind, name, size, members })
+        let members = members
+            .iter()
+            .map(|m| (self.add_string(&m.name), m.ty, m.bit_offset))
+            .collect();
+        self.push(Type::Aggregate {
+            kind,
+            name,
+            size,
+            members,
+        })
     }
 
     /// An enum of `size` bytes with `(name, value)` enumerators.
-    pub fn add_enum(&mut self, name: &str, size: u32, signed: bool, values: &[(&str, i32)]) -> TypeId {
+    pub fn add_enum(
+        &mut self,
+        name: &str,
+        size: u32,
+        signed: bool,
+        values: &[(&str, i32)],
+    ) -> TypeId {
         let name = self.add_string(name);
-        let values = values.iter().map(|(n, v)| (self.add_string(n), *v)).collect();
-        self.push(Type::Enum { name, size, signed, values })
+        let values = values
+            .iter()
+            .map(|(n, v)| (self.add_string(n), *v))
+            .collect();
+        self.push(Type::Enum {
+            name,
+            size,
+            signed,
+            values,
+        })
     }
 
     pub fn add_fwd(&mut self, name: &str, is_union: bool) -> TypeId {
@@ -209,26 +289,45 @@ impl Btf {
 
     pub fn add_typedef(&mut self, name: &str, target: TypeId) -> TypeId {
         let name = self.add_string(name);
-        self.push(Type::Modifier { kind: Kind::Typedef, name, target })
+        self.push(Type::Modifier {
+            kind: Kind::Typedef,
+            name,
+            target,
+        })
     }
 
     pub fn add_const(&mut self, target: TypeId) -> TypeId {
-        self.push(Type::Modifier { kind: Kind::Const, name: 0, target })
+        self.push(Type::Modifier {
+            kind: Kind::Const,
+            name: 0,
+            target,
+        })
     }
 
     pub fn add_volatile(&mut self, target: TypeId) -> TypeId {
-        self.push(Type::Modifier { kind: Kind::Volatile, name: 0, target })
+        self.push(Type::Modifier {
+            kind: Kind::Volatile,
+            name: 0,
+            target,
+        })
     }
 
     /// A function prototype; parameters are `(name, type)`, names may be empty.
     pub fn add_func_proto(&mut self, ret: TypeId, params: &[(&str, TypeId)]) -> TypeId {
-        let params = params.iter().map(|(n, t)| (self.add_string(n), *t)).collect();
+        let params = params
+            .iter()
+            .map(|(n, t)| (self.add_string(n), *t))
+            .collect();
         self.push(Type::FuncProto { ret, params })
     }
 
     pub fn add_func(&mut self, name: &str, proto: TypeId, linkage: FuncLinkage) -> TypeId {
         let name = self.add_string(name);
-        self.push(Type::Func { name, proto, linkage })
+        self.push(Type::Func {
+            name,
+            proto,
+            linkage,
+        })
     }
 
     pub fn add_var(&mut self, name: &str, ty: TypeId, linkage: VarLinkage) -> TypeId {
@@ -238,7 +337,11 @@ impl Btf {
 
     pub fn add_datasec(&mut self, name: &str, size: u32, entries: &[VarSecInfo]) -> TypeId {
         let name = self.add_string(name);
-        self.push(Type::DataSec { name, size, entries: entries.to_vec() })
+        self.push(Type::DataSec {
+            name,
+            size,
+            entries: entries.to_vec(),
+        })
     }
 
     /// The size in bytes of a value of type `id`, following typedefs and modifiers, or `None`
@@ -299,29 +402,69 @@ fn put(out: &mut Vec<u8>, words: &[u32]) {
 
 fn encode_type(ty: &Type, out: &mut Vec<u8>) {
     match ty {
-        Type::Int { name, size, encoding, bits } => {
-            put(out, &[*name, info(Kind::Int, 0, false), *size, (encoding.bits() << 24) | bits]);
+        Type::Int {
+            name,
+            size,
+            encoding,
+            bits,
+        } => {
+            put(
+                out,
+                &[
+                    *name,
+                    info(Kind::Int, 0, false),
+                    *size,
+                    (encoding.bits() << 24) | bits,
+                ],
+            );
         }
         Type::Ptr { target } => put(out, &[0, info(Kind::Ptr, 0, false), *target]),
-        Type::Array { elem, index, nelems } => {
-            put(out, &[0, info(Kind::Array, 0, false), 0, *elem, *index, *nelems]);
+        Type::Array {
+            elem,
+            index,
+            nelems,
+        } => {
+            put(
+                out,
+                &[0, info(Kind::Array, 0, false), 0, *elem, *index, *nelems],
+            );
         }
-        Type::Aggregate { kind, name, size, members } => {
+        Type::Aggregate {
+            kind,
+            name,
+            size,
+            members,
+        } => {
             put(out, &[*name, info(*kind, members.len(), false), *size]);
             for (n, t, off) in members {
                 put(out, &[*n, *t, *off]);
             }
         }
-        Type::Enum { name, size, signed, values } => {
-            put(out, &[*name, info(Kind::Enum, values.len(), *signed), *size]);
+        Type::Enum {
+            name,
+            size,
+            signed,
+            values,
+        } => {
+            put(
+                out,
+                &[*name, info(Kind::Enum, values.len(), *signed), *size],
+            );
             for (n, v) in values {
                 put(out, &[*n, *v as u32]);
             }
         }
         Type::Fwd { name, is_union } => put(out, &[*name, info(Kind::Fwd, 0, *is_union), 0]),
         Type::Modifier { kind, name, target } => put(out, &[*name, info(*kind, 0, false), *target]),
-        Type::Func { name, proto, linkage } => {
-            put(out, &[*name, info(Kind::Func, *linkage as usize, false), *proto]);
+        Type::Func {
+            name,
+            proto,
+            linkage,
+        } => {
+            put(
+                out,
+                &[*name, info(Kind::Func, *linkage as usize, false), *proto],
+            );
         }
         Type::FuncProto { ret, params } => {
             put(out, &[0, info(Kind::FuncProto, params.len(), false), *ret]);
@@ -330,10 +473,20 @@ fn encode_type(ty: &Type, out: &mut Vec<u8>) {
             }
         }
         Type::Var { name, ty, linkage } => {
-            put(out, &[*name, info(Kind::Var, 0, false), *ty, *linkage as u32]);
+            put(
+                out,
+                &[*name, info(Kind::Var, 0, false), *ty, *linkage as u32],
+            );
         }
-        Type::DataSec { name, size, entries } => {
-            put(out, &[*name, info(Kind::DataSec, entries.len(), false), *size]);
+        Type::DataSec {
+            name,
+            size,
+            entries,
+        } => {
+            put(
+                out,
+                &[*name, info(Kind::DataSec, entries.len(), false), *size],
+            );
             for e in entries {
                 put(out, &[e.var, e.offset, e.size]);
             }

@@ -203,7 +203,11 @@ impl FunctionBuilder {
     pub fn load_ctx(&mut self, field: &str) -> VReg {
         let ctx = self.ctx();
         match self.func.hook.ctx_field(field) {
-            Some(field) => self.def(|dst| Inst::LoadCtx { dst, ctx, field }),
+            Some(field) if field.readable => self.def(|dst| Inst::LoadCtx { dst, ctx, field }),
+            Some(_) => {
+                self.errors.push(format!("{:?} programs may not read context field {field:?}", self.func.hook));
+                self.constant(0)
+            }
             None => {
                 self.errors.push(format!("{:?} has no context field {field:?}", self.func.hook));
                 self.constant(0)
@@ -264,9 +268,14 @@ impl FunctionBuilder {
         self.def(|dst| Inst::LoadMap { dst, map })
     }
 
-    /// `helper(args...)`; returns r0.
+    /// `helper(args...)`; returns r0. For a helper that returns nothing (`RetKind::Void`) the
+    /// returned register stays undefined, and using it is an error.
     pub fn call(&mut self, helper: &'static HelperSig, args: &[Operand]) -> VReg {
         let args = args.to_vec();
+        if helper.ret == hooks::RetKind::Void {
+            self.push(Inst::Call { dst: None, helper, args });
+            return self.vreg();
+        }
         self.def(|dst| Inst::Call { dst: Some(dst), helper, args })
     }
 

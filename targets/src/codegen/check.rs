@@ -436,7 +436,7 @@ impl Checker<'_> {
         let mut released = None;
         let mut uninit_writes = Vec::new();
         for (i, (&a, &kind)) in args.iter().zip(helper.args).enumerate() {
-            let arg_err = |s: &Self, expected: String, found: String| CheckError::HelperArg {
+            let arg_err = |_: &Self, expected: String, found: String| CheckError::HelperArg {
                 value: a.to_string(),
                 helper: helper.name,
                 index: i + 1,
@@ -544,6 +544,9 @@ impl Checker<'_> {
                     Some(map) => Ty::MapValueOrNull { map, id: self.fresh() },
                     None => return Err(CheckError::Other(format!("helper {}: no map argument", helper.name))),
                 },
+                RetKind::Void => {
+                    return Err(CheckError::Other(format!("{d}: helper {} returns nothing", helper.name)));
+                }
                 RetKind::RingBufRecordOrNull => {
                     let id = self.fresh();
                     self.st.refs.push((id, d));
@@ -608,7 +611,7 @@ impl Checker<'_> {
     }
 
     /// The type of `v` on the edge `term` → `succ`.
-    fn refine(&self, term: &Terminator, succ: BlockId, v: VReg, t: Ty) -> Ty {
+    fn refine(&self, term: &Terminator, succ: BlockId, t: Ty) -> Ty {
         match *term {
             Terminator::Branch { cond, a, b: Operand::Imm(0), then_, else_, .. }
                 if matches!(cond, Cond::Eq | Cond::Ne) && then_ != else_ =>
@@ -737,7 +740,7 @@ pub fn check_function(
                     .iter()
                     .map(|v| {
                         let v = VReg(v as u32);
-                        (v, ck.refine(&block.term, s, v, ck.get(v)))
+                        (v, ck.refine(&block.term, s, ck.get(v)))
                     })
                     .collect();
                 let new = EntryState { vals, refs: ck.edge_refs(&block.term, s), stack: ck.st.stack.clone() };

@@ -246,7 +246,7 @@ impl Inst {
 
     /// Calls `f` on every register this instruction reads.
     pub fn for_each_use(&self, mut f: impl FnMut(VReg)) {
-        let mut op = |o: &Operand, f: &mut dyn FnMut(VReg)| {
+        let op = |o: &Operand, f: &mut dyn FnMut(VReg)| {
             if let Operand::Reg(v) = o {
                 f(*v)
             }

@@ -27,6 +27,7 @@ pub mod builder;
 pub mod check;
 pub mod emit;
 pub mod error;
+pub mod interp;
 pub mod ir;
 pub mod isel;
 pub mod link;
@@ -145,15 +146,12 @@ fn validate(f: &Function) -> Result<(), CodegenError> {
     let nb = f.blocks.len() as u32;
     for (i, block) in f.blocks.iter().enumerate() {
         let mut bad = None;
-        let mut check_v = |v: VReg| {
-            if v.0 >= nv {
-                bad = Some(format!("{v} out of range in b{i}"));
-            }
-        };
+        let mut max_v = 0u32;
+        let mut see = |v: VReg| max_v = max_v.max(v.0 + 1);
         for inst in &block.insts {
-            inst.for_each_use(&mut check_v);
+            inst.for_each_use(&mut see);
             if let Some(d) = inst.def() {
-                check_v(d);
+                see(d);
             }
             match inst {
                 ir::Inst::StackAddr { slot, .. }
@@ -169,7 +167,10 @@ fn validate(f: &Function) -> Result<(), CodegenError> {
                 _ => {}
             }
         }
-        block.term.for_each_use(&mut check_v);
+        block.term.for_each_use(&mut see);
+        if max_v > nv {
+            bad = Some(format!("v{} out of range in b{i}", max_v - 1));
+        }
         if block.term.successors().any(|s| s.0 >= nb) {
             bad = Some(format!("jump to a block that does not exist from b{i}"));
         }

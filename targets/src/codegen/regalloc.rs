@@ -54,7 +54,7 @@ struct Intervals {
 fn intervals(m: &MFunction, live: &Liveness, params: &[VReg]) -> Intervals {
     let n = m.num_vregs as usize;
     let mut iv = Intervals { start: vec![NONE; n], end: vec![0; n], calls: Vec::new(), hint: vec![0; n] };
-    let mut touch = |iv: &mut Intervals, v: usize, p: u32| {
+    let touch = |iv: &mut Intervals, v: usize, p: u32| {
         if iv.start[v] == NONE || p < iv.start[v] {
             iv.start[v] = p;
         }

@@ -149,15 +149,19 @@ pub fn check_defined(insns: &[RawInsn], defined_args: u8) -> Result<(), String> 
                         succs[0] = Some(pc as i64 + 1 + off);
                     }
                     BPF_CALL => {
+                        let mut returns = true;
                         if ins.src == 0 {
                             let h = hooks::helper_by_id(ins.imm)
                                 .ok_or_else(|| format!("insn {pc}: unknown helper {}", ins.imm))?;
                             for r in 1..=h.args.len() as u8 {
                                 need(&st, r, h.name)?;
                             }
+                            returns = h.ret != hooks::RetKind::Void;
                         }
                         st.regs &= !0b11_1111;
-                        st.regs |= 1;
+                        if returns {
+                            st.regs |= 1;
+                        }
                     }
                     BPF_EXIT => {
                         need(&st, 0, "exit")?;

@@ -17,8 +17,8 @@
 //!
 //! The text follows LLVM's decoder, not ours: encodings the kernel would refuse but LLVM prints
 //! (e.g. an ALU immediate with a non-zero `src`) print as LLVM prints them, and what LLVM cannot
-//! decode prints as `<unknown>`. Known gap: a data (`STT_OBJECT`) symbol inside an executable
-//! section makes llvm-objdump dump the bytes as data; we print them as instructions.
+//! decode prints as `<unknown>`. Where only data (`STT_OBJECT`) symbols name a stretch of an
+//! executable section, llvm-objdump hex-dumps it, and so do we.
 
 mod object;
 mod text;
@@ -71,4 +71,18 @@ pub fn disassemble_insns_with(insns: &[RawInsn], opts: DisasmOptions) -> Vec<Str
 /// Encodes and disassembles a typed program: one string per `Insn`.
 pub fn disassemble_program(program: &[Insn], opts: DisasmOptions) -> Vec<String> {
     disassemble_insns_with(&encode(program), opts)
+}
+
+/// An instruction's text in the lossless convention (llvm-objdump syntax with `--mattr=+alu32`
+/// forms and the extensions of [`DisasmOptions::lossless`]), which `asm` reads back exactly.
+impl std::fmt::Display for Insn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut slots = Vec::with_capacity(2);
+        self.encode_into(&mut slots);
+        let bytes: Vec<u8> = slots.iter().flat_map(|s| s.to_bytes()).collect();
+        match decode_at(&bytes, DisasmOptions::LOSSLESS) {
+            Decoded::Insn { text, .. } => f.write_str(&text),
+            Decoded::Unknown { .. } => f.write_str("<unknown>"),
+        }
+    }
 }

@@ -80,7 +80,8 @@ fn render(
 }
 
 fn code_sections(bytes: &[u8]) -> Result<Vec<CodeSection<'_>>, DisasmError> {
-    let file = ElfFile64::<Endianness>::parse(bytes).map_err(|e| DisasmError::Elf(e.to_string()))?;
+    let file =
+        ElfFile64::<Endianness>::parse(bytes).map_err(|e| DisasmError::Elf(e.to_string()))?;
     let endian = file.endian();
     if file.elf_header().e_machine(endian) != elf::EM_BPF {
         return Err(DisasmError::NotBpf(file.elf_header().e_machine(endian).0));
@@ -92,12 +93,12 @@ fn code_sections(bytes: &[u8]) -> Result<Vec<CodeSection<'_>>, DisasmError> {
     for section in file.sections() {
         let header = section.elf_section_header();
         let flags = header.sh_flags(endian);
-        if !flags.contains(elf::SHF_EXECINSTR)
-            || header.sh_type(endian) == elf::SHT_NOBITS
-        {
+        if !flags.contains(elf::SHF_EXECINSTR) || header.sh_type(endian) == elf::SHT_NOBITS {
             continue;
         }
-        let data = section.data().map_err(|e| DisasmError::Elf(e.to_string()))?;
+        let data = section
+            .data()
+            .map_err(|e| DisasmError::Elf(e.to_string()))?;
         if data.is_empty() {
             continue;
         }
@@ -138,6 +139,29 @@ fn code_sections(bytes: &[u8]) -> Result<Vec<CodeSection<'_>>, DisasmError> {
     Ok(sections)
 }
 
+/// llvm-objdump's hex dump of a region that only data (`STT_OBJECT`) symbols name: the byte
+/// address in hex, up to 8 bytes, then the printable ASCII.
+fn dump_data(out: &mut String, bytes: &[u8], start: u64) {
+    for (k, chunk) in bytes.chunks(8).enumerate() {
+        let _ = write!(out, "{:>8x}:", start + 8 * k as u64);
+        for b in chunk {
+            let _ = write!(out, " {b:02x}");
+        }
+        let ascii: String = chunk
+            .iter()
+            .map(|&b| {
+                if (0x20..0x7f).contains(&b) {
+                    b as char
+                } else {
+                    '.'
+                }
+            })
+            .collect();
+        let pad = 3 * (8 - chunk.len()) + 9;
+        let _ = writeln!(out, "{:pad$}{ascii}", "");
+    }
+}
+
 /// The symbol whose header llvm-objdump prints among several at one address: the last by name,
 /// passing over data objects when anything else is there.
 fn header_symbol(here: &[SectionSymbol]) -> &SectionSymbol {
@@ -168,7 +192,7 @@ fn render_section(
     let data = section.data;
     let size = data.len() as u64;
     // Symbol groups by address, within the section.
-    let mut starts: Vec<(u64, &SectionSymbol)> = Vec::new();
+    let mut starts: Vec<(u64, &SectionSymbol, bool)> = Vec::new();
     let mut i = 0;
     while i < section.symbols.len() {
         let addr = section.symbols[i].addr;
@@ -177,16 +201,35 @@ fn render_section(
             j += 1;
         }
         if addr < size {
-            starts.push((addr, header_symbol(&section.symbols[i..j])));
+            let here = &section.symbols[i..j];
+            let as_data = here.iter().all(|s| s.st_type == elf::STT_OBJECT.0);
+            starts.push((addr, header_symbol(here), as_data));
         }
         i = j;
     }
-    for (k, &(start, sym)) in starts.iter().enumerate() {
+    for (k, &(start, sym, as_data)) in starts.iter().enumerate() {
         let end = starts.get(k + 1).map_or(size, |s| s.0);
         let _ = write!(out, "\n{start:016x} <{}>:\n", sym.name);
+        if as_data {
+            dump_data(out, &data[start as usize..end as usize], start);
+            continue;
+        }
         let mut pos = start;
         while pos < end {
-            let rest = &data[pos as usize..end as usize];
+            // An instruction may run past the next symbol (which then starts decoding afresh at
+            // its own address), but not past the section.
+            let rest = &data[pos as usize..];
+            // Like llvm-objdump without --disassemble-zeroes: 8 or more zero bytes before the
+            // next symbol collapse into `...` (skipping a multiple of 4 bytes).
+            let zeros = data[pos as usize..end as usize]
+                .iter()
+                .take_while(|&&b| b == 0)
+                .count();
+            if zeros >= 8 {
+                out.push_str("\t\t...\n");
+                pos += (zeros & !3) as u64;
+                continue;
+            }
             if let Some(annot) = annot
                 && pos % 8 == 0
                 && let Some(comment) = annot(&section.name, (pos / 8) as usize)

@@ -254,7 +254,9 @@ fn jmp(f: &Fields, opts: DisasmOptions) -> Decoded {
             if opts.lossless {
                 return plain(match f.src {
                     1 => format!("call pc{}", jump_off(f.imm.into())),
-                    2 if f.off != 0 => format!("call kfunc {}, {}", shex(f.imm.into()), shex(f.off.into())),
+                    2 if f.off != 0 => {
+                        format!("call kfunc {}, {}", shex(f.imm.into()), shex(f.off.into()))
+                    }
                     2 => format!("call kfunc {}", shex(f.imm.into())),
                     _ => format!("call {}", shex(f.imm.into())),
                 });
@@ -312,7 +314,11 @@ fn ldx(f: &Fields, opts: DisasmOptions) -> Option<String> {
     let src = reg('r', f.src)?;
     match mode {
         0x60 => {
-            let p = if opts.alu32() && size != "64" { 'w' } else { 'r' };
+            let p = if opts.alu32() && size != "64" {
+                'w'
+            } else {
+                'r'
+            };
             let dst = reg(p, f.dst)?;
             Some(format!("{dst} = *(u{size} *)({})", mem(&src, f.off)))
         }
@@ -341,24 +347,21 @@ fn stx(f: &Fields, opts: DisasmOptions) -> Option<String> {
     let mode = f.code & 0xe0;
     let size = size_name(f.code);
     let dst = reg('r', f.dst)?;
-    let p = if opts.alu32() && size != "64" { 'w' } else { 'r' };
+    let p = if opts.alu32() && size != "64" {
+        'w'
+    } else {
+        'r'
+    };
     let src = reg(p, f.src)?;
     let addr = mem(&dst, f.off);
     match mode {
         0x60 => Some(format!("*(u{size} *)({addr}) = {src}")),
-        0xc0 if size == "64" || size == "32" => atomic(f.imm, size, &addr, &src, opts, p),
+        0xc0 if size == "64" || size == "32" => atomic(f.imm, size, &addr, &src, opts),
         _ => None,
     }
 }
 
-fn atomic(
-    imm: i32,
-    size: &str,
-    addr: &str,
-    src: &str,
-    opts: DisasmOptions,
-    p: char,
-) -> Option<String> {
+fn atomic(imm: i32, size: &str, addr: &str, src: &str, opts: DisasmOptions) -> Option<String> {
     let op = (imm >> 4) & 0x0f;
     let fetch = imm & 0x0f == 1;
     // Without alu32, LLVM knows only the legacy 32-bit `lock +=` and matches it on the operation
@@ -385,9 +388,10 @@ fn atomic(
         }
         _ => return None,
     };
-    let _ = p;
     if fetch {
-        Some(format!("{src} = atomic_fetch_{name}((u{size} *)({addr}), {src})"))
+        Some(format!(
+            "{src} = atomic_fetch_{name}((u{size} *)({addr}), {src})"
+        ))
     } else {
         Some(format!("lock *(u{size} *)({addr}) {sym} {src}"))
     }

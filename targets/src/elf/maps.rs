@@ -79,8 +79,14 @@ pub enum TypeDesc {
     I64,
     /// `unsigned char[n]` (for addresses and opaque blobs).
     Bytes(u32),
-    Array { elem: Box<TypeDesc>, len: u32 },
-    Struct { name: String, fields: Vec<FieldDesc> },
+    Array {
+        elem: Box<TypeDesc>,
+        len: u32,
+    },
+    Struct {
+        name: String,
+        fields: Vec<FieldDesc>,
+    },
 }
 
 /// A named struct field.
@@ -92,12 +98,18 @@ pub struct FieldDesc {
 
 impl TypeDesc {
     /// A named struct from `(field name, type)` pairs.
-    pub fn structure<'a>(name: &str, fields: impl IntoIterator<Item = (&'a str, TypeDesc)>) -> Self {
+    pub fn structure<'a>(
+        name: &str,
+        fields: impl IntoIterator<Item = (&'a str, TypeDesc)>,
+    ) -> Self {
         TypeDesc::Struct {
             name: name.to_owned(),
             fields: fields
                 .into_iter()
-                .map(|(n, ty)| FieldDesc { name: n.to_owned(), ty })
+                .map(|(n, ty)| FieldDesc {
+                    name: n.to_owned(),
+                    ty,
+                })
                 .collect(),
         }
     }
@@ -109,7 +121,9 @@ impl TypeDesc {
             TypeDesc::U32 | TypeDesc::I32 => 4,
             TypeDesc::U64 | TypeDesc::I64 => 8,
             TypeDesc::Array { elem, .. } => elem.align(),
-            TypeDesc::Struct { fields, .. } => fields.iter().map(|f| f.ty.align()).max().unwrap_or(1),
+            TypeDesc::Struct { fields, .. } => {
+                fields.iter().map(|f| f.ty.align()).max().unwrap_or(1)
+            }
         }
     }
 
@@ -123,7 +137,9 @@ impl TypeDesc {
             TypeDesc::Bytes(n) => *n,
             TypeDesc::Array { elem, len } => elem.size().saturating_mul(*len),
             TypeDesc::Struct { fields, .. } => {
-                let end = field_offsets(fields).last().map_or(0, |(off, f)| off + f.ty.size());
+                let end = field_offsets(fields)
+                    .last()
+                    .map_or(0, |(off, f)| off + f.ty.size());
                 round_up(end, self.align())
             }
         }
@@ -145,6 +161,21 @@ pub fn field_offsets(fields: &[FieldDesc]) -> Vec<(u32, &FieldDesc)> {
             (at, f)
         })
         .collect()
+}
+
+/// The innermost non-array element of `elem[len]` and the total element count.
+fn flatten_array(elem: &TypeDesc, len: u32) -> (&TypeDesc, u32) {
+    match elem {
+        TypeDesc::Array {
+            elem: inner,
+            len: inner_len,
+        } => {
+            let (innermost, count) = flatten_array(inner, *inner_len);
+            (innermost, count.saturating_mul(len))
+        }
+        TypeDesc::Bytes(n) => (&TypeDesc::U8, n.saturating_mul(len)),
+        other => (other, len),
+    }
 }
 
 /// A map's key or value: a real type (pretty-printed by bpftool) or only a size.
@@ -179,7 +210,13 @@ pub struct MapDef {
 }
 
 impl MapDef {
-    fn new(name: &str, map_type: MapType, key: Option<MapSlot>, value: Option<MapSlot>, max_entries: u32) -> Self {
+    fn new(
+        name: &str,
+        map_type: MapType,
+        key: Option<MapSlot>,
+        value: Option<MapSlot>,
+        max_entries: u32,
+    ) -> Self {
         MapDef {
             name: name.to_owned(),
             map_type,
@@ -192,11 +229,27 @@ impl MapDef {
     }
 
     /// A map with typed key and value (hash, percpu_hash, lru_hash, ...).
-    pub fn typed(name: &str, map_type: MapType, key: TypeDesc, value: TypeDesc, max_entries: u32) -> Self {
-        let flags = if map_type == MapType::LpmTrie { BPF_F_NO_PREALLOC } else { 0 };
+    pub fn typed(
+        name: &str,
+        map_type: MapType,
+        key: TypeDesc,
+        value: TypeDesc,
+        max_entries: u32,
+    ) -> Self {
+        let flags = if map_type == MapType::LpmTrie {
+            BPF_F_NO_PREALLOC
+        } else {
+            0
+        };
         MapDef {
             map_flags: flags,
-            ..Self::new(name, map_type, Some(MapSlot::Typed(key)), Some(MapSlot::Typed(value)), max_entries)
+            ..Self::new(
+                name,
+                map_type,
+                Some(MapSlot::Typed(key)),
+                Some(MapSlot::Typed(value)),
+                max_entries,
+            )
         }
     }
 
@@ -217,7 +270,13 @@ impl MapDef {
 
     /// A tail-call table: `u32` keys and program-fd values, given by size.
     pub fn prog_array(name: &str, max_entries: u32) -> Self {
-        Self::new(name, MapType::ProgArray, Some(MapSlot::Size(4)), Some(MapSlot::Size(4)), max_entries)
+        Self::new(
+            name,
+            MapType::ProgArray,
+            Some(MapSlot::Size(4)),
+            Some(MapSlot::Size(4)),
+            max_entries,
+        )
     }
 
     /// A ring buffer of `bytes` (a power of two, at least one page).
@@ -256,7 +315,13 @@ pub(crate) struct MapBtfBuilder<'a> {
 impl<'a> MapBtfBuilder<'a> {
     /// `int_id`: an existing BTF `int` to reuse, if any.
     pub fn new(btf: &'a mut Btf, int_id: Option<TypeId>) -> Self {
-        MapBtfBuilder { btf, types: HashMap::new(), uint_arrays: HashMap::new(), int_id, array_index_id: None }
+        MapBtfBuilder {
+            btf,
+            types: HashMap::new(),
+            uint_arrays: HashMap::new(),
+            int_id,
+            array_index_id: None,
+        }
     }
 
     pub fn int(&mut self) -> TypeId {
@@ -273,7 +338,9 @@ impl<'a> MapBtfBuilder<'a> {
             return id;
         }
         // clang's name for the index type of arrays, which bpftool prints.
-        let id = self.btf.add_int("__ARRAY_SIZE_TYPE__", 4, IntEncoding::Unsigned);
+        let id = self
+            .btf
+            .add_int("__ARRAY_SIZE_TYPE__", 4, IntEncoding::Unsigned);
         self.array_index_id = Some(id);
         id
     }
@@ -299,7 +366,9 @@ impl<'a> MapBtfBuilder<'a> {
             TypeDesc::U8 => self.btf.add_int("unsigned char", 1, IntEncoding::Unsigned),
             TypeDesc::U16 => self.btf.add_int("unsigned short", 2, IntEncoding::Unsigned),
             TypeDesc::U32 => self.btf.add_int("unsigned int", 4, IntEncoding::Unsigned),
-            TypeDesc::U64 => self.btf.add_int("unsigned long long", 8, IntEncoding::Unsigned),
+            TypeDesc::U64 => self
+                .btf
+                .add_int("unsigned long long", 8, IntEncoding::Unsigned),
             TypeDesc::I32 => self.int(),
             TypeDesc::I64 => self.btf.add_int("long long", 8, IntEncoding::Signed),
             TypeDesc::Bytes(n) => {
@@ -308,14 +377,21 @@ impl<'a> MapBtfBuilder<'a> {
                 self.btf.add_array(elem, index, *n)
             }
             TypeDesc::Array { elem, len } => {
-                let elem = self.type_of(elem);
+                // Arrays of arrays become one flat array of the innermost element (same bytes):
+                // aya-obj 0.3 sizes a nested array by its innermost length only.
+                let (inner, count) = flatten_array(elem, *len);
+                let elem = self.type_of(inner);
                 let index = self.array_index();
-                self.btf.add_array(elem, index, *len)
+                self.btf.add_array(elem, index, count)
             }
             TypeDesc::Struct { name, fields } => {
                 let members: Vec<Member> = field_offsets(fields)
                     .into_iter()
-                    .map(|(off, f)| Member { name: f.name.clone(), ty: self.type_of(&f.ty), bit_offset: off * 8 })
+                    .map(|(off, f)| Member {
+                        name: f.name.clone(),
+                        ty: self.type_of(&f.ty),
+                        bit_offset: off * 8,
+                    })
                     .collect();
                 self.btf.add_struct(name, desc.size(), &members)
             }
@@ -329,10 +405,17 @@ impl<'a> MapBtfBuilder<'a> {
         let mut members = Vec::new();
         let mut add = |name: &str, ty: TypeId| {
             let bit_offset = members.len() as u32 * 64;
-            members.push(Member { name: name.to_owned(), ty, bit_offset });
+            members.push(Member {
+                name: name.to_owned(),
+                ty,
+                bit_offset,
+            });
         };
         add("type", self.uint_member(map.map_type.id()));
-        for (slot, typed_name, size_name) in [(&map.key, "key", "key_size"), (&map.value, "value", "value_size")] {
+        for (slot, typed_name, size_name) in [
+            (&map.key, "key", "key_size"),
+            (&map.value, "value", "value_size"),
+        ] {
             match slot {
                 Some(MapSlot::Typed(t)) => {
                     let target = self.type_of(t);
@@ -360,9 +443,19 @@ mod tests {
 
     #[test]
     fn c_layout_of_structs() {
-        let lpm = TypeDesc::structure("lpm_v4", [("prefixlen", TypeDesc::U32), ("addr", TypeDesc::Bytes(4))]);
+        let lpm = TypeDesc::structure(
+            "lpm_v4",
+            [("prefixlen", TypeDesc::U32), ("addr", TypeDesc::Bytes(4))],
+        );
         assert_eq!(lpm.size(), 8);
-        let padded = TypeDesc::structure("p", [("a", TypeDesc::U8), ("b", TypeDesc::U64), ("c", TypeDesc::U16)]);
+        let padded = TypeDesc::structure(
+            "p",
+            [
+                ("a", TypeDesc::U8),
+                ("b", TypeDesc::U64),
+                ("c", TypeDesc::U16),
+            ],
+        );
         assert_eq!(padded.size(), 24);
         if let TypeDesc::Struct { fields, .. } = &padded {
             let offs: Vec<u32> = field_offsets(fields).into_iter().map(|(o, _)| o).collect();
@@ -372,7 +465,12 @@ mod tests {
 
     #[test]
     fn lpm_trie_gets_no_prealloc() {
-        let m = MapDef::lpm_trie("t", TypeDesc::structure("k", [("p", TypeDesc::U32)]), TypeDesc::U32, 4);
+        let m = MapDef::lpm_trie(
+            "t",
+            TypeDesc::structure("k", [("p", TypeDesc::U32)]),
+            TypeDesc::U32,
+            4,
+        );
         assert_eq!(m.map_flags, BPF_F_NO_PREALLOC);
         assert_eq!(MapDef::prog_array("j", 2).key_size(), 4);
         assert_eq!(MapDef::ringbuf("r", 4096).value_size(), 0);

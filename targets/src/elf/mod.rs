@@ -30,9 +30,7 @@ pub use crate::btf::FuncLinkage;
 use crate::btf::ext::{BtfExt, FuncInfo, LineInfo};
 use crate::btf::{Btf, IntEncoding, TypeId, VarLinkage, VarSecInfo};
 use crate::isa::RawInsn;
-use crate::isa::opcode::{
-    BPF_CALL, BPF_DW, BPF_IMM, BPF_JMP, BPF_LD, BPF_PSEUDO_CALL,
-};
+use crate::isa::opcode::{BPF_CALL, BPF_DW, BPF_IMM, BPF_JMP, BPF_LD, BPF_PSEUDO_CALL};
 use crate::program::{FunctionCode, RelocTarget};
 pub use maps::{BPF_F_NO_PREALLOC, FieldDesc, MapDef, MapSlot, MapType, Pinning, TypeDesc};
 
@@ -44,12 +42,30 @@ const CALL: u8 = BPF_JMP | BPF_CALL;
 /// Why an object could not be written.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ElfError {
-    #[error("function `{function}`: relocation at slot {insn} is out of range (function has {len} slots)")]
-    RelocOutOfRange { function: String, insn: usize, len: usize },
-    #[error("function `{function}`: map relocation at slot {insn} is not on an ld_imm64 (code {code:#04x})")]
-    MapRelocNotLdImm64 { function: String, insn: usize, code: u8 },
-    #[error("function `{function}`: call relocation at slot {insn} is not on a call (code {code:#04x})")]
-    CallRelocNotCall { function: String, insn: usize, code: u8 },
+    #[error(
+        "function `{function}`: relocation at slot {insn} is out of range (function has {len} slots)"
+    )]
+    RelocOutOfRange {
+        function: String,
+        insn: usize,
+        len: usize,
+    },
+    #[error(
+        "function `{function}`: map relocation at slot {insn} is not on an ld_imm64 (code {code:#04x})"
+    )]
+    MapRelocNotLdImm64 {
+        function: String,
+        insn: usize,
+        code: u8,
+    },
+    #[error(
+        "function `{function}`: call relocation at slot {insn} is not on a call (code {code:#04x})"
+    )]
+    CallRelocNotCall {
+        function: String,
+        insn: usize,
+        code: u8,
+    },
     #[error("function `{function}` refers to unknown map `{map}`")]
     UnknownMap { function: String, map: String },
     #[error("function `{function}` calls `{callee}`, which is not a subprogram in `.text`")]
@@ -198,14 +214,19 @@ impl ObjectWriter {
             .collect();
         for f in &self.functions {
             for r in &f.relocs {
-                let insn = f.insns.get(r.insn).ok_or_else(|| ElfError::RelocOutOfRange {
-                    function: f.name.clone(),
-                    insn: r.insn,
-                    len: f.insns.len(),
-                })?;
+                let insn = f
+                    .insns
+                    .get(r.insn)
+                    .ok_or_else(|| ElfError::RelocOutOfRange {
+                        function: f.name.clone(),
+                        insn: r.insn,
+                        len: f.insns.len(),
+                    })?;
                 match &r.target {
                     RelocTarget::Map(map) => {
-                        if insn.code != LD_IMM64 || f.insns.get(r.insn + 1).is_none_or(|n| n.code != 0) {
+                        if insn.code != LD_IMM64
+                            || f.insns.get(r.insn + 1).is_none_or(|n| n.code != 0)
+                        {
                             return Err(ElfError::MapRelocNotLdImm64 {
                                 function: f.name.clone(),
                                 insn: r.insn,
@@ -213,7 +234,10 @@ impl ObjectWriter {
                             });
                         }
                         if !map_names.contains(map.as_str()) {
-                            return Err(ElfError::UnknownMap { function: f.name.clone(), map: map.clone() });
+                            return Err(ElfError::UnknownMap {
+                                function: f.name.clone(),
+                                map: map.clone(),
+                            });
                         }
                     }
                     RelocTarget::Subprogram(callee) => {
@@ -242,10 +266,20 @@ impl ObjectWriter {
             return sig.clone();
         }
         if f.section == TEXT_SECTION {
-            return FuncSignature { linkage: FuncLinkage::Static, params: Vec::new() };
+            return FuncSignature {
+                linkage: FuncLinkage::Static,
+                params: Vec::new(),
+            };
         }
-        let ctx = if f.section.starts_with("xdp") { "xdp_md" } else { "__sk_buff" };
-        FuncSignature { linkage: FuncLinkage::Global, params: vec![("ctx".to_owned(), ParamType::Ctx(ctx.to_owned()))] }
+        let ctx = if f.section.starts_with("xdp") {
+            "xdp_md"
+        } else {
+            "__sk_buff"
+        };
+        FuncSignature {
+            linkage: FuncLinkage::Global,
+            params: vec![("ctx".to_owned(), ParamType::Ctx(ctx.to_owned()))],
+        }
     }
 
     /// Writes the object.
@@ -275,7 +309,11 @@ impl ObjectWriter {
         let mut ext_funcs: BTreeMap<&str, Vec<FuncInfo>> = BTreeMap::new();
         let mut ext_lines: BTreeMap<&str, Vec<LineInfo>> = BTreeMap::new();
         let mut func_btf = FuncBtf::default();
-        let file_name = btf.add_string("ciliumc");
+        let file_name = if self.btf_ext {
+            btf.add_string("ciliumc")
+        } else {
+            0
+        };
         for name in &section_names {
             let section = sections[name];
             for f in self.functions.iter().filter(|f| f.section == *name) {
@@ -298,11 +336,21 @@ impl ObjectWriter {
                     section: SymbolSection::Section(section),
                     flags: SymbolFlags::None,
                 });
-                placed.insert(&f.name, Placed { section, offset, symbol });
+                placed.insert(
+                    &f.name,
+                    Placed {
+                        section,
+                        offset,
+                        symbol,
+                    },
+                );
                 if self.btf_ext {
                     let type_id = func_btf.func(&mut btf, &f.name, &sig);
                     let insn_byte_off = offset_u32(offset)?;
-                    ext_funcs.entry(name).or_default().push(FuncInfo { insn_byte_off, type_id });
+                    ext_funcs.entry(name).or_default().push(FuncInfo {
+                        insn_byte_off,
+                        type_id,
+                    });
                     let line_off = btf.add_string(&f.name);
                     ext_lines.entry(name).or_default().push(LineInfo {
                         insn_byte_off,
@@ -351,10 +399,15 @@ impl ObjectWriter {
                 ext.add_line_info(&mut btf, name, recs);
             }
         }
-        let btf_section = obj.add_section(Vec::new(), b".BTF".to_vec(), SectionKind::Metadata);
-        obj.append_section_data(btf_section, &btf.to_bytes(), 4);
+        // The kernel refuses a BTF blob without types; an object without maps or func info
+        // needs none.
+        if btf.type_count() > 0 {
+            let btf_section = obj.add_section(Vec::new(), b".BTF".to_vec(), SectionKind::Metadata);
+            obj.append_section_data(btf_section, &btf.to_bytes(), 4);
+        }
         if !ext.is_empty() {
-            let ext_section = obj.add_section(Vec::new(), b".BTF.ext".to_vec(), SectionKind::Metadata);
+            let ext_section =
+                obj.add_section(Vec::new(), b".BTF.ext".to_vec(), SectionKind::Metadata);
             obj.append_section_data(ext_section, &ext.to_bytes(), 4);
         }
         obj.write().map_err(|e| ElfError::Object(e.to_string()))
@@ -377,7 +430,9 @@ impl ObjectWriter {
         let mut offset = 0u32;
         for m in &self.maps {
             let (ty, size) = builder.map_struct(m);
-            let var = builder.btf.add_var(&m.name, ty, VarLinkage::GlobalAllocated);
+            let var = builder
+                .btf
+                .add_var(&m.name, ty, VarLinkage::GlobalAllocated);
             entries.push(VarSecInfo { var, offset, size });
             obj.append_section_data(section, &vec![0u8; size as usize], 8);
             let symbol = obj.add_symbol(Symbol {
@@ -399,11 +454,17 @@ impl ObjectWriter {
 }
 
 fn offset_u32(offset: u64) -> Result<u32, ElfError> {
-    u32::try_from(offset).map_err(|_| ElfError::Object(format!("section offset {offset} exceeds 4 GiB")))
+    u32::try_from(offset)
+        .map_err(|_| ElfError::Object(format!("section offset {offset} exceeds 4 GiB")))
 }
 
 fn validate_map(m: &MapDef) -> Result<(), ElfError> {
-    let invalid = |reason: &str| Err(ElfError::InvalidMap { map: m.name.clone(), reason: reason.to_owned() });
+    let invalid = |reason: &str| {
+        Err(ElfError::InvalidMap {
+            map: m.name.clone(),
+            reason: reason.to_owned(),
+        })
+    };
     if m.max_entries == 0 {
         return invalid("max_entries must be > 0");
     }
@@ -431,7 +492,9 @@ fn validate_map(m: &MapDef) -> Result<(), ElfError> {
         }
     }
     if m.map_type == MapType::ProgArray && matches!(m.key, Some(MapSlot::Typed(_))) {
-        return invalid("a prog array takes key and value sizes, not types (the kernel refuses BTF for it)");
+        return invalid(
+            "a prog array takes key and value sizes, not types (the kernel refuses BTF for it)",
+        );
     }
     Ok(())
 }
@@ -444,12 +507,20 @@ fn encode_function(f: &FunctionCode) -> Vec<u8> {
             RelocTarget::Map(_) => {
                 // As clang emits it (`r1 = 0 ll`): the loader sets src = BPF_PSEUDO_MAP_FD and
                 // writes the map fd into imm, so the pair must be otherwise clean.
-                insns[r.insn] = RawInsn { src: 0, imm: 0, ..insns[r.insn] };
+                insns[r.insn] = RawInsn {
+                    src: 0,
+                    imm: 0,
+                    ..insns[r.insn]
+                };
                 insns[r.insn + 1].imm = 0;
             }
             RelocTarget::Subprogram(_) => {
                 // libbpf targets `sym.st_value / 8 + imm + 1`; -1 lands on the callee's first slot.
-                insns[r.insn] = RawInsn { src: BPF_PSEUDO_CALL, imm: -1, ..insns[r.insn] };
+                insns[r.insn] = RawInsn {
+                    src: BPF_PSEUDO_CALL,
+                    imm: -1,
+                    ..insns[r.insn]
+                };
             }
         }
     }
@@ -466,7 +537,9 @@ struct FuncBtf {
 
 impl FuncBtf {
     fn func(&mut self, btf: &mut Btf, name: &str, sig: &FuncSignature) -> TypeId {
-        let int = *self.int.get_or_insert_with(|| btf.add_int("int", 4, IntEncoding::Signed));
+        let int = *self
+            .int
+            .get_or_insert_with(|| btf.add_int("int", 4, IntEncoding::Signed));
         let params: Vec<(String, TypeId)> = sig
             .params
             .iter()
@@ -476,10 +549,16 @@ impl FuncBtf {
                         let st = btf.add_struct(s, 0, &[]);
                         btf.add_ptr(st)
                     }),
-                    ParamType::Scalar { bytes } => *self.scalars.entry(*bytes).or_insert_with(|| {
-                        let name = if *bytes == 8 { "unsigned long long" } else { "unsigned int" };
-                        btf.add_int(name, *bytes, IntEncoding::Unsigned)
-                    }),
+                    ParamType::Scalar { bytes } => {
+                        *self.scalars.entry(*bytes).or_insert_with(|| {
+                            let name = if *bytes == 8 {
+                                "unsigned long long"
+                            } else {
+                                "unsigned int"
+                            };
+                            btf.add_int(name, *bytes, IntEncoding::Unsigned)
+                        })
+                    }
                 };
                 (n.clone(), ty)
             })

@@ -71,7 +71,11 @@ fn reg(field: &'static str, value: u8) -> Result<Reg, DecodeReason> {
 }
 
 fn zero(field: &'static str, value: i64) -> Result<(), DecodeReason> {
-    if value == 0 { Ok(()) } else { Err(DecodeReason::Reserved { field, value }) }
+    if value == 0 {
+        Ok(())
+    } else {
+        Err(DecodeReason::Reserved { field, value })
+    }
 }
 
 fn decode_ld_imm64(r: RawInsn, tail: RawInsn) -> Result<Insn, DecodeReason> {
@@ -89,7 +93,12 @@ fn decode_ld_imm64(r: RawInsn, tail: RawInsn) -> Result<Insn, DecodeReason> {
         value: r.src.into(),
         expected: "an ld_imm64 pseudo source 0..=6",
     })?;
-    Ok(Insn::LdPseudo { dst, kind, imm: r.imm, next_imm: tail.imm })
+    Ok(Insn::LdPseudo {
+        dst,
+        kind,
+        imm: r.imm,
+        next_imm: tail.imm,
+    })
 }
 
 fn decode_single(r: RawInsn) -> Result<Insn, DecodeReason> {
@@ -105,7 +114,11 @@ fn decode_single(r: RawInsn) -> Result<Insn, DecodeReason> {
 }
 
 fn decode_alu(r: RawInsn) -> Result<Insn, DecodeReason> {
-    let width = if r.code & 0x07 == BPF_ALU64 { Width::Bits64 } else { Width::Bits32 };
+    let width = if r.code & 0x07 == BPF_ALU64 {
+        Width::Bits64
+    } else {
+        Width::Bits32
+    };
     let op = r.code & 0xf0;
     let is_x = r.code & BPF_X != 0;
     let dst = reg("dst", r.dst)?;
@@ -120,6 +133,9 @@ fn decode_alu(r: RawInsn) -> Result<Insn, DecodeReason> {
         return Ok(Insn::Neg { width, dst });
     }
     if op == BPF_END {
+        if width == Width::Bits64 && is_x {
+            return Err(unknown);
+        }
         zero("src", r.src.into())?;
         zero("off", r.off.into())?;
         let bits = match r.imm {
@@ -135,10 +151,17 @@ fn decode_alu(r: RawInsn) -> Result<Insn, DecodeReason> {
             }
         };
         return match (width, is_x) {
-            (Width::Bits32, false) => Ok(Insn::Endian { order: ByteOrder::Le, bits, dst }),
-            (Width::Bits32, true) => Ok(Insn::Endian { order: ByteOrder::Be, bits, dst }),
-            (Width::Bits64, false) => Ok(Insn::Bswap { bits, dst }),
-            (Width::Bits64, true) => Err(unknown),
+            (Width::Bits32, false) => Ok(Insn::Endian {
+                order: ByteOrder::Le,
+                bits,
+                dst,
+            }),
+            (Width::Bits32, true) => Ok(Insn::Endian {
+                order: ByteOrder::Be,
+                bits,
+                dst,
+            }),
+            (Width::Bits64, _) => Ok(Insn::Bswap { bits, dst }),
         };
     }
     let base = match op {
@@ -175,7 +198,12 @@ fn decode_alu(r: RawInsn) -> Result<Insn, DecodeReason> {
                 }
             };
             let src = reg("src", r.src)?;
-            return Ok(Insn::MovSx { width, dst, src, from });
+            return Ok(Insn::MovSx {
+                width,
+                dst,
+                src,
+                from,
+            });
         }
         (AluOp::Div | AluOp::Mod, v) => {
             return Err(DecodeReason::BadField {
@@ -191,7 +219,12 @@ fn decode_alu(r: RawInsn) -> Result<Insn, DecodeReason> {
                 expected: "0 or a movsx width 8, 16, 32",
             });
         }
-        (_, v) => return Err(DecodeReason::Reserved { field: "off", value: v.into() }),
+        (_, v) => {
+            return Err(DecodeReason::Reserved {
+                field: "off",
+                value: v.into(),
+            });
+        }
     };
     let src = if is_x {
         zero("imm", r.imm.into())?;
@@ -200,11 +233,20 @@ fn decode_alu(r: RawInsn) -> Result<Insn, DecodeReason> {
         zero("src", r.src.into())?;
         Operand::Imm(r.imm)
     };
-    Ok(Insn::Alu { width, op, dst, src })
+    Ok(Insn::Alu {
+        width,
+        op,
+        dst,
+        src,
+    })
 }
 
 fn decode_jmp(r: RawInsn) -> Result<Insn, DecodeReason> {
-    let width = if r.code & 0x07 == BPF_JMP { Width::Bits64 } else { Width::Bits32 };
+    let width = if r.code & 0x07 == BPF_JMP {
+        Width::Bits64
+    } else {
+        Width::Bits32
+    };
     let op = r.code & 0xf0;
     let is_x = r.code & BPF_X != 0;
     let unknown = DecodeReason::UnknownOpcode(r.code);
@@ -236,7 +278,10 @@ fn decode_jmp(r: RawInsn) -> Result<Insn, DecodeReason> {
                 BPF_PSEUDO_CALL => {
                     zero("off", r.off.into()).map(|()| Insn::CallLocal { imm: r.imm })
                 }
-                BPF_PSEUDO_KFUNC_CALL => Ok(Insn::CallKfunc { btf_id: r.imm, off: r.off }),
+                BPF_PSEUDO_KFUNC_CALL => Ok(Insn::CallKfunc {
+                    btf_id: r.imm,
+                    off: r.off,
+                }),
                 v => Err(DecodeReason::BadField {
                     field: "src",
                     value: v.into(),
@@ -275,7 +320,13 @@ fn decode_jmp(r: RawInsn) -> Result<Insn, DecodeReason> {
         zero("src", r.src.into())?;
         Operand::Imm(r.imm)
     };
-    Ok(Insn::Jmp { width, op: cond, dst, src, off: r.off })
+    Ok(Insn::Jmp {
+        width,
+        op: cond,
+        dst,
+        src,
+        off: r.off,
+    })
 }
 
 fn size_of(code: u8) -> Size {
@@ -297,7 +348,12 @@ fn decode_ldx(r: RawInsn) -> Result<Insn, DecodeReason> {
     let src = reg("src", r.src)?;
     zero("imm", r.imm.into())?;
     if mode == BPF_MEM {
-        return Ok(Insn::Ldx { size, dst, src, off: r.off });
+        return Ok(Insn::Ldx {
+            size,
+            dst,
+            src,
+            off: r.off,
+        });
     }
     let size = match size {
         Size::B => SxSize::B,
@@ -305,7 +361,12 @@ fn decode_ldx(r: RawInsn) -> Result<Insn, DecodeReason> {
         Size::W => SxSize::W,
         Size::DW => return Err(DecodeReason::UnknownOpcode(r.code)),
     };
-    Ok(Insn::LdxSx { size, dst, src, off: r.off })
+    Ok(Insn::LdxSx {
+        size,
+        dst,
+        src,
+        off: r.off,
+    })
 }
 
 fn decode_st(r: RawInsn) -> Result<Insn, DecodeReason> {
@@ -314,7 +375,12 @@ fn decode_st(r: RawInsn) -> Result<Insn, DecodeReason> {
     }
     let dst = reg("dst", r.dst)?;
     zero("src", r.src.into())?;
-    Ok(Insn::St { size: size_of(r.code), dst, off: r.off, imm: r.imm })
+    Ok(Insn::St {
+        size: size_of(r.code),
+        dst,
+        off: r.off,
+        imm: r.imm,
+    })
 }
 
 fn decode_stx(r: RawInsn) -> Result<Insn, DecodeReason> {
@@ -327,7 +393,12 @@ fn decode_stx(r: RawInsn) -> Result<Insn, DecodeReason> {
     let src = reg("src", r.src)?;
     if mode == BPF_MEM {
         zero("imm", r.imm.into())?;
-        return Ok(Insn::Stx { size, dst, src, off: r.off });
+        return Ok(Insn::Stx {
+            size,
+            dst,
+            src,
+            off: r.off,
+        });
     }
     let size = match size {
         Size::W => AtomicSize::W,
@@ -342,7 +413,13 @@ fn decode_stx(r: RawInsn) -> Result<Insn, DecodeReason> {
             value: r.imm.into(),
             expected: "an atomic operation (add/or/and/xor [|fetch], xchg, cmpxchg)",
         })?;
-    Ok(Insn::Atomic { size, op, dst, src, off: r.off })
+    Ok(Insn::Atomic {
+        size,
+        op,
+        dst,
+        src,
+        off: r.off,
+    })
 }
 
 fn decode_ld(r: RawInsn) -> Result<Insn, DecodeReason> {
@@ -364,7 +441,11 @@ fn decode_ld(r: RawInsn) -> Result<Insn, DecodeReason> {
             zero("dst", r.dst.into())?;
             zero("off", r.off.into())?;
             let src = reg("src", r.src)?;
-            Ok(Insn::LdInd { size, src, imm: r.imm })
+            Ok(Insn::LdInd {
+                size,
+                src,
+                imm: r.imm,
+            })
         }
         _ => Err(DecodeReason::UnknownOpcode(r.code)),
     }

@@ -124,7 +124,12 @@ const fn slot(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> RawInsn {
 
 fn encode_into(insn: &Insn, out: &mut Vec<RawInsn>) {
     let raw = match *insn {
-        Insn::Alu { width, op, dst, src } => {
+        Insn::Alu {
+            width,
+            op,
+            dst,
+            src,
+        } => {
             let (bits, off) = alu_op_bits(op);
             let class = alu_class(width);
             match src {
@@ -133,7 +138,12 @@ fn encode_into(insn: &Insn, out: &mut Vec<RawInsn>) {
             }
         }
         Insn::Neg { width, dst } => slot(alu_class(width) | BPF_NEG, dst.index(), 0, 0, 0),
-        Insn::MovSx { width, dst, src, from } => slot(
+        Insn::MovSx {
+            width,
+            dst,
+            src,
+            from,
+        } => slot(
             alu_class(width) | BPF_MOV | BPF_X,
             dst.index(),
             src.index(),
@@ -148,7 +158,13 @@ fn encode_into(insn: &Insn, out: &mut Vec<RawInsn>) {
             slot(BPF_ALU | BPF_END | dir, dst.index(), 0, 0, bits.bits())
         }
         Insn::Bswap { bits, dst } => slot(BPF_ALU64 | BPF_END, dst.index(), 0, 0, bits.bits()),
-        Insn::Jmp { width, op, dst, src, off } => {
+        Insn::Jmp {
+            width,
+            op,
+            dst,
+            src,
+            off,
+        } => {
             let class = jmp_class(width) | jmp_op_bits(op);
             match src {
                 Operand::Imm(imm) => slot(class | BPF_K, dst.index(), 0, off, imm),
@@ -163,31 +179,55 @@ fn encode_into(insn: &Insn, out: &mut Vec<RawInsn>) {
             slot(BPF_JMP | BPF_CALL, 0, BPF_PSEUDO_KFUNC_CALL, off, btf_id)
         }
         Insn::Exit => slot(BPF_JMP | BPF_EXIT, 0, 0, 0, 0),
-        Insn::Ldx { size, dst, src, off } => slot(
+        Insn::Ldx {
+            size,
+            dst,
+            src,
+            off,
+        } => slot(
             BPF_LDX | BPF_MEM | size_bits(size),
             dst.index(),
             src.index(),
             off,
             0,
         ),
-        Insn::LdxSx { size, dst, src, off } => slot(
+        Insn::LdxSx {
+            size,
+            dst,
+            src,
+            off,
+        } => slot(
             BPF_LDX | BPF_MEMSX | size_bits(sx_size(size)),
             dst.index(),
             src.index(),
             off,
             0,
         ),
-        Insn::St { size, dst, off, imm } => {
-            slot(BPF_ST | BPF_MEM | size_bits(size), dst.index(), 0, off, imm)
-        }
-        Insn::Stx { size, dst, src, off } => slot(
+        Insn::St {
+            size,
+            dst,
+            off,
+            imm,
+        } => slot(BPF_ST | BPF_MEM | size_bits(size), dst.index(), 0, off, imm),
+        Insn::Stx {
+            size,
+            dst,
+            src,
+            off,
+        } => slot(
             BPF_STX | BPF_MEM | size_bits(size),
             dst.index(),
             src.index(),
             off,
             0,
         ),
-        Insn::Atomic { size, op, dst, src, off } => {
+        Insn::Atomic {
+            size,
+            op,
+            dst,
+            src,
+            off,
+        } => {
             let size = match size {
                 AtomicSize::W => BPF_W,
                 AtomicSize::DW => BPF_DW,
@@ -201,14 +241,33 @@ fn encode_into(insn: &Insn, out: &mut Vec<RawInsn>) {
             )
         }
         Insn::LdImm64 { dst, imm } => {
-            out.push(slot(BPF_LD | BPF_IMM | BPF_DW, dst.index(), 0, 0, imm as i32));
+            out.push(slot(
+                BPF_LD | BPF_IMM | BPF_DW,
+                dst.index(),
+                0,
+                0,
+                imm as i32,
+            ));
             slot(0, 0, 0, 0, (imm >> 32) as i32)
         }
-        Insn::LdPseudo { dst, kind, imm, next_imm } => {
-            out.push(slot(BPF_LD | BPF_IMM | BPF_DW, dst.index(), kind.src(), 0, imm));
+        Insn::LdPseudo {
+            dst,
+            kind,
+            imm,
+            next_imm,
+        } => {
+            out.push(slot(
+                BPF_LD | BPF_IMM | BPF_DW,
+                dst.index(),
+                kind.src(),
+                0,
+                imm,
+            ));
             slot(0, 0, 0, 0, next_imm)
         }
-        Insn::LdAbs { size, imm } => slot(BPF_LD | BPF_ABS | size_bits(pkt_size(size)), 0, 0, 0, imm),
+        Insn::LdAbs { size, imm } => {
+            slot(BPF_LD | BPF_ABS | size_bits(pkt_size(size)), 0, 0, 0, imm)
+        }
         Insn::LdInd { size, src, imm } => slot(
             BPF_LD | BPF_IND | size_bits(pkt_size(size)),
             0,

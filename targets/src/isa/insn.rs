@@ -307,7 +307,10 @@ pub enum Insn {
         src: Operand,
     },
     /// `dst = -dst`.
-    Neg { width: Width, dst: Reg },
+    Neg {
+        width: Width,
+        dst: Reg,
+    },
     /// `dst = (sN)src` (cpu v4). A 32-bit `movsx` cannot extend from 32 bits.
     MovSx {
         width: Width,
@@ -323,7 +326,10 @@ pub enum Insn {
         dst: Reg,
     },
     /// `dst = bswapN dst`, unconditional swap (class `BPF_ALU64`, cpu v4).
-    Bswap { bits: SwapBits, dst: Reg },
+    Bswap {
+        bits: SwapBits,
+        dst: Reg,
+    },
     /// `if dst op src goto +off` (`off` in slots, relative to the next slot).
     Jmp {
         width: Width,
@@ -333,15 +339,26 @@ pub enum Insn {
         off: i16,
     },
     /// `goto +off`.
-    Ja { off: i16 },
+    Ja {
+        off: i16,
+    },
     /// `gotol +imm`: `JMP32|JA` with a 32-bit offset (cpu v4).
-    Gotol { imm: i32 },
+    Gotol {
+        imm: i32,
+    },
     /// Helper call by id (`src = 0`); tail calls are `CallHelper { id: 12 }`.
-    CallHelper { id: i32 },
+    CallHelper {
+        id: i32,
+    },
     /// bpf-to-bpf call (`src = 1`), target `pc + imm + 1`.
-    CallLocal { imm: i32 },
+    CallLocal {
+        imm: i32,
+    },
     /// kfunc call (`src = 2`), `imm` a BTF id, `off` an fd-array index of the module BTF (0 = vmlinux).
-    CallKfunc { btf_id: i32, off: i16 },
+    CallKfunc {
+        btf_id: i32,
+        off: i16,
+    },
     Exit,
     /// `dst = *(size *)(src + off)`, zero-extending.
     Ldx {
@@ -380,7 +397,10 @@ pub enum Insn {
         off: i16,
     },
     /// `dst = imm ll` (two slots).
-    LdImm64 { dst: Reg, imm: i64 },
+    LdImm64 {
+        dst: Reg,
+        imm: i64,
+    },
     /// `ld_imm64` with a pseudo source (two slots).
     LdPseudo {
         dst: Reg,
@@ -389,9 +409,16 @@ pub enum Insn {
         next_imm: i32,
     },
     /// Legacy `r0 = *(size *)skb[imm]` (network byte order, clobbers r1-r5).
-    LdAbs { size: PktSize, imm: i32 },
+    LdAbs {
+        size: PktSize,
+        imm: i32,
+    },
     /// Legacy `r0 = *(size *)skb[src + imm]`.
-    LdInd { size: PktSize, src: Reg, imm: i32 },
+    LdInd {
+        size: PktSize,
+        src: Reg,
+        imm: i32,
+    },
 }
 
 impl Insn {
@@ -464,15 +491,30 @@ impl Insn {
     }
 
     pub const fn ldx(size: Size, dst: Reg, src: Reg, off: i16) -> Insn {
-        Insn::Ldx { size, dst, src, off }
+        Insn::Ldx {
+            size,
+            dst,
+            src,
+            off,
+        }
     }
 
     pub const fn stx(size: Size, dst: Reg, src: Reg, off: i16) -> Insn {
-        Insn::Stx { size, dst, src, off }
+        Insn::Stx {
+            size,
+            dst,
+            src,
+            off,
+        }
     }
 
     pub const fn st(size: Size, dst: Reg, off: i16, imm: i32) -> Insn {
-        Insn::St { size, dst, off, imm }
+        Insn::St {
+            size,
+            dst,
+            off,
+            imm,
+        }
     }
 
     pub const fn jmp_imm(op: JmpOp, dst: Reg, imm: i32, off: i16) -> Insn {

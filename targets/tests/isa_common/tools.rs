@@ -54,7 +54,12 @@ pub fn first_differences(ours: &str, theirs: &str, max: usize) -> String {
     for i in 0..a.len().max(b.len()) {
         let (x, y) = (a.get(i).copied(), b.get(i).copied());
         if x != y {
-            out.push_str(&format!("line {}:\n  ours:  {:?}\n  llvm:  {:?}\n", i + 1, x, y));
+            out.push_str(&format!(
+                "line {}:\n  ours:  {:?}\n  llvm:  {:?}\n",
+                i + 1,
+                x,
+                y
+            ));
             shown += 1;
             if shown >= max {
                 break;

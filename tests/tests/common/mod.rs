@@ -6,13 +6,18 @@
 
 use std::os::fd::{AsRawFd, BorrowedFd};
 
-use ciliumc_targets::elf::{FuncLinkage, FuncSignature, MapDef, MapType, ObjectWriter, ParamType, TypeDesc};
+use ciliumc_targets::elf::{
+    FuncLinkage, FuncSignature, MapDef, MapType, ObjectWriter, ParamType, TypeDesc,
+};
 use ciliumc_targets::isa::opcode::*;
 use ciliumc_tests::insn::*;
 use ciliumc_tests::loader::{LoadedObject, aya_map_view, aya_program_fd};
 use ciliumc_tests::sys::{self, MapView};
 use ciliumc_tests::tools::TempObject;
-use ciliumc_tests::{JitHardenGuard, bpftool_loadall, load_object_aya, load_object_raw, tc_attach_check, xdp_attach_check};
+use ciliumc_tests::{
+    JitHardenGuard, bpftool_loadall, load_object_aya, load_object_raw, tc_attach_check,
+    xdp_attach_check,
+};
 
 /// `struct __sk_buff` offsets.
 pub const SKB_LEN: i16 = 0;
@@ -37,7 +42,10 @@ fn load_bounds(a: &mut Asm, data_off: i16, end_off: i16, len: i32, fail: &str) {
 
 /// `r0 = value; exit` in `section`.
 pub fn return_constant(section: &str, value: i32) -> Vec<u8> {
-    let f = Asm::new().push(mov64_imm(R0, value)).push(exit()).finish("prog", section);
+    let f = Asm::new()
+        .push(mov64_imm(R0, value))
+        .push(exit())
+        .finish("prog", section);
     ObjectWriter::new().function(f).write().unwrap()
 }
 
@@ -68,7 +76,10 @@ pub fn parse_l3(section: &str, data_off: i16, end_off: i16) -> Vec<u8> {
         .label("short")
         .push(mov64_imm(R0, 2000))
         .push(exit());
-    ObjectWriter::new().function(a.finish("prog", section)).write().unwrap()
+    ObjectWriter::new()
+        .function(a.finish("prog", section))
+        .write()
+        .unwrap()
 }
 
 /// Key and value types of the `verdicts` hash map.
@@ -76,7 +87,10 @@ pub fn ip4_key() -> TypeDesc {
     TypeDesc::structure("ip4_key", [("daddr", TypeDesc::Bytes(4))])
 }
 pub fn verdict_value() -> TypeDesc {
-    TypeDesc::structure("verdict", [("action", TypeDesc::U32), ("rule", TypeDesc::U32)])
+    TypeDesc::structure(
+        "verdict",
+        [("action", TypeDesc::U32), ("rule", TypeDesc::U32)],
+    )
 }
 
 /// Looks the IPv4 destination up in hash map `verdicts`; returns `action` or 0 on a miss.
@@ -115,26 +129,66 @@ pub fn array_counter() -> Vec<u8> {
         .push(call_helper(HELPER_MAP_LOOKUP))
         .jmp_imm_to(BPF_JEQ, R0, 0, "out")
         .push(mov64_imm(R1, 1))
-        .push(ciliumc_targets::isa::RawInsn { code: BPF_STX | BPF_ATOMIC | BPF_DW, dst: R0, src: R1, off: 0, imm: BPF_ADD as i32 })
+        .push(ciliumc_targets::isa::RawInsn {
+            code: BPF_STX | BPF_ATOMIC | BPF_DW,
+            dst: R0,
+            src: R1,
+            off: 0,
+            imm: BPF_ADD as i32,
+        })
         .push(ldx(BPF_DW, R0, R0, 0))
         .push(exit())
         .label("out")
         .push(mov64_imm(R0, 0))
         .push(exit());
-    let flow = TypeDesc::structure("flow", [("saddr", TypeDesc::Bytes(4)), ("daddr", TypeDesc::Bytes(4)), ("ports", TypeDesc::U32)]);
+    let flow = TypeDesc::structure(
+        "flow",
+        [
+            ("saddr", TypeDesc::Bytes(4)),
+            ("daddr", TypeDesc::Bytes(4)),
+            ("ports", TypeDesc::U32),
+        ],
+    );
     ObjectWriter::new()
         .function(a.finish("prog", "classifier"))
         .map(MapDef::array("counters", TypeDesc::U64, 4))
-        .map(MapDef::typed("pcpu_array", MapType::PercpuArray, TypeDesc::U32, TypeDesc::U64, 4))
-        .map(MapDef::typed("pcpu_hash", MapType::PercpuHash, flow.clone(), TypeDesc::U64, 16))
-        .map(MapDef::typed("lru", MapType::LruHash, flow.clone(), TypeDesc::U64, 16))
-        .map(MapDef::typed("lru_pcpu", MapType::LruPercpuHash, flow, TypeDesc::U64, 16))
+        .map(MapDef::typed(
+            "pcpu_array",
+            MapType::PercpuArray,
+            TypeDesc::U32,
+            TypeDesc::U64,
+            4,
+        ))
+        .map(MapDef::typed(
+            "pcpu_hash",
+            MapType::PercpuHash,
+            flow.clone(),
+            TypeDesc::U64,
+            16,
+        ))
+        .map(MapDef::typed(
+            "lru",
+            MapType::LruHash,
+            flow.clone(),
+            TypeDesc::U64,
+            16,
+        ))
+        .map(MapDef::typed(
+            "lru_pcpu",
+            MapType::LruPercpuHash,
+            flow,
+            TypeDesc::U64,
+            16,
+        ))
         .write()
         .unwrap()
 }
 
 pub fn lpm_key() -> TypeDesc {
-    TypeDesc::structure("lpm_v4_key", [("prefixlen", TypeDesc::U32), ("addr", TypeDesc::Bytes(4))])
+    TypeDesc::structure(
+        "lpm_v4_key",
+        [("prefixlen", TypeDesc::U32), ("addr", TypeDesc::Bytes(4))],
+    )
 }
 
 /// Longest-prefix match of the IPv4 destination in `prefixes`; returns the value or 0.
@@ -163,35 +217,63 @@ pub fn lpm_lookup() -> Vec<u8> {
         .unwrap()
 }
 
-/// `add(20, 22) + pkt_len(ctx)`: a static subprogram and a global one (verified on its own by
-/// the kernel thanks to BTF func_info), both in `.text`.
+/// `twice(21) + pkt_len(ctx)` where `twice(x) = add(x, x)`: static subprograms calling each
+/// other in `.text`, and a global one (verified on its own by the kernel when BTF func_info is
+/// written).
 pub fn bpf_to_bpf_call(btf_ext: bool) -> Vec<u8> {
     let main = Asm::new()
         .push(mov64_reg(R6, R1))
-        .push(mov64_imm(R1, 20))
-        .push(mov64_imm(R2, 22))
-        .call("add")
+        .push(mov64_imm(R1, 21))
+        .call("twice")
         .push(mov64_reg(R7, R0))
         .push(mov64_reg(R1, R6))
         .call("pkt_len")
         .push(alu64_reg(BPF_ADD, R0, R7))
         .push(exit())
         .finish("prog", "classifier");
-    let add = Asm::new().push(mov64_reg(R0, R1)).push(alu64_reg(BPF_ADD, R0, R2)).push(exit()).finish("add", ".text");
-    let pkt_len = Asm::new().push(ldx(BPF_W, R0, R1, SKB_LEN)).push(exit()).finish("pkt_len", ".text");
-    let mut w = ObjectWriter::new().btf_ext(btf_ext).function(main).function(add).function(pkt_len);
+    let twice = Asm::new()
+        .push(mov64_reg(R2, R1))
+        .call("add")
+        .push(exit())
+        .finish("twice", ".text");
+    let add = Asm::new()
+        .push(mov64_reg(R0, R1))
+        .push(alu64_reg(BPF_ADD, R0, R2))
+        .push(exit())
+        .finish("add", ".text");
+    let pkt_len = Asm::new()
+        .push(ldx(BPF_W, R0, R1, SKB_LEN))
+        .push(exit())
+        .finish("pkt_len", ".text");
+    let mut w = ObjectWriter::new()
+        .btf_ext(btf_ext)
+        .function(main)
+        .function(twice)
+        .function(add)
+        .function(pkt_len);
     if btf_ext {
+        let scalar = |n: &str| (n.to_owned(), ParamType::Scalar { bytes: 4 });
         w = w
             .signature(
                 "add",
                 FuncSignature {
                     linkage: FuncLinkage::Static,
-                    params: vec![("a".into(), ParamType::Scalar { bytes: 4 }), ("b".into(), ParamType::Scalar { bytes: 4 })],
+                    params: vec![scalar("a"), scalar("b")],
+                },
+            )
+            .signature(
+                "twice",
+                FuncSignature {
+                    linkage: FuncLinkage::Static,
+                    params: vec![scalar("x")],
                 },
             )
             .signature(
                 "pkt_len",
-                FuncSignature { linkage: FuncLinkage::Global, params: vec![("ctx".into(), ParamType::Ctx("__sk_buff".into()))] },
+                FuncSignature {
+                    linkage: FuncLinkage::Global,
+                    params: vec![("ctx".into(), ParamType::Ctx("__sk_buff".into()))],
+                },
             );
     }
     w.write().unwrap()
@@ -206,8 +288,17 @@ pub fn tail_call() -> Vec<u8> {
         .push(mov64_imm(R0, 1))
         .push(exit())
         .finish("prog", "classifier");
-    let target = Asm::new().push(mov64_imm(R0, 42)).push(exit()).finish("target", "classifier/target");
-    ObjectWriter::new().function(entry).function(target).map(MapDef::prog_array("jumps", 4)).write().unwrap()
+    // Both in `classifier`: the system libbpf (1.1) accepts no `classifier/<x>` section names.
+    let target = Asm::new()
+        .push(mov64_imm(R0, 42))
+        .push(exit())
+        .finish("target", "classifier");
+    ObjectWriter::new()
+        .function(entry)
+        .function(target)
+        .map(MapDef::prog_array("jumps", 4))
+        .write()
+        .unwrap()
 }
 
 pub const RINGBUF_RECORD: u64 = 0x1122_3344_5566_7788;
@@ -226,7 +317,11 @@ pub fn ringbuf_output() -> Vec<u8> {
         .push(call_helper(HELPER_RINGBUF_OUTPUT))
         .push(exit())
         .finish("prog", "classifier");
-    ObjectWriter::new().function(f).map(MapDef::ringbuf("events", 4096)).write().unwrap()
+    ObjectWriter::new()
+        .function(f)
+        .map(MapDef::ringbuf("events", 4096))
+        .write()
+        .unwrap()
 }
 
 /// One object loaded either way, for setup code that works on both.
@@ -238,14 +333,20 @@ pub enum Loaded<'a> {
 impl Loaded<'_> {
     pub fn map(&self, name: &str) -> MapView<'_> {
         match self {
-            Loaded::Raw(o) => o.map(name).unwrap_or_else(|| panic!("no map {name}")).view(),
+            Loaded::Raw(o) => o
+                .map(name)
+                .unwrap_or_else(|| panic!("no map {name}"))
+                .view(),
             Loaded::Aya(e) => aya_map_view(e, name).unwrap(),
         }
     }
 
     pub fn prog_fd(&self, name: &str) -> BorrowedFd<'_> {
         match self {
-            Loaded::Raw(o) => o.program(name).unwrap_or_else(|| panic!("no program {name}")).fd(),
+            Loaded::Raw(o) => o
+                .program(name)
+                .unwrap_or_else(|| panic!("no program {name}"))
+                .fd(),
             Loaded::Aya(e) => aya_program_fd(e, name).unwrap(),
         }
     }
@@ -253,7 +354,9 @@ impl Loaded<'_> {
     /// Puts program `prog` in slot `index` of prog array `map`.
     pub fn set_tail_call(&self, map: &str, index: u32, prog: &str) {
         let fd = self.prog_fd(prog).as_raw_fd() as u32;
-        self.map(map).update(&index.to_ne_bytes(), &fd.to_ne_bytes(), sys::BPF_ANY).unwrap();
+        self.map(map)
+            .update(&index.to_ne_bytes(), &fd.to_ne_bytes(), sys::BPF_ANY)
+            .unwrap();
     }
 }
 
@@ -263,29 +366,48 @@ pub type Case = (Vec<u8>, u32);
 fn run_cases(how: &str, loaded: &Loaded<'_>, entry: &str, cases: &[Case]) {
     for (i, (packet, want)) in cases.iter().enumerate() {
         let out = sys::test_run(loaded.prog_fd(entry), packet, 1).unwrap();
-        assert_eq!(out.retval, *want, "{how}: case {i} returned {} instead of {want}", out.retval);
+        assert_eq!(
+            out.retval, *want,
+            "{how}: case {i} returned {} instead of {want}",
+            out.retval
+        );
     }
 }
 
 /// Loads `object` with raw `bpf()` and with aya, each with `bpf_jit_harden` 0 and 2, runs
 /// `setup` then every case through `BPF_PROG_TEST_RUN`; then `bpftool prog loadall` and the
 /// iproute2 attach of `section` (XDP when it starts with `xdp`).
-pub fn check_everywhere(object: &[u8], entry: &str, section: &str, setup: &dyn Fn(&Loaded<'_>), cases: &[Case]) {
+pub fn check_everywhere(
+    object: &[u8],
+    entry: &str,
+    section: &str,
+    setup: &dyn Fn(&Loaded<'_>),
+    cases: &[Case],
+) {
     for harden in [0u8, 2] {
         let _guard = JitHardenGuard::set(harden).unwrap();
-        let raw = load_object_raw(object).unwrap_or_else(|e| panic!("raw load (harden {harden}): {e}"));
+        let raw =
+            load_object_raw(object).unwrap_or_else(|e| panic!("raw load (harden {harden}): {e}"));
         let loaded = Loaded::Raw(&raw);
         setup(&loaded);
         run_cases(&format!("raw, harden {harden}"), &loaded, entry, cases);
-        assert!(raw.verifier_stats().values().all(|&n| n > 0), "verified_insns reported");
+        assert!(
+            raw.verifier_stats().values().all(|&n| n > 0),
+            "verified_insns reported"
+        );
 
-        let ebpf = load_object_aya(object).unwrap_or_else(|e| panic!("aya load (harden {harden}): {e}"));
+        let ebpf =
+            load_object_aya(object).unwrap_or_else(|e| panic!("aya load (harden {harden}): {e}"));
         let loaded = Loaded::Aya(&ebpf);
         setup(&loaded);
         run_cases(&format!("aya, harden {harden}"), &loaded, entry, cases);
     }
     let file = TempObject::new(object).unwrap();
     bpftool_loadall(&file.path).unwrap_or_else(|e| panic!("bpftool: {e}"));
-    let attached = if section.starts_with("xdp") { xdp_attach_check(&file.path, section) } else { tc_attach_check(&file.path, section) };
+    let attached = if section.starts_with("xdp") {
+        xdp_attach_check(&file.path, section)
+    } else {
+        tc_attach_check(&file.path, section)
+    };
     attached.unwrap_or_else(|e| panic!("iproute2: {e}"));
 }

@@ -16,9 +16,17 @@ use super::meta::IntOrString;
 pub struct PortRule {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ports: Option<Vec<PortProtocol>>,
-    #[serde(default, rename = "terminatingTLS", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "terminatingTLS",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub terminating_tls: Option<TlsContext>,
-    #[serde(default, rename = "originatingTLS", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "originatingTLS",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub originating_tls: Option<TlsContext>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server_names: Option<Vec<String>>,
@@ -163,7 +171,11 @@ pub struct PortRuleKafka {
     pub role: Option<String>,
     #[serde(default, rename = "apiKey", skip_serializing_if = "Option::is_none")]
     pub api_key: Option<String>,
-    #[serde(default, rename = "apiVersion", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "apiVersion",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub api_version: Option<String>,
     #[serde(default, rename = "clientID", skip_serializing_if = "Option::is_none")]
     pub client_id: Option<String>,

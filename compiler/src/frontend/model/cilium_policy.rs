@@ -130,9 +130,17 @@ pub struct CiliumExternalWorkload {
 /// CEW `spec`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct ExternalWorkloadSpec {
-    #[serde(default, rename = "ipv4-alloc-cidr", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "ipv4-alloc-cidr",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub ipv4_alloc_cidr: Option<String>,
-    #[serde(default, rename = "ipv6-alloc-cidr", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "ipv6-alloc-cidr",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub ipv6_alloc_cidr: Option<String>,
 }
 

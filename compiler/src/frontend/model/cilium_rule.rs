@@ -48,7 +48,11 @@ pub struct IngressRule {
     pub from_requires: Option<Vec<LabelSelector>>,
     #[serde(default, rename = "fromCIDR", skip_serializing_if = "Option::is_none")]
     pub from_cidr: Option<Vec<String>>,
-    #[serde(default, rename = "fromCIDRSet", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "fromCIDRSet",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub from_cidr_set: Option<Vec<CidrRule>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from_entities: Option<Vec<String>>,
@@ -74,7 +78,11 @@ pub struct IngressDenyRule {
     pub from_requires: Option<Vec<LabelSelector>>,
     #[serde(default, rename = "fromCIDR", skip_serializing_if = "Option::is_none")]
     pub from_cidr: Option<Vec<String>>,
-    #[serde(default, rename = "fromCIDRSet", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "fromCIDRSet",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub from_cidr_set: Option<Vec<CidrRule>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from_entities: Option<Vec<String>>,
@@ -162,9 +170,17 @@ pub struct CidrRule {
 /// `toServices[]`: a Service by name or by label selector.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct ServiceRef {
-    #[serde(default, rename = "k8sService", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "k8sService",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub k8s_service: Option<K8sServiceName>,
-    #[serde(default, rename = "k8sServiceSelector", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "k8sServiceSelector",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub k8s_service_selector: Option<K8sServiceSelector>,
 }
 

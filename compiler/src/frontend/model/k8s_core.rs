@@ -38,13 +38,25 @@ pub struct ServiceSpec {
     pub ports: Option<Vec<ServicePort>>,
     #[serde(default, rename = "clusterIP", skip_serializing_if = "Option::is_none")]
     pub cluster_ip: Option<String>,
-    #[serde(default, rename = "clusterIPs", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "clusterIPs",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub cluster_ips: Option<Vec<String>>,
-    #[serde(default, rename = "externalIPs", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "externalIPs",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub external_ips: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub external_name: Option<String>,
-    #[serde(default, rename = "loadBalancerIP", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "loadBalancerIP",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub load_balancer_ip: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ip_families: Option<Vec<String>>,
@@ -223,7 +235,11 @@ pub struct NodeSpec {
     pub pod_cidr: Option<String>,
     #[serde(default, rename = "podCIDRs", skip_serializing_if = "Option::is_none")]
     pub pod_cidrs: Option<Vec<String>>,
-    #[serde(default, rename = "providerID", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "providerID",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub provider_id: Option<String>,
 }
 

@@ -110,7 +110,10 @@ impl Kind {
     pub fn is_cluster_scoped(self) -> bool {
         matches!(
             self,
-            Kind::CiliumClusterwideNetworkPolicy | Kind::Namespace | Kind::Node | Kind::CiliumExternalWorkload
+            Kind::CiliumClusterwideNetworkPolicy
+                | Kind::Namespace
+                | Kind::Node
+                | Kind::CiliumExternalWorkload
         )
     }
 
@@ -156,7 +159,9 @@ impl Object {
     pub fn metadata(&self) -> &ObjectMeta {
         match self {
             Object::NetworkPolicy(o) => &o.metadata,
-            Object::CiliumNetworkPolicy(o) | Object::CiliumClusterwideNetworkPolicy(o) => &o.metadata,
+            Object::CiliumNetworkPolicy(o) | Object::CiliumClusterwideNetworkPolicy(o) => {
+                &o.metadata
+            }
             Object::CiliumLocalRedirectPolicy(o) => &o.metadata,
             Object::Service(o) => &o.metadata,
             Object::EndpointSlice(o) => &o.metadata,
@@ -208,7 +213,10 @@ impl Entity {
 
     /// Parses an entity name (exact spelling, as Cilium does).
     pub fn parse(name: &str) -> Option<Entity> {
-        Entity::ALL.iter().find(|(n, _)| *n == name).map(|(_, e)| *e)
+        Entity::ALL
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, e)| *e)
     }
 }
 

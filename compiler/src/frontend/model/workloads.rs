@@ -111,6 +111,8 @@ pub struct Container {
 pub struct ContainerPort {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// Required by Kubernetes; 0 when missing (validation warns and resolve should ignore the entry).
+    #[serde(default)]
     pub container_port: i64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub protocol: Option<String>,

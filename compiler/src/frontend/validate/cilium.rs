@@ -10,8 +10,9 @@ use super::report::Reporter;
 use super::{enforced, l7};
 use crate::frontend::diagnostic::{Severity, codes};
 use crate::frontend::model::{
-    Authentication, CidrRule, CiliumNetworkPolicy, EgressDenyRule, EgressRule, Entity, FqdnSelector, Groups,
-    IcmpRule, IngressDenyRule, IngressRule, IntOrString, LabelSelector, PortProtocol, PortRule, Rule, ServiceRef,
+    Authentication, CidrRule, CiliumNetworkPolicy, EgressDenyRule, EgressRule, Entity,
+    FqdnSelector, Groups, IcmpRule, IngressDenyRule, IngressRule, IntOrString, LabelSelector,
+    PortProtocol, PortRule, Rule, ServiceRef,
 };
 use crate::frontend::path::{FieldPath, Target};
 
@@ -35,7 +36,6 @@ impl Dir {
 /// The four rule section types seen through one shape, so each check is written once.
 pub(super) struct RuleView<'a> {
     pub dir: Dir,
-    pub deny: bool,
     pub endpoints: Option<&'a Vec<LabelSelector>>,
     pub requires: Option<&'a Vec<LabelSelector>>,
     pub cidr: Option<&'a Vec<String>>,
@@ -57,7 +57,6 @@ impl<'a> RuleView<'a> {
     fn ingress(r: &'a IngressRule) -> Self {
         RuleView {
             dir: Dir::Ingress,
-            deny: false,
             endpoints: r.from_endpoints.as_ref(),
             requires: r.from_requires.as_ref(),
             cidr: r.from_cidr.as_ref(),
@@ -67,7 +66,12 @@ impl<'a> RuleView<'a> {
             nodes: r.from_nodes.as_ref(),
             services: None,
             fqdns: None,
-            port_lists: r.to_ports.iter().flatten().map(|p| p.ports.as_ref()).collect(),
+            port_lists: r
+                .to_ports
+                .iter()
+                .flatten()
+                .map(|p| p.ports.as_ref())
+                .collect(),
             port_rules: r.to_ports.as_ref(),
             icmps: r.icmps.as_ref(),
             authentication: r.authentication.as_ref(),
@@ -77,7 +81,6 @@ impl<'a> RuleView<'a> {
     fn ingress_deny(r: &'a IngressDenyRule) -> Self {
         RuleView {
             dir: Dir::Ingress,
-            deny: true,
             endpoints: r.from_endpoints.as_ref(),
             requires: r.from_requires.as_ref(),
             cidr: r.from_cidr.as_ref(),
@@ -87,7 +90,12 @@ impl<'a> RuleView<'a> {
             nodes: r.from_nodes.as_ref(),
             services: None,
             fqdns: None,
-            port_lists: r.to_ports.iter().flatten().map(|p| p.ports.as_ref()).collect(),
+            port_lists: r
+                .to_ports
+                .iter()
+                .flatten()
+                .map(|p| p.ports.as_ref())
+                .collect(),
             port_rules: None,
             icmps: r.icmps.as_ref(),
             authentication: None,
@@ -97,7 +105,6 @@ impl<'a> RuleView<'a> {
     fn egress(r: &'a EgressRule) -> Self {
         RuleView {
             dir: Dir::Egress,
-            deny: false,
             endpoints: r.to_endpoints.as_ref(),
             requires: r.to_requires.as_ref(),
             cidr: r.to_cidr.as_ref(),
@@ -107,7 +114,12 @@ impl<'a> RuleView<'a> {
             nodes: r.to_nodes.as_ref(),
             services: r.to_services.as_ref(),
             fqdns: r.to_fqdns.as_ref(),
-            port_lists: r.to_ports.iter().flatten().map(|p| p.ports.as_ref()).collect(),
+            port_lists: r
+                .to_ports
+                .iter()
+                .flatten()
+                .map(|p| p.ports.as_ref())
+                .collect(),
             port_rules: r.to_ports.as_ref(),
             icmps: r.icmps.as_ref(),
             authentication: r.authentication.as_ref(),
@@ -117,7 +129,6 @@ impl<'a> RuleView<'a> {
     fn egress_deny(r: &'a EgressDenyRule) -> Self {
         RuleView {
             dir: Dir::Egress,
-            deny: true,
             endpoints: r.to_endpoints.as_ref(),
             requires: r.to_requires.as_ref(),
             cidr: r.to_cidr.as_ref(),
@@ -127,7 +138,12 @@ impl<'a> RuleView<'a> {
             nodes: r.to_nodes.as_ref(),
             services: r.to_services.as_ref(),
             fqdns: None,
-            port_lists: r.to_ports.iter().flatten().map(|p| p.ports.as_ref()).collect(),
+            port_lists: r
+                .to_ports
+                .iter()
+                .flatten()
+                .map(|p| p.ports.as_ref())
+                .collect(),
             port_rules: None,
             icmps: r.icmps.as_ref(),
             authentication: None,
@@ -137,10 +153,16 @@ impl<'a> RuleView<'a> {
     /// The L3 peer kinds Cilium treats as mutually exclusive, with how many entries each has.
     fn l3_members(&self) -> Vec<(String, usize)> {
         let mut m = vec![
-            (self.dir.field("Endpoints"), self.endpoints.map_or(0, Vec::len)),
+            (
+                self.dir.field("Endpoints"),
+                self.endpoints.map_or(0, Vec::len),
+            ),
             (self.dir.field("CIDR"), self.cidr.map_or(0, Vec::len)),
             (self.dir.field("CIDRSet"), self.cidr_set.map_or(0, Vec::len)),
-            (self.dir.field("Entities"), self.entities.map_or(0, Vec::len)),
+            (
+                self.dir.field("Entities"),
+                self.entities.map_or(0, Vec::len),
+            ),
             (self.dir.field("Groups"), self.groups.map_or(0, Vec::len)),
             (self.dir.field("Nodes"), self.nodes.map_or(0, Vec::len)),
         ];
@@ -156,7 +178,11 @@ impl<'a> RuleView<'a> {
 pub(super) fn check_policy(r: &mut Reporter<'_>, p: &CiliumNetworkPolicy) {
     if p.spec.is_none() && p.specs.is_none() {
         let d = r
-            .error(codes::MISSING_FIELD, &FieldPath::default(), "policy has neither `spec` nor `specs`")
+            .error(
+                codes::MISSING_FIELD,
+                &FieldPath::default(),
+                "policy has neither `spec` nor `specs`",
+            )
             .with_expected("`spec` (one rule) or `specs` (a list of rules)");
         r.push(d);
     }
@@ -171,14 +197,22 @@ fn check_rule(r: &mut Reporter<'_>, path: &FieldPath, rule: &Rule) {
     match (&rule.endpoint_selector, &rule.node_selector) {
         (None, None) => {
             let d = r
-                .error(codes::SUBJECT_SELECTOR, path, "rule has no `endpointSelector` or `nodeSelector`")
+                .error(
+                    codes::SUBJECT_SELECTOR,
+                    path,
+                    "rule has no `endpointSelector` or `nodeSelector`",
+                )
                 .with_expected("exactly one of `endpointSelector`, `nodeSelector`")
                 .with_note("use `endpointSelector: {}` to select every endpoint");
             r.push(d);
         }
         (Some(_), Some(_)) => {
             let d = r
-                .error_key(codes::SUBJECT_SELECTOR, &path.key("nodeSelector"), "rule has both `endpointSelector` and `nodeSelector`")
+                .error_key(
+                    codes::SUBJECT_SELECTOR,
+                    &path.key("nodeSelector"),
+                    "rule has both `endpointSelector` and `nodeSelector`",
+                )
                 .with_expected("exactly one of `endpointSelector`, `nodeSelector`");
             r.push(d);
         }
@@ -190,28 +224,53 @@ fn check_rule(r: &mut Reporter<'_>, path: &FieldPath, rule: &Rule) {
     if let Some(s) = &rule.node_selector {
         check_selector(r, &path.key("nodeSelector"), s);
     }
-    if rule.ingress.is_none() && rule.ingress_deny.is_none() && rule.egress.is_none() && rule.egress_deny.is_none() {
+    if rule.ingress.is_none()
+        && rule.ingress_deny.is_none()
+        && rule.egress.is_none()
+        && rule.egress_deny.is_none()
+    {
         let d = r
-            .at(Severity::Warning, codes::EMPTY_RULE, path, Target::Value, "rule has no `ingress`, `ingressDeny`, `egress` or `egressDeny` section")
-            .with_note("Cilium's CRD requires at least one; the rule selects endpoints but has no effect");
+            .at(
+                Severity::Warning,
+                codes::EMPTY_RULE,
+                path,
+                Target::Value,
+                "rule has no `ingress`, `ingressDeny`, `egress` or `egressDeny` section",
+            )
+            .with_note(
+                "Cilium's CRD requires at least one; the rule selects endpoints but has no effect",
+            );
         r.push(d);
     }
     for (i, x) in rule.ingress.iter().flatten().enumerate() {
         check_view(r, &path.key("ingress").index(i), &RuleView::ingress(x));
     }
     for (i, x) in rule.ingress_deny.iter().flatten().enumerate() {
-        check_view(r, &path.key("ingressDeny").index(i), &RuleView::ingress_deny(x));
+        check_view(
+            r,
+            &path.key("ingressDeny").index(i),
+            &RuleView::ingress_deny(x),
+        );
     }
     for (i, x) in rule.egress.iter().flatten().enumerate() {
         check_view(r, &path.key("egress").index(i), &RuleView::egress(x));
     }
     for (i, x) in rule.egress_deny.iter().flatten().enumerate() {
-        check_view(r, &path.key("egressDeny").index(i), &RuleView::egress_deny(x));
+        check_view(
+            r,
+            &path.key("egressDeny").index(i),
+            &RuleView::egress_deny(x),
+        );
     }
 }
 
 fn check_view(r: &mut Reporter<'_>, path: &FieldPath, v: &RuleView<'_>) {
-    let present: Vec<String> = v.l3_members().into_iter().filter(|(_, n)| *n > 0).map(|(name, _)| name).collect();
+    let present: Vec<String> = v
+        .l3_members()
+        .into_iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(name, _)| name)
+        .collect();
     if present.len() > 1 {
         let d = r
             .error_key(codes::MIXED_PEERS, &path.key(&present[1]), format!("`{}` and `{}` in one rule", present[0], present[1]))
@@ -232,7 +291,10 @@ fn check_view(r: &mut Reporter<'_>, path: &FieldPath, v: &RuleView<'_>) {
             .with_note("deprecated in Cilium 1.17 and removed in 1.19; express the constraint in each selector instead");
         r.push(d);
     }
-    for (name, sels) in [(v.dir.field("Endpoints"), v.endpoints), (v.dir.field("Nodes"), v.nodes)] {
+    for (name, sels) in [
+        (v.dir.field("Endpoints"), v.endpoints),
+        (v.dir.field("Nodes"), v.nodes),
+    ] {
         for (i, s) in sels.iter().copied().flatten().enumerate() {
             check_selector(r, &path.key(&name).index(i), s);
         }
@@ -249,9 +311,20 @@ fn check_view(r: &mut Reporter<'_>, path: &FieldPath, v: &RuleView<'_>) {
     for (i, e) in v.entities.iter().copied().flatten().enumerate() {
         if Entity::parse(e).is_none() {
             let d = r
-                .error(codes::UNKNOWN_ENTITY, &path.key(&ent_field).index(i), format!("unknown entity `{e}`"))
+                .error(
+                    codes::UNKNOWN_ENTITY,
+                    &path.key(&ent_field).index(i),
+                    format!("unknown entity `{e}`"),
+                )
                 .with_found(format!("`{e}`"))
-                .with_expected(format!("one of {}", Entity::ALL.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")));
+                .with_expected(format!(
+                    "one of {}",
+                    Entity::ALL
+                        .iter()
+                        .map(|(n, _)| *n)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
             r.push(d);
         }
     }
@@ -261,7 +334,11 @@ fn check_view(r: &mut Reporter<'_>, path: &FieldPath, v: &RuleView<'_>) {
     for (i, s) in v.services.iter().copied().flatten().enumerate() {
         let p = path.key("toServices").index(i);
         if let Some(sel) = &s.k8s_service_selector {
-            check_selector(r, &p.key("k8sServiceSelector").key("selector"), &sel.selector);
+            check_selector(
+                r,
+                &p.key("k8sServiceSelector").key("selector"),
+                &sel.selector,
+            );
         }
         if s.k8s_service.is_none() && s.k8s_service_selector.is_none() {
             let d = r
@@ -272,14 +349,20 @@ fn check_view(r: &mut Reporter<'_>, path: &FieldPath, v: &RuleView<'_>) {
     }
     if v.icmps.is_some_and(|i| !i.is_empty()) && !v.port_lists.is_empty() {
         let d = r
-            .error_key(codes::BAD_ICMP, &path.key("icmps"), "`icmps` and `toPorts` in one rule")
+            .error_key(
+                codes::BAD_ICMP,
+                &path.key("icmps"),
+                "`icmps` and `toPorts` in one rule",
+            )
             .with_expected("`icmps` in a separate rule from `toPorts`");
         r.push(d);
     }
     for (i, ports) in v.port_lists.iter().enumerate() {
         let rule_path = path.key("toPorts").index(i);
         let port_rule = v.port_rules.and_then(|rules| rules.get(i));
-        let has_dns = port_rule.and_then(|p| p.rules.as_ref()).is_some_and(|l| l.dns.as_ref().is_some_and(|d| !d.is_empty()));
+        let has_dns = port_rule
+            .and_then(|p| p.rules.as_ref())
+            .is_some_and(|l| l.dns.as_ref().is_some_and(|d| !d.is_empty()));
         let mut zero_port = false;
         for (j, pp) in ports.iter().copied().flatten().enumerate() {
             let checked = check_cilium_port(r, &rule_path.key("ports").index(j), pp, has_dns);
@@ -293,10 +376,17 @@ fn check_view(r: &mut Reporter<'_>, path: &FieldPath, v: &RuleView<'_>) {
         check_icmp(r, &path.key("icmps").index(i), icmp);
     }
     if let Some(a) = v.authentication
-        && !matches!(a.mode.as_str(), "disabled" | "required" | "test-always-fail")
+        && !matches!(
+            a.mode.as_str(),
+            "disabled" | "required" | "test-always-fail"
+        )
     {
         let d = r
-            .error(codes::BAD_ENUM, &path.key("authentication").key("mode"), format!("unknown authentication mode `{}`", a.mode))
+            .error(
+                codes::BAD_ENUM,
+                &path.key("authentication").key("mode"),
+                format!("unknown authentication mode `{}`", a.mode),
+            )
             .with_found(format!("`{}`", a.mode))
             .with_expected("one of disabled, required, test-always-fail");
         r.push(d);
@@ -304,7 +394,11 @@ fn check_view(r: &mut Reporter<'_>, path: &FieldPath, v: &RuleView<'_>) {
 }
 
 fn check_cidr_rule(r: &mut Reporter<'_>, path: &FieldPath, c: &CidrRule) {
-    let set = [c.cidr.is_some(), c.cidr_group_ref.is_some(), c.cidr_group_selector.is_some()];
+    let set = [
+        c.cidr.is_some(),
+        c.cidr_group_ref.is_some(),
+        c.cidr_group_selector.is_some(),
+    ];
     let count = set.iter().filter(|b| **b).count();
     if count != 1 {
         let d = r
@@ -325,15 +419,39 @@ fn check_cidr_rule(r: &mut Reporter<'_>, path: &FieldPath, c: &CidrRule) {
 
 /// ICMP type names Cilium accepts (CRD pattern), for IPv4 and IPv6 together.
 const ICMP_TYPE_NAMES: &[&str] = &[
-    "EchoReply", "DestinationUnreachable", "Redirect", "Echo", "EchoRequest", "RouterAdvertisement",
-    "RouterSelection", "TimeExceeded", "ParameterProblem", "Timestamp", "TimestampReply", "Photuris",
-    "ExtendedEchoRequest", "ExtendedEchoReply", "PacketTooBig", "MulticastListenerQuery",
-    "MulticastListenerReport", "MulticastListenerDone", "RouterSolicitation", "NeighborSolicitation",
-    "NeighborAdvertisement", "RedirectMessage", "RouterRenumbering", "ICMPNodeInformationQuery",
-    "ICMPNodeInformationResponse", "InverseNeighborDiscoverySolicitation",
-    "InverseNeighborDiscoveryAdvertisement", "HomeAgentAddressDiscoveryRequest",
-    "HomeAgentAddressDiscoveryReply", "MobilePrefixSolicitation", "MobilePrefixAdvertisement",
-    "DuplicateAddressRequestCodeSuffix", "DuplicateAddressConfirmationCodeSuffix",
+    "EchoReply",
+    "DestinationUnreachable",
+    "Redirect",
+    "Echo",
+    "EchoRequest",
+    "RouterAdvertisement",
+    "RouterSelection",
+    "TimeExceeded",
+    "ParameterProblem",
+    "Timestamp",
+    "TimestampReply",
+    "Photuris",
+    "ExtendedEchoRequest",
+    "ExtendedEchoReply",
+    "PacketTooBig",
+    "MulticastListenerQuery",
+    "MulticastListenerReport",
+    "MulticastListenerDone",
+    "RouterSolicitation",
+    "NeighborSolicitation",
+    "NeighborAdvertisement",
+    "RedirectMessage",
+    "RouterRenumbering",
+    "ICMPNodeInformationQuery",
+    "ICMPNodeInformationResponse",
+    "InverseNeighborDiscoverySolicitation",
+    "InverseNeighborDiscoveryAdvertisement",
+    "HomeAgentAddressDiscoveryRequest",
+    "HomeAgentAddressDiscoveryReply",
+    "MobilePrefixSolicitation",
+    "MobilePrefixAdvertisement",
+    "DuplicateAddressRequestCodeSuffix",
+    "DuplicateAddressConfirmationCodeSuffix",
 ];
 
 fn check_icmp(r: &mut Reporter<'_>, path: &FieldPath, icmp: &IcmpRule) {
@@ -342,7 +460,11 @@ fn check_icmp(r: &mut Reporter<'_>, path: &FieldPath, icmp: &IcmpRule) {
         let family = f.family.as_deref().unwrap_or("");
         if !matches!(family, "" | "IPv4" | "IPv6") {
             let d = r
-                .error(codes::BAD_ICMP, &p.key("family"), format!("unknown ICMP family `{family}`"))
+                .error(
+                    codes::BAD_ICMP,
+                    &p.key("family"),
+                    format!("unknown ICMP family `{family}`"),
+                )
                 .with_found(format!("`{family}`"))
                 .with_expected("IPv4 or IPv6");
             r.push(d);
@@ -355,7 +477,11 @@ fn check_icmp(r: &mut Reporter<'_>, path: &FieldPath, icmp: &IcmpRule) {
         };
         if !ok {
             let d = r
-                .error(codes::BAD_ICMP, &p.key("type"), format!("invalid ICMP type `{}`", f.icmp_type))
+                .error(
+                    codes::BAD_ICMP,
+                    &p.key("type"),
+                    format!("invalid ICMP type `{}`", f.icmp_type),
+                )
                 .with_found(format!("`{}`", f.icmp_type))
                 .with_expected("a number 0..=255 or an ICMP type name such as EchoRequest");
             r.push(d);

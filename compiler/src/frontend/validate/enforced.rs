@@ -13,7 +13,11 @@ fn warn(r: &mut Reporter<'_>, path: &FieldPath, what: &str) {
         return;
     }
     let d = r
-        .warning_key(codes::NOT_ENFORCED, path, format!("{what}: parsed, not enforced yet"))
+        .warning_key(
+            codes::NOT_ENFORCED,
+            path,
+            format!("{what}: parsed, not enforced yet"),
+        )
         .with_note("ciliumc accepts this field but the compiled program ignores it");
     r.push(d);
 }

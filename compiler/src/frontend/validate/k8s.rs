@@ -16,7 +16,11 @@ pub(super) fn check_network_policy(r: &mut Reporter<'_>, p: &NetworkPolicy) {
     for (i, t) in p.spec.policy_types.iter().flatten().enumerate() {
         if !matches!(t.as_str(), "Ingress" | "Egress") {
             let d = r
-                .error(codes::BAD_ENUM, &spec.key("policyTypes").index(i), format!("unknown policy type `{t}`"))
+                .error(
+                    codes::BAD_ENUM,
+                    &spec.key("policyTypes").index(i),
+                    format!("unknown policy type `{t}`"),
+                )
                 .with_found(format!("`{t}`"))
                 .with_expected("Ingress or Egress");
             r.push(d);
@@ -41,7 +45,11 @@ fn check_peers(r: &mut Reporter<'_>, path: &FieldPath, peers: Option<&[NetworkPo
         match (&peer.ip_block, selectors) {
             (Some(_), true) => {
                 let d = r
-                    .error_key(codes::BAD_PEER, &pp.key("ipBlock"), "`ipBlock` may not be combined with `podSelector` or `namespaceSelector`")
+                    .error_key(
+                        codes::BAD_PEER,
+                        &pp.key("ipBlock"),
+                        "`ipBlock` may not be combined with `podSelector` or `namespaceSelector`",
+                    )
                     .with_expected("either `ipBlock` or selectors in one peer");
                 r.push(d);
             }

@@ -23,7 +23,9 @@ pub use ports::is_iana_svc_name;
 pub fn validate_object(obj: &LoadedObject, options: &LoadOptions) -> Vec<Diagnostic> {
     let mut r = report::Reporter::new(obj, options);
     match &obj.object {
-        Object::CiliumNetworkPolicy(p) | Object::CiliumClusterwideNetworkPolicy(p) => cilium::check_policy(&mut r, p),
+        Object::CiliumNetworkPolicy(p) | Object::CiliumClusterwideNetworkPolicy(p) => {
+            cilium::check_policy(&mut r, p)
+        }
         Object::NetworkPolicy(p) => k8s::check_network_policy(&mut r, p),
         Object::CiliumLocalRedirectPolicy(p) => {
             other::check_lrp(&mut r, p);
@@ -33,7 +35,10 @@ pub fn validate_object(obj: &LoadedObject, options: &LoadOptions) -> Vec<Diagnos
         Object::Pod(p) => other::check_pod(&mut r, p),
         Object::Workload(w) => other::check_workload(&mut r, w),
         Object::CronJob(c) => other::check_cronjob(&mut r, c),
-        Object::EndpointSlice(_) | Object::Namespace(_) | Object::Node(_) | Object::CiliumExternalWorkload(_) => {}
+        Object::EndpointSlice(_)
+        | Object::Namespace(_)
+        | Object::Node(_)
+        | Object::CiliumExternalWorkload(_) => {}
     }
     r.finish()
 }

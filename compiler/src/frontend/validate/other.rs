@@ -5,18 +5,24 @@
 use super::net::check_ip;
 use super::ports::is_iana_svc_name;
 use super::report::Reporter;
-use crate::frontend::diagnostic::codes;
+use crate::frontend::diagnostic::{Severity, codes};
 use crate::frontend::model::{
-    CiliumLocalRedirectPolicy, Container, CronJob, IntOrString, LabelSelector, LrpPort, Pod, PodSpec,
-    SelectorOperator, Service, Workload,
+    CiliumLocalRedirectPolicy, Container, CronJob, IntOrString, LabelSelector, LrpPort, Pod,
+    PodSpec, SelectorOperator, Service, Workload,
 };
-use crate::frontend::path::FieldPath;
+use crate::frontend::path::{FieldPath, Target};
 
 /// `matchExpressions`: `In`/`NotIn` need values, `Exists`/`DoesNotExist` take none; keys are non-empty.
 pub(super) fn check_selector(r: &mut Reporter<'_>, path: &FieldPath, s: &LabelSelector) {
     for key in s.match_labels.iter().flatten().map(|(k, _)| k) {
         if key.is_empty() {
-            let d = r.error_key(codes::BAD_SELECTOR, &path.key("matchLabels").key(key), "empty label key").with_expected("a label key");
+            let d = r
+                .error_key(
+                    codes::BAD_SELECTOR,
+                    &path.key("matchLabels").key(key),
+                    "empty label key",
+                )
+                .with_expected("a label key");
             r.push(d);
         }
     }
@@ -25,17 +31,27 @@ pub(super) fn check_selector(r: &mut Reporter<'_>, path: &FieldPath, s: &LabelSe
         let values = e.values.as_ref().map_or(0, Vec::len);
         let needs_values = matches!(e.operator, SelectorOperator::In | SelectorOperator::NotIn);
         if e.key.is_empty() {
-            let d = r.error(codes::BAD_SELECTOR, &p.key("key"), "empty label key").with_expected("a label key");
+            let d = r
+                .error(codes::BAD_SELECTOR, &p.key("key"), "empty label key")
+                .with_expected("a label key");
             r.push(d);
         }
         if needs_values && values == 0 {
             let d = r
-                .error(codes::BAD_SELECTOR, &p, format!("operator {:?} needs at least one value", e.operator))
+                .error(
+                    codes::BAD_SELECTOR,
+                    &p,
+                    format!("operator {:?} needs at least one value", e.operator),
+                )
                 .with_expected("a non-empty `values` list");
             r.push(d);
         } else if !needs_values && values > 0 {
             let d = r
-                .error(codes::BAD_SELECTOR, &p.key("values"), format!("operator {:?} takes no values", e.operator))
+                .error(
+                    codes::BAD_SELECTOR,
+                    &p.key("values"),
+                    format!("operator {:?} takes no values", e.operator),
+                )
                 .with_expected("no `values`");
             r.push(d);
         }
@@ -49,7 +65,11 @@ pub(super) fn check_lrp(r: &mut Reporter<'_>, p: &CiliumLocalRedirectPolicy) {
     let fe_path = spec.key("redirectFrontend");
     if fe.address_matcher.is_some() == fe.service_matcher.is_some() {
         let d = r
-            .error(codes::ONE_OF, &fe_path, "redirectFrontend must set exactly one of `addressMatcher`, `serviceMatcher`")
+            .error(
+                codes::ONE_OF,
+                &fe_path,
+                "redirectFrontend must set exactly one of `addressMatcher`, `serviceMatcher`",
+            )
             .with_expected("exactly one of `addressMatcher`, `serviceMatcher`");
         r.push(d);
     }
@@ -64,7 +84,11 @@ pub(super) fn check_lrp(r: &mut Reporter<'_>, p: &CiliumLocalRedirectPolicy) {
         check_lrp_ports(r, &fe_path.key("serviceMatcher").key("toPorts"), ports);
     }
     let be = spec.key("redirectBackend");
-    check_selector(r, &be.key("localEndpointSelector"), &p.spec.redirect_backend.local_endpoint_selector);
+    check_selector(
+        r,
+        &be.key("localEndpointSelector"),
+        &p.spec.redirect_backend.local_endpoint_selector,
+    );
     check_lrp_ports(r, &be.key("toPorts"), &p.spec.redirect_backend.to_ports);
 }
 
@@ -73,21 +97,37 @@ fn check_lrp_ports(r: &mut Reporter<'_>, path: &FieldPath, ports: &[LrpPort]) {
         let p = path.index(i);
         if !matches!(port.protocol.as_str(), "TCP" | "UDP") {
             let d = r
-                .error(codes::UNKNOWN_PROTOCOL, &p.key("protocol"), format!("unknown protocol `{}`", port.protocol))
+                .error(
+                    codes::UNKNOWN_PROTOCOL,
+                    &p.key("protocol"),
+                    format!("unknown protocol `{}`", port.protocol),
+                )
                 .with_found(format!("`{}`", port.protocol))
                 .with_expected("TCP or UDP");
             r.push(d);
         }
-        if !port.port.parse::<u32>().is_ok_and(|n| (1..=65535).contains(&n)) {
+        if !port
+            .port
+            .parse::<u32>()
+            .is_ok_and(|n| (1..=65535).contains(&n))
+        {
             let d = r
-                .error(codes::PORT_OUT_OF_RANGE, &p.key("port"), format!("invalid port `{}`", port.port))
+                .error(
+                    codes::PORT_OUT_OF_RANGE,
+                    &p.key("port"),
+                    format!("invalid port `{}`", port.port),
+                )
                 .with_found(format!("`{}`", port.port))
                 .with_expected("a port number 1..=65535");
             r.push(d);
         }
         if ports.len() > 1 && port.name.as_deref().is_none_or(str::is_empty) {
             let d = r
-                .error(codes::MISSING_FIELD, &p, "ports must be named when several are given")
+                .error(
+                    codes::MISSING_FIELD,
+                    &p,
+                    "ports must be named when several are given",
+                )
                 .with_expected("`name` (frontend and backend ports are paired by name)");
             r.push(d);
         }
@@ -101,7 +141,11 @@ pub(super) fn check_service(r: &mut Reporter<'_>, s: &Service) {
         let pp = ports.index(i);
         if !(1..=65535).contains(&p.port) {
             let d = r
-                .error(codes::PORT_OUT_OF_RANGE, &pp.key("port"), format!("port {} is out of range", p.port))
+                .error(
+                    codes::PORT_OUT_OF_RANGE,
+                    &pp.key("port"),
+                    format!("port {} is out of range", p.port),
+                )
                 .with_found(p.port.to_string())
                 .with_expected("1..=65535");
             r.push(d);
@@ -109,14 +153,24 @@ pub(super) fn check_service(r: &mut Reporter<'_>, s: &Service) {
         match &p.target_port {
             Some(IntOrString::Int(n)) if !(0..=65535).contains(n) => {
                 let d = r
-                    .error(codes::PORT_OUT_OF_RANGE, &pp.key("targetPort"), format!("targetPort {n} is out of range"))
+                    .error(
+                        codes::PORT_OUT_OF_RANGE,
+                        &pp.key("targetPort"),
+                        format!("targetPort {n} is out of range"),
+                    )
                     .with_found(n.to_string())
                     .with_expected("1..=65535");
                 r.push(d);
             }
-            Some(IntOrString::String(name)) if !is_iana_svc_name(name) && name.parse::<u16>().is_err() => {
+            Some(IntOrString::String(name))
+                if !is_iana_svc_name(name) && name.parse::<u16>().is_err() =>
+            {
                 let d = r
-                    .error(codes::BAD_PORT_NAME, &pp.key("targetPort"), format!("`{name}` is not a valid port name"))
+                    .error(
+                        codes::BAD_PORT_NAME,
+                        &pp.key("targetPort"),
+                        format!("`{name}` is not a valid port name"),
+                    )
                     .with_found(format!("`{name}`"))
                     .with_expected("a port number or an IANA service name");
                 r.push(d);
@@ -150,20 +204,41 @@ pub(super) fn check_workload(r: &mut Reporter<'_>, w: &Workload) {
 }
 
 pub(super) fn check_cronjob(r: &mut Reporter<'_>, c: &CronJob) {
-    let spec = FieldPath::default().key("spec").key("jobTemplate").key("spec");
-    check_pod_spec(r, &spec.key("template").key("spec"), &c.spec.job_template.spec.template.spec);
+    let spec = FieldPath::default()
+        .key("spec")
+        .key("jobTemplate")
+        .key("spec");
+    check_pod_spec(
+        r,
+        &spec.key("template").key("spec"),
+        &c.spec.job_template.spec.template.spec,
+    );
 }
 
 fn check_pod_spec(r: &mut Reporter<'_>, path: &FieldPath, spec: &PodSpec) {
-    let lists: [(&str, &[Container]); 2] =
-        [("containers", &spec.containers), ("initContainers", spec.init_containers.as_deref().unwrap_or(&[]))];
+    let lists: [(&str, &[Container]); 2] = [
+        ("containers", &spec.containers),
+        (
+            "initContainers",
+            spec.init_containers.as_deref().unwrap_or(&[]),
+        ),
+    ];
     for (field, containers) in lists {
         for (i, c) in containers.iter().enumerate() {
             for (j, port) in c.ports.iter().flatten().enumerate() {
                 let pp = path.key(field).index(i).key("ports").index(j);
-                if !(1..=65535).contains(&port.container_port) {
+                if port.container_port == 0 {
                     let d = r
-                        .error(codes::PORT_OUT_OF_RANGE, &pp.key("containerPort"), format!("containerPort {} is out of range", port.container_port))
+                        .at(Severity::Warning, codes::INCOMPLETE_ENTRY, &pp, Target::Value, "container port has no `containerPort`; entry ignored")
+                        .with_expected("`containerPort` 1..=65535");
+                    r.push(d);
+                } else if !(1..=65535).contains(&port.container_port) {
+                    let d = r
+                        .error(
+                            codes::PORT_OUT_OF_RANGE,
+                            &pp.key("containerPort"),
+                            format!("containerPort {} is out of range", port.container_port),
+                        )
                         .with_found(port.container_port.to_string())
                         .with_expected("1..=65535");
                     r.push(d);
@@ -172,7 +247,11 @@ fn check_pod_spec(r: &mut Reporter<'_>, path: &FieldPath, spec: &PodSpec) {
                     && !is_iana_svc_name(name)
                 {
                     let d = r
-                        .error(codes::BAD_PORT_NAME, &pp.key("name"), format!("`{name}` is not a valid port name"))
+                        .error(
+                            codes::BAD_PORT_NAME,
+                            &pp.key("name"),
+                            format!("`{name}` is not a valid port name"),
+                        )
                         .with_found(format!("`{name}`"))
                         .with_expected("1-15 letters, digits and '-', at least one letter");
                     r.push(d);

@@ -13,36 +13,48 @@ pub fn is_iana_svc_name(name: &str) -> bool {
     let bytes = name.as_bytes();
     !bytes.is_empty()
         && bytes.len() <= 15
-        && bytes.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'-')
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || *b == b'-')
         && bytes.iter().any(|b| b.is_ascii_alphabetic())
         && bytes[0] != b'-'
         && bytes[bytes.len() - 1] != b'-'
         && !name.contains("--")
 }
 
-const PORT_NAME_RULES: &str =
-    "a port number 0..=65535 or an IANA service name (1-15 letters, digits and '-', at least one letter)";
+const PORT_NAME_RULES: &str = "a port number 0..=65535 or an IANA service name (1-15 letters, digits and '-', at least one letter)";
 
 /// What a valid Cilium port entry turned out to be.
 pub(super) struct CheckedPort {
     pub is_zero: bool,
-    pub is_range: bool,
 }
 
 /// Checks one Cilium `ports[]` entry at `path`.
-pub(super) fn check_cilium_port(r: &mut Reporter<'_>, path: &FieldPath, pp: &PortProtocol, has_dns: bool) -> CheckedPort {
+pub(super) fn check_cilium_port(
+    r: &mut Reporter<'_>,
+    path: &FieldPath,
+    pp: &PortProtocol,
+    has_dns: bool,
+) -> CheckedPort {
     let protocol_text = pp.protocol.as_deref().unwrap_or("");
     let protocol = L4Protocol::parse_cilium(protocol_text);
     if protocol.is_none() {
         let d = r
-            .error(codes::UNKNOWN_PROTOCOL, &path.key("protocol"), format!("unknown protocol `{protocol_text}`"))
+            .error(
+                codes::UNKNOWN_PROTOCOL,
+                &path.key("protocol"),
+                format!("unknown protocol `{protocol_text}`"),
+            )
             .with_found(format!("`{protocol_text}`"))
             .with_expected("one of TCP, UDP, SCTP, ANY (or VRRP, IGMP, GRE, IPIP, IPV6, ESP, AH)")
             .with_note("ICMP is matched with `icmps`, not `toPorts`");
         r.push(d);
     }
     let extended = protocol.is_some_and(|p| {
-        !matches!(p, L4Protocol::Tcp | L4Protocol::Udp | L4Protocol::Sctp | L4Protocol::Any)
+        !matches!(
+            p,
+            L4Protocol::Tcp | L4Protocol::Udp | L4Protocol::Sctp | L4Protocol::Any
+        )
     });
     let port_text = pp.port.as_deref().unwrap_or("");
     let mut number = None;
@@ -62,7 +74,11 @@ pub(super) fn check_cilium_port(r: &mut Reporter<'_>, path: &FieldPath, pp: &Por
             Ok(n) if n <= 65535 => number = Some(n),
             _ => {
                 let d = r
-                    .error(codes::PORT_OUT_OF_RANGE, &path.key("port"), format!("port {port_text} is out of range"))
+                    .error(
+                        codes::PORT_OUT_OF_RANGE,
+                        &path.key("port"),
+                        format!("port {port_text} is out of range"),
+                    )
                     .with_found(port_text.to_string())
                     .with_expected("0..=65535");
                 r.push(d);
@@ -70,14 +86,22 @@ pub(super) fn check_cilium_port(r: &mut Reporter<'_>, path: &FieldPath, pp: &Por
         }
     } else {
         let d = r
-            .error(codes::BAD_PORT_NAME, &path.key("port"), format!("`{port_text}` is neither a port number nor a valid port name"))
+            .error(
+                codes::BAD_PORT_NAME,
+                &path.key("port"),
+                format!("`{port_text}` is neither a port number nor a valid port name"),
+            )
             .with_found(format!("`{port_text}`"))
             .with_expected(PORT_NAME_RULES);
         r.push(d);
     }
     if extended && (named || number.is_some_and(|n| n != 0)) {
         let d = r
-            .error(codes::BAD_PORT_RANGE, &path.key("port"), format!("protocol {protocol_text} has no ports"))
+            .error(
+                codes::BAD_PORT_RANGE,
+                &path.key("port"),
+                format!("protocol {protocol_text} has no ports"),
+            )
             .with_expected("port empty or \"0\"");
         r.push(d);
     }
@@ -87,13 +111,21 @@ pub(super) fn check_cilium_port(r: &mut Reporter<'_>, path: &FieldPath, pp: &Por
         let end_path = path.key("endPort");
         if !(0..=65535).contains(&end) {
             let d = r
-                .error(codes::PORT_OUT_OF_RANGE, &end_path, format!("endPort {end} is out of range"))
+                .error(
+                    codes::PORT_OUT_OF_RANGE,
+                    &end_path,
+                    format!("endPort {end} is out of range"),
+                )
                 .with_found(end.to_string())
                 .with_expected("0..=65535");
             r.push(d);
         } else if named && end != 0 {
             let d = r
-                .error(codes::END_PORT_WITH_NAMED_PORT, &end_path, format!("endPort with named port `{port_text}`"))
+                .error(
+                    codes::END_PORT_WITH_NAMED_PORT,
+                    &end_path,
+                    format!("endPort with named port `{port_text}`"),
+                )
                 .with_expected("a numeric `port` (port ranges are not supported with named ports)");
             r.push(d);
         } else if let Some(start) = number
@@ -102,7 +134,11 @@ pub(super) fn check_cilium_port(r: &mut Reporter<'_>, path: &FieldPath, pp: &Por
             && (end as u64) < start
         {
             let d = r
-                .error(codes::END_PORT_BEFORE_PORT, &end_path, format!("endPort {end} is smaller than port {start}"))
+                .error(
+                    codes::END_PORT_BEFORE_PORT,
+                    &end_path,
+                    format!("endPort {end} is smaller than port {start}"),
+                )
                 .with_found(end.to_string())
                 .with_expected(format!("an endPort >= {start}"));
             r.push(d);
@@ -112,11 +148,17 @@ pub(super) fn check_cilium_port(r: &mut Reporter<'_>, path: &FieldPath, pp: &Por
     }
     if has_dns && is_range {
         let d = r
-            .error(codes::BAD_PORT_RANGE, &path.key("endPort"), "DNS rules do not support port ranges")
+            .error(
+                codes::BAD_PORT_RANGE,
+                &path.key("endPort"),
+                "DNS rules do not support port ranges",
+            )
             .with_expected("a single port (53)");
         r.push(d);
     }
-    CheckedPort { is_zero: number == Some(0), is_range }
+    CheckedPort {
+        is_zero: number == Some(0),
+    }
 }
 
 /// Checks one NetworkPolicy `ports[]` entry at `path`.
@@ -125,7 +167,11 @@ pub(super) fn check_k8s_port(r: &mut Reporter<'_>, path: &FieldPath, p: &Network
         && L4Protocol::parse_k8s(proto).is_none()
     {
         let d = r
-            .error(codes::UNKNOWN_PROTOCOL, &path.key("protocol"), format!("unknown protocol `{proto}`"))
+            .error(
+                codes::UNKNOWN_PROTOCOL,
+                &path.key("protocol"),
+                format!("unknown protocol `{proto}`"),
+            )
             .with_found(format!("`{proto}`"))
             .with_expected("one of TCP, UDP, SCTP");
         r.push(d);
@@ -137,7 +183,11 @@ pub(super) fn check_k8s_port(r: &mut Reporter<'_>, path: &FieldPath, p: &Network
                 number = Some(*n);
             } else {
                 let d = r
-                    .error(codes::PORT_OUT_OF_RANGE, &path.key("port"), format!("port {n} is out of range"))
+                    .error(
+                        codes::PORT_OUT_OF_RANGE,
+                        &path.key("port"),
+                        format!("port {n} is out of range"),
+                    )
                     .with_found(n.to_string())
                     .with_expected("1..=65535");
                 r.push(d);
@@ -159,25 +209,39 @@ pub(super) fn check_k8s_port(r: &mut Reporter<'_>, path: &FieldPath, p: &Network
         let end_path = path.key("endPort");
         match (&p.port, number) {
             (None, _) => {
-                let d = r.error(codes::MISSING_FIELD, &end_path, "endPort requires `port`").with_expected("a numeric `port`");
+                let d = r
+                    .error(codes::MISSING_FIELD, &end_path, "endPort requires `port`")
+                    .with_expected("a numeric `port`");
                 r.push(d);
             }
             (Some(IntOrString::String(name)), _) => {
                 let d = r
-                    .error(codes::END_PORT_WITH_NAMED_PORT, &end_path, format!("endPort with named port `{name}`"))
+                    .error(
+                        codes::END_PORT_WITH_NAMED_PORT,
+                        &end_path,
+                        format!("endPort with named port `{name}`"),
+                    )
                     .with_expected("a numeric `port`");
                 r.push(d);
             }
             (_, Some(_)) if !(1..=65535).contains(&end) => {
                 let d = r
-                    .error(codes::PORT_OUT_OF_RANGE, &end_path, format!("endPort {end} is out of range"))
+                    .error(
+                        codes::PORT_OUT_OF_RANGE,
+                        &end_path,
+                        format!("endPort {end} is out of range"),
+                    )
                     .with_found(end.to_string())
                     .with_expected("1..=65535");
                 r.push(d);
             }
             (_, Some(start)) if end < start => {
                 let d = r
-                    .error(codes::END_PORT_BEFORE_PORT, &end_path, format!("endPort {end} is smaller than port {start}"))
+                    .error(
+                        codes::END_PORT_BEFORE_PORT,
+                        &end_path,
+                        format!("endPort {end} is smaller than port {start}"),
+                    )
                     .with_found(end.to_string())
                     .with_expected(format!("an endPort >= {start}"));
                 r.push(d);
@@ -196,7 +260,15 @@ mod tests {
         for ok in ["http", "http-8080", "dns-tcp", "a", "H2C", "0x10"] {
             assert!(is_iana_svc_name(ok), "{ok}");
         }
-        for bad in ["", "80", "-http", "http-", "ht--tp", "http_alt", "averyveryverylongname"] {
+        for bad in [
+            "",
+            "80",
+            "-http",
+            "http-",
+            "ht--tp",
+            "http_alt",
+            "averyveryverylongname",
+        ] {
             assert!(!is_iana_svc_name(bad), "{bad}");
         }
     }

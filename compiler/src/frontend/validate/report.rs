@@ -14,7 +14,11 @@ pub(super) struct Reporter<'a> {
 
 impl<'a> Reporter<'a> {
     pub(super) fn new(obj: &'a LoadedObject, options: &'a LoadOptions) -> Self {
-        Reporter { obj, options, diags: Vec::new() }
+        Reporter {
+            obj,
+            options,
+            diags: Vec::new(),
+        }
     }
 
     pub(super) fn finish(self) -> Vec<Diagnostic> {
@@ -37,17 +41,32 @@ impl<'a> Reporter<'a> {
     }
 
     /// An error at the value of `path`.
-    pub(super) fn error(&self, code: &'static str, path: &FieldPath, message: impl Into<String>) -> Diagnostic {
+    pub(super) fn error(
+        &self,
+        code: &'static str,
+        path: &FieldPath,
+        message: impl Into<String>,
+    ) -> Diagnostic {
         self.at(Severity::Error, code, path, Target::Value, message)
     }
 
     /// An error at the key of `path` (the field should not be there at all).
-    pub(super) fn error_key(&self, code: &'static str, path: &FieldPath, message: impl Into<String>) -> Diagnostic {
+    pub(super) fn error_key(
+        &self,
+        code: &'static str,
+        path: &FieldPath,
+        message: impl Into<String>,
+    ) -> Diagnostic {
         self.at(Severity::Error, code, path, Target::Key, message)
     }
 
     /// A warning at the key of `path`.
-    pub(super) fn warning_key(&self, code: &'static str, path: &FieldPath, message: impl Into<String>) -> Diagnostic {
+    pub(super) fn warning_key(
+        &self,
+        code: &'static str,
+        path: &FieldPath,
+        message: impl Into<String>,
+    ) -> Diagnostic {
         self.at(Severity::Warning, code, path, Target::Key, message)
     }
 
