@@ -77,3 +77,21 @@ pub fn report(result: &LoadResult, format: DiagFormat) {
 fn render(d: &Diagnostic, result: &LoadResult) -> String {
     frontend::render_text(d, result.source(&d.file).unwrap_or(""))
 }
+
+/// sha256 over the normalized inputs: every object as canonical JSON, sorted by kind, namespace
+/// and name, so file order, formatting and comments do not change it.
+pub fn inputs_digest(result: &LoadResult) -> anyhow::Result<String> {
+    use sha2::{Digest, Sha256};
+    let mut docs = Vec::with_capacity(result.objects.len());
+    for o in &result.objects {
+        let key = (o.kind.as_str().to_string(), o.namespace.clone().unwrap_or_default(), o.name.clone());
+        docs.push((key, serde_json::to_string(&o.object)?));
+    }
+    docs.sort();
+    let mut h = Sha256::new();
+    for (_, d) in &docs {
+        h.update(d.as_bytes());
+        h.update(b"\n");
+    }
+    Ok(hex::encode(h.finalize()))
+}

@@ -23,6 +23,8 @@ enum Command {
     Schema(cmd::schema::Args),
     /// List all allowed connections between workloads and external address ranges.
     Connlist(cmd::connlist::Args),
+    /// Compile to manifest.json + one eBPF object per endpoint.
+    Compile(cmd::compile::Args),
     /// Disassemble an eBPF object as llvm-objdump -d does.
     Disasm(cmd::disasm::Args),
 }
@@ -34,6 +36,7 @@ fn main() -> ExitCode {
         Command::Check(a) => cmd::check::run(a),
         Command::Schema(a) => cmd::schema::run(a),
         Command::Connlist(a) => cmd::connlist::run(a),
+        Command::Compile(a) => cmd::compile::run(a),
         Command::Disasm(a) => cmd::disasm::run(a),
     };
     match result {

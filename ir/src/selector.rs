@@ -137,6 +137,23 @@ impl LabelSelector {
         self.requirements.iter().all(|r| r.matches(labels))
     }
 
+    /// The single namespace this selector requires (`io.kubernetes.pod.namespace In [ns]`, source
+    /// `k8s` or `any`), used to index selections by namespace.
+    pub fn required_namespace(&self) -> Option<&str> {
+        self.requirements.iter().find_map(|r| {
+            let source_ok = r.key.source == crate::labels::SOURCE_K8S || r.key.source == SOURCE_ANY;
+            if source_ok
+                && r.key.key == crate::labels::LABEL_POD_NAMESPACE
+                && r.operator == Operator::In
+                && r.values.len() == 1
+            {
+                r.values.iter().next().map(String::as_str)
+            } else {
+                None
+            }
+        })
+    }
+
     /// Whether some requirement looks at this key (any source).
     pub fn mentions_key(&self, key: &str) -> bool {
         self.requirements.iter().any(|r| r.key.key == key)

@@ -122,3 +122,58 @@ fn far_labels_are_range_checked() {
     let p = assemble(&text.replacen("goto far", "gotol far", 1)).unwrap();
     assert_eq!(p[0], Insn::Gotol { imm: 40_000 });
 }
+
+proptest! {
+    /// `Insn`'s Display is the lossless text of that one instruction.
+    #[test]
+    fn display_is_lossless_text(i in isa_common::strategy::insn()) {
+        prop_assert_eq!(assemble(&i.to_string()).map_err(|e| e.to_string()), Ok(vec![i]));
+    }
+}
+
+#[test]
+fn immediate_ranges_follow_operand_width() {
+    use ciliumc_targets::isa::{AluOp, Operand, Size, Width};
+    // 64-bit operations sign-extend imm: 0xffffffff would silently mean -1, so it is refused.
+    for text in [
+        "r1 = 0xffffffff",
+        "r1 += 0x80000000",
+        "if r1 == 0xffffffff goto +0x1",
+        "*(u64 *)(r1 + 0x0) = 0xffffffff",
+        "w1 = 0x100000000",
+    ] {
+        let e = err(text);
+        assert_eq!(e.line, 1, "{text}: {e}");
+        assert!(e.message.contains("32"), "{text}: {e}");
+    }
+    assert_eq!(
+        assemble("w1 = 0xffffffff\n*(u32 *)(r1 + 0x0) = 0xffffffff\nr1 = -0x80000000").unwrap(),
+        vec![
+            Insn::alu32(AluOp::Mov, Reg::R1, Operand::Imm(-1)),
+            Insn::st(Size::W, Reg::R1, 0, -1),
+            Insn::alu64(AluOp::Mov, Reg::R1, Operand::Imm(i32::MIN)),
+        ]
+    );
+    assert_eq!(
+        assemble("if w1 == 0xffffffff goto +0x1").unwrap(),
+        vec![Insn::Jmp {
+            width: Width::Bits32,
+            op: JmpOp::Eq,
+            dst: Reg::R1,
+            src: Operand::Imm(-1),
+            off: 1
+        }]
+    );
+    assert_eq!(
+        assemble("ld_pseudo\tr1, 0x1, 0xfffffffb").unwrap(),
+        vec![Insn::ld_map_fd(Reg::R1, -5)]
+    );
+}
+
+#[test]
+fn pasted_listing_errors_point_into_the_instruction_column() {
+    let e = err("       3:\t15 01 01 00 00 00 00 00\tif r1 == 0x0 goto\n");
+    assert_eq!(e.line, 1);
+    // The instruction text starts after the second tab (column 34).
+    assert!(e.column >= 34, "{e}");
+}

@@ -38,7 +38,7 @@ fn liveness_over_a_diamond() {
     assert_eq!(rpo.len(), 4);
     assert_eq!(rpo[1], e, "the else side follows the branch");
     let live = liveness(&func, &rpo);
-    let set = |b: BlockId| live.live_in[b.0 as usize].iter().collect::<Vec<_>>();
+    let set = |b: BlockId| live.live_in(b).collect::<Vec<_>>();
     assert_eq!(set(t), vec![b.0 as usize]);
     assert_eq!(set(e), Vec::<usize>::new());
     assert_eq!(set(j), vec![x.0 as usize]);

@@ -32,6 +32,7 @@ fn clang_objects_disassemble_like_llvm_objdump() {
     );
     let mut compared = 0;
     let mut failures = String::new();
+    let mut all_text = String::new();
     for src in &sources {
         for cpu in ["v1", "v2", "v3", "v4"] {
             let stem = src.file_stem().unwrap().to_string_lossy();
@@ -71,6 +72,7 @@ fn clang_objects_disassemble_like_llvm_objdump() {
                     "objdump printed almost nothing for {shown}"
                 );
                 compared += 1;
+                all_text.push_str(&theirs);
                 if ours != theirs {
                     failures.push_str(&format!(
                         "{shown} (alu32={alu32}):\n{}",
@@ -82,5 +84,39 @@ fn clang_objects_disassemble_like_llvm_objdump() {
     }
     let _ = std::fs::remove_dir_all(&dir);
     assert!(failures.is_empty(), "{failures}");
+    // The inputs must keep exercising what this test is for.
+    for needle in [
+        "gotol ",
+        "call 0x1",
+        "call -0x1",
+        " ll",
+        "lock *(u64 *)",
+        "lock *(u32 *)",
+        "atomic_fetch_or(",
+        "w8 = atomic_fetch_and((u32 *)",
+        "xchg_64(",
+        "cmpxchg_64(",
+        "s/= ",
+        "s%= ",
+        "= (s8)",
+        "= (s16)",
+        "= (s32)",
+        "*(s8 *)",
+        "*(s16 *)",
+        "= bswap16 ",
+        "= be16 ",
+        "skb[0x",
+        "skb[r",
+        "if w",
+        "s>>=",
+        "<unknown>",
+        "Disassembly of section .text:",
+        "Disassembly of section classifier:",
+    ] {
+        assert!(
+            all_text.contains(needle),
+            "no clang object exercised `{needle}`"
+        );
+    }
     assert_eq!(compared, sources.len() * 8);
 }

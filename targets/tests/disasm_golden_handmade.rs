@@ -306,3 +306,67 @@ fn instruction_text_equals_objdump_third_column() {
         );
     }
 }
+
+#[test]
+fn object_without_code_matches_llvm_objdump() {
+    if require_tool("llvm-objdump-19").is_none() {
+        return;
+    }
+    let empty = [Sec {
+        name: "empty".into(),
+        bytes: vec![],
+        symbols: vec![],
+    }];
+    if let Some(f) = compare("no_code", &empty) {
+        panic!("{f}");
+    }
+}
+
+#[test]
+fn cut_off_and_malformed_ld_imm64_match_llvm_objdump() {
+    if require_tool("llvm-objdump-19").is_none() {
+        return;
+    }
+    let slot = |code: u8, dst: u8, src: u8, off: i16, imm: i32| {
+        RawInsn {
+            code,
+            dst,
+            src,
+            off,
+            imm,
+        }
+        .to_bytes()
+        .to_vec()
+    };
+    let mov = slot(0xb7, 1, 0, 0, 5);
+    let ld = slot(0x18, 1, 0, 0, 5);
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("cut_after_first_slot", [mov.clone(), ld.clone()].concat()),
+        ("cut_inside_second_slot", [ld.clone(), vec![0; 7]].concat()),
+        ("cut_short", [mov.clone(), vec![0x95, 0, 0]].concat()),
+        (
+            "ld_with_off",
+            [slot(0x18, 1, 0, 3, 5), slot(0, 0, 0, 0, 7), mov.clone()].concat(),
+        ),
+        (
+            "ld_bad_dst",
+            [slot(0x18, 12, 0, 0, 5), slot(0, 0, 0, 0, 7)].concat(),
+        ),
+        (
+            "ld_tail_garbage",
+            [ld.clone(), slot(0x95, 3, 4, 5, 6), mov.clone()].concat(),
+        ),
+        ("zeros", [mov.clone(), vec![0; 20], mov.clone()].concat()),
+    ];
+    let sections: Vec<Sec> = cases
+        .into_iter()
+        .map(|(name, bytes)| Sec {
+            name: name.into(),
+            bytes,
+            symbols: vec![(format!("{name}_sym"), 0, SymbolKind::Text)],
+        })
+        .collect();
+    if let Some(f) = compare("cut_off", &sections) {
+        panic!("{f}");
+    }
+}

@@ -21,7 +21,11 @@ proptest! {
     fn raw_bytes_round_trip(p in isa_common::strategy::program()) {
         let raw = encode(&p);
         let back: Vec<RawInsn> = raw.iter().map(|r| RawInsn::from_bytes(r.to_bytes())).collect();
-        prop_assert_eq!(back, raw);
+        prop_assert_eq!(&back, &raw);
+        let bytes = RawInsn::bytes_of(&raw);
+        prop_assert_eq!(bytes.len(), 8 * raw.len());
+        prop_assert_eq!(RawInsn::slots_from_bytes(&bytes), Some(raw));
+        prop_assert_eq!(RawInsn::slots_from_bytes(&bytes[1..]), None);
     }
 
     /// Any slot sequence either decodes to something that re-encodes to the same slots, or fails

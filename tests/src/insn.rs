@@ -127,6 +127,12 @@ impl Asm {
         self.push(jmp_reg(op, dst, src, 0))
     }
 
+    /// `gotol label` (cpu v4 `JMP32|JA`, 32-bit offset in imm), for targets beyond ±32767.
+    pub fn gotol_to(&mut self, label: &str) -> &mut Self {
+        self.fixups.push((self.insns.len(), label.to_owned()));
+        self.push(insn(BPF_JMP32 | BPF_JA, 0, 0, 0, 0))
+    }
+
     pub fn ja_to(&mut self, label: &str) -> &mut Self {
         self.fixups.push((self.insns.len(), label.to_owned()));
         self.push(ja(0))
@@ -148,7 +154,7 @@ impl Asm {
         self.push(call_local())
     }
 
-    /// The finished function. Panics on an unknown label (test code).
+    /// The finished function. Panics on an unknown label or a jump out of range (test code).
     pub fn finish(&mut self, name: &str, section: &str) -> FunctionCode {
         let mut insns = self.insns.clone();
         for (at, label) in &self.fixups {
@@ -156,7 +162,14 @@ impl Asm {
                 .labels
                 .get(label)
                 .unwrap_or_else(|| panic!("unknown label {label}"));
-            insns[*at].off = (*target as i64 - *at as i64 - 1) as i16;
+            let delta = *target as i64 - *at as i64 - 1;
+            if insns[*at].code == BPF_JMP32 | BPF_JA {
+                insns[*at].imm = i32::try_from(delta)
+                    .unwrap_or_else(|_| panic!("gotol to {label} out of range"));
+            } else {
+                insns[*at].off = i16::try_from(delta)
+                    .unwrap_or_else(|_| panic!("jump to {label} out of range: use gotol_to"));
+            }
         }
         FunctionCode {
             name: name.to_owned(),

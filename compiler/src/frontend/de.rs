@@ -79,21 +79,23 @@ impl de::Error for DeError {
     }
 
     fn invalid_type(unexp: Unexpected<'_>, exp: &dyn de::Expected) -> Self {
+        let exp = friendly_expected(exp);
         let mut e = DeError::new(
             DeErrorKind::BadValue,
             format!("invalid type: found {unexp}, expected {exp}"),
         );
-        e.expected = Some(exp.to_string());
+        e.expected = Some(exp.clone());
         e.found = Some(unexp.to_string());
         e
     }
 
     fn invalid_value(unexp: Unexpected<'_>, exp: &dyn de::Expected) -> Self {
+        let exp = friendly_expected(exp);
         let mut e = DeError::new(
             DeErrorKind::BadValue,
             format!("invalid value: found {unexp}, expected {exp}"),
         );
-        e.expected = Some(exp.to_string());
+        e.expected = Some(exp.clone());
         e.found = Some(unexp.to_string());
         e
     }
@@ -120,6 +122,18 @@ impl de::Error for DeError {
         );
         e.expected = Some(format!("field `{field}`"));
         e
+    }
+}
+
+/// serde names Rust types (`i64`); users know YAML types.
+fn friendly_expected(exp: &dyn de::Expected) -> String {
+    let text = exp.to_string();
+    match text.as_str() {
+        "i8" | "i16" | "i32" | "i64" | "i128" | "u8" | "u16" | "u32" | "u64" | "u128" => {
+            "an integer".to_string()
+        }
+        "f32" | "f64" => "a number".to_string(),
+        _ => text,
     }
 }
 
@@ -316,6 +330,8 @@ impl<'a> Deserializer<'a> for NodeDe<'a> {
                     (_, Ok(i)) => visitor.visit_i64(i),
                     _ => visitor.visit_str(&s.text),
                 },
+                // JSON has no NaN/infinity: keep those as text so values survive a JSON round trip.
+                Typed::Float(f) if !f.is_finite() => visitor.visit_str(&s.text),
                 Typed::Float(f) => visitor.visit_f64(f),
                 Typed::Str(_) => visitor.visit_borrowed_str(&s.text),
             },

@@ -33,14 +33,22 @@ pub fn find(text: &str) -> Vec<Range<usize>> {
 }
 
 /// The error for the placeholders that are not inside a block scalar; `None` when all are.
-pub fn diagnose(file: &str, text: &str, placeholders: &[Range<usize>], blocks: &[Range<usize>]) -> Option<Diagnostic> {
+pub fn diagnose(
+    file: &str,
+    text: &str,
+    placeholders: &[Range<usize>],
+    blocks: &[Range<usize>],
+) -> Option<Diagnostic> {
     let outside: Vec<&Range<usize>> = placeholders
         .iter()
         .filter(|p| !blocks.iter().any(|b| b.start <= p.start && p.end <= b.end))
         .collect();
     let first = outside.first()?;
     let placeholder = &text[first.start..first.end];
-    let span = Span { start: pos_at(text, first.start), end: pos_at(text, first.end) };
+    let span = Span {
+        start: pos_at(text, first.start),
+        end: pos_at(text, first.end),
+    };
     let mut d = Diagnostic::error(
         codes::GO_TEMPLATE,
         format!("Go-template placeholder `{placeholder}`: this file is a template, not a manifest"),
@@ -51,7 +59,10 @@ pub fn diagnose(file: &str, text: &str, placeholders: &[Range<usize>], blocks: &
     .with_expected("a plain YAML/JSON manifest")
     .with_note("render the template first (e.g. `helm template` or the tool that owns it); the file was skipped");
     if outside.len() > 1 {
-        d = d.with_note(format!("{} more placeholder(s) in this file", outside.len() - 1));
+        d = d.with_note(format!(
+            "{} more placeholder(s) in this file",
+            outside.len() - 1
+        ));
     }
     Some(d)
 }
@@ -64,7 +75,9 @@ fn strip_comment(line: &str) -> &str {
         match b {
             b'\'' if !double => single = !single,
             b'"' if !single => double = !double,
-            b'#' if !single && !double && (i == 0 || bytes[i - 1].is_ascii_whitespace()) => return &line[..i],
+            b'#' if !single && !double && (i == 0 || bytes[i - 1].is_ascii_whitespace()) => {
+                return &line[..i];
+            }
             _ => {}
         }
     }
@@ -77,7 +90,8 @@ mod tests {
 
     #[test]
     fn finds_placeholders_outside_comments_and_blocks() {
-        let text = "# {{ not this }}\nmetadata:\n  name: {{.TestNamespace}}\n  x: \"{{ .Other }}\"\n";
+        let text =
+            "# {{ not this }}\nmetadata:\n  name: {{.TestNamespace}}\n  x: \"{{ .Other }}\"\n";
         let found = find(text);
         assert_eq!(found.len(), 2);
         let d = diagnose("t.yaml", text, &found, &[]).unwrap();

@@ -652,7 +652,7 @@ mod tests {
             .root
             .unwrap();
         let a = quoted.get("a").unwrap().value.span;
-        assert_eq!((a.start.offset, a.end.offset), (3, 10));
+        assert_eq!((a.start.offset, a.end.offset), (3, 9));
         let b = quoted.get("b").unwrap().value.span;
         assert_eq!((b.start.column, b.end.column), (4, 11));
         assert_eq!(
@@ -741,8 +741,16 @@ mod tests {
     fn syntax_errors_have_positions() {
         let file = parse("a: 1\nb: [1, 2\n\n");
         let err = file.syntax_error.unwrap();
-        assert_eq!((err.span.start.line, err.span.start.column), (2, 10), "{err:?}");
+        assert_eq!(
+            (err.span.start.line, err.span.start.column),
+            (2, 9),
+            "{err:?}"
+        );
         let err = parse("a: 1\nb: c: d\n").syntax_error.unwrap();
-        assert_eq!((err.span.start.line, err.span.start.column), (2, 5), "{err:?}");
+        assert_eq!(
+            (err.span.start.line, err.span.start.column),
+            (2, 5),
+            "{err:?}"
+        );
     }
 }

@@ -12,7 +12,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use ciliumc_ir::identity::{RESERVED_IDENTITIES, reserved_labels};
-use ciliumc_ir::labels::{LABEL_CLUSTER, SOURCE_CIDR, SOURCE_K8S};
+use ciliumc_ir::labels::{LABEL_CLUSTER, LABEL_POD_NAMESPACE, SOURCE_CIDR, SOURCE_K8S};
 use ciliumc_ir::stable_id::allocate_stable_ids;
 use ciliumc_ir::{
     Cidr, Direction, DirectionPolicy, Endpoint, EndpointKind, EndpointPolicy, IdentityInfo,
@@ -125,6 +125,8 @@ pub fn allocate_identities(
 pub struct PolicyBuilder<'a> {
     /// Identities a selector may match: reserved and cluster (CIDR identities are matched by address).
     selectable: Vec<&'a IdentityInfo>,
+    /// The same, by `k8s:io.kubernetes.pod.namespace` (most selectors name one namespace).
+    selectable_by_ns: HashMap<String, Vec<&'a IdentityInfo>>,
     cluster_name: String,
     cache: HashMap<LabelSelector, BTreeSet<NumericIdentity>>,
     /// Named ports per identity: the union over that identity's endpoints.
@@ -138,6 +140,12 @@ impl<'a> PolicyBuilder<'a> {
             .iter()
             .filter(|i| !matches!(i.kind, IdentityKind::Cidr { .. }))
             .collect();
+        let mut selectable_by_ns: HashMap<String, Vec<&IdentityInfo>> = HashMap::new();
+        for i in &selectable {
+            if let Some(ns) = i.labels.get(SOURCE_K8S, LABEL_POD_NAMESPACE) {
+                selectable_by_ns.entry(ns.to_string()).or_default().push(i);
+            }
+        }
         let mut named_ports: BTreeMap<NumericIdentity, BTreeSet<(String, Protocol, u16)>> =
             BTreeMap::new();
         for ep in endpoints
@@ -161,6 +169,7 @@ impl<'a> PolicyBuilder<'a> {
             .collect();
         PolicyBuilder {
             selectable,
+            selectable_by_ns,
             cluster_name: cluster_name.to_string(),
             cache: HashMap::new(),
             named_ports,

@@ -17,7 +17,7 @@ pub mod inventory;
 pub mod policies;
 pub mod selectors;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use ciliumc_ir::stable_id::{StableIdError, allocate_stable_ids};
 use ciliumc_ir::{
@@ -192,16 +192,20 @@ pub fn resolve<O: SourceObject>(
     objects: &[O],
     opts: &ResolveOptions,
 ) -> Result<ResolvedCluster, ResolveError> {
+    let t0 = std::time::Instant::now();
     let mut warnings = Vec::new();
     let inv = inventory::build_inventory(objects, opts, &mut warnings)?;
+    eprintln!("inventory {:?}", t0.elapsed());
     let services = policies::collect_services(objects);
     let translated = policies::translate_policies(objects, &services, &mut warnings);
+    eprintln!("translate {:?}", t0.elapsed());
     let mut endpoints = inv.endpoints;
     let cidrs = collect_cidrs(&translated.subjects, None);
     let ingress_cidrs = collect_cidrs(&translated.subjects, Some(ciliumc_ir::Direction::Ingress));
     let egress_cidrs = collect_cidrs(&translated.subjects, Some(ciliumc_ir::Direction::Egress));
     let (identities, cidr_identities) = build::allocate_identities(&mut endpoints, &cidrs, opts)?;
 
+    eprintln!("identities {:?}", t0.elapsed());
     let keys: BTreeSet<String> = translated.origins.iter().map(|(k, _)| k.clone()).collect();
     let ids = allocate_stable_ids(&keys, 1, u32::MAX - 1, &BTreeMap::new())?;
     let rule_ids: Vec<RuleId> = translated
@@ -217,28 +221,55 @@ pub fn resolve<O: SourceObject>(
         .collect();
 
     let mut builder = build::PolicyBuilder::new(&identities, &endpoints, &opts.cluster_name);
-    // Selection depends only on labels: compute it once per label set.
-    let mut selecting_by_labels: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    // Selection depends only on labels: index subjects by the namespace they require, and compute
+    // the selecting subjects once per label set.
+    let mut subjects_by_ns: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    let mut subjects_any_ns: Vec<usize> = Vec::new();
+    for (i, s) in translated.subjects.iter().enumerate() {
+        match s.subject.required_namespace() {
+            Some(ns) => subjects_by_ns.entry(ns).or_default().push(i),
+            None => subjects_any_ns.push(i),
+        }
+    }
+    let mut selecting_by_labels: HashMap<&ciliumc_ir::LabelSet, Vec<usize>> = HashMap::new();
+    // Endpoints with the same labels and named ports get the same policy: compute it once.
+    let mut policy_cache: HashMap<
+        (&ciliumc_ir::LabelSet, &[ciliumc_ir::NamedPort]),
+        EndpointPolicy,
+    > = HashMap::new();
     let mut policies_out = Vec::with_capacity(endpoints.len());
     for ep in &endpoints {
         if ep.kind == EndpointKind::HostNetwork {
             policies_out.push(EndpointPolicy::unenforced());
             continue;
         }
-        let key = ep.labels.to_string();
-        let selecting = selecting_by_labels.entry(key).or_insert_with(|| {
-            translated
-                .subjects
-                .iter()
-                .enumerate()
-                .filter(|(_, s)| s.subject.matches(&ep.labels))
-                .map(|(i, _)| i)
-                .collect()
+        if let Some(p) = policy_cache.get(&(&ep.labels, ep.named_ports.as_slice())) {
+            policies_out.push(p.clone());
+            continue;
+        }
+        let selecting = selecting_by_labels.entry(&ep.labels).or_insert_with(|| {
+            let ns = ep.labels.get(
+                ciliumc_ir::labels::SOURCE_K8S,
+                ciliumc_ir::labels::LABEL_POD_NAMESPACE,
+            );
+            let mut v: Vec<usize> = ns
+                .and_then(|ns| subjects_by_ns.get(ns))
+                .into_iter()
+                .flatten()
+                .chain(subjects_any_ns.iter())
+                .copied()
+                .filter(|i| translated.subjects[*i].subject.matches(&ep.labels))
+                .collect();
+            v.sort_unstable();
+            v
         });
         let refs: Vec<&policies::SubjectRule> =
             selecting.iter().map(|i| &translated.subjects[*i]).collect();
-        policies_out.push(builder.endpoint_policy(ep, &refs, &rule_ids));
+        let policy = builder.endpoint_policy(ep, &refs, &rule_ids);
+        policy_cache.insert((&ep.labels, ep.named_ports.as_slice()), policy.clone());
+        policies_out.push(policy);
     }
+    eprintln!("policies {:?}", t0.elapsed());
     Ok(ResolvedCluster {
         identities,
         endpoints,

@@ -12,13 +12,11 @@ use nom::{IResult, Parser};
 mod mem;
 
 use crate::isa::{
-    AluOp, AtomicOp, AtomicSize, ByteOrder, ExtFrom, Insn, JmpOp, Operand, PktSize, PseudoKind,
-    Reg, Size, SwapBits, SxSize, Width,
+    AluOp, ByteOrder, ExtFrom, Insn, JmpOp, Operand, PseudoKind, Reg, SwapBits, Width,
 };
+use mem::{fetch_atomic, load, lock, store};
 
 type Res<'a, T> = IResult<&'a str, T>;
-
-use mem::{fetch_atomic, load, lock, store};
 
 /// A jump or call target: a number as printed, or a label to resolve.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -83,12 +81,29 @@ fn number(i: &str) -> Res<'_, i128> {
     Ok((i, if sign == Some('-') { -v } else { v }))
 }
 
+/// A signed 32-bit immediate (what llvm prints). 64-bit operations sign-extend it, so
+/// `r1 = 0xffffffff` would silently mean -1: only the signed range is accepted there.
 fn to_i32(v: i128) -> Result<i32, &'static str> {
+    i32::try_from(v).map_err(|_| "immediate does not fit in a signed 32-bit field")
+}
+
+/// A 32-bit pattern, signed or unsigned (`0xffffffff` = -1), for 32-bit operations and fields
+/// llvm prints unsigned.
+fn to_bits32(v: i128) -> Result<i32, &'static str> {
     if (i128::from(i32::MIN)..=i128::from(u32::MAX)).contains(&v) {
         Ok(v as i64 as i32)
     } else {
         Err("immediate does not fit in 32 bits")
     }
+}
+
+/// The immediate of an operation of `width`: 32-bit forms take any 32-bit pattern.
+fn imm_for(width: Width, v: i128) -> Result<i32, SemErr> {
+    match width {
+        Width::Bits32 => to_bits32(v),
+        Width::Bits64 => to_i32(v),
+    }
+    .map_err(|e| (0, e.to_string()))
 }
 
 fn to_i16(v: i128) -> Result<i16, &'static str> {
@@ -101,6 +116,10 @@ fn to_i16(v: i128) -> Result<i16, &'static str> {
 
 fn imm32(i: &str) -> Res<'_, i32> {
     map_res(number, to_i32).parse(i)
+}
+
+fn bits32(i: &str) -> Res<'_, i32> {
+    map_res(number, to_bits32).parse(i)
 }
 
 fn label_name(i: &str) -> Res<'_, &str> {
@@ -231,8 +250,9 @@ fn jmp_op(i: &str) -> Res<'_, JmpOp> {
     .parse(i)
 }
 
-fn operand(i: &str) -> Res<'_, Result<(Width, Reg), i32>> {
-    alt((map(reg, Ok), map(imm32, Err))).parse(i)
+/// A register or an immediate (range-checked by the caller, which knows the width).
+fn operand(i: &str) -> Res<'_, Result<(Width, Reg), i128>> {
+    alt((map(reg, Ok), map(number, Err))).parse(i)
 }
 
 fn cond(text: &str) -> PResult<'_> {
@@ -253,7 +273,10 @@ fn cond(text: &str) -> PResult<'_> {
                 "both registers of a compare must be r or both w".into(),
             )));
         }
-        Err(imm) => Operand::Imm(imm),
+        Err(n) => match imm_for(w, n) {
+            Ok(imm) => Operand::Imm(imm),
+            Err(e) => return Ok(Err(e)),
+        },
     };
     let insn = Insn::Jmp {
         width: w,
@@ -284,8 +307,8 @@ fn ld_pseudo(text: &str) -> PResult<'_> {
         ws(char(',')),
         number,
         ws(char(',')),
-        imm32,
-        opt(preceded(ws(char(',')), imm32)),
+        bits32,
+        opt(preceded(ws(char(',')), bits32)),
     ))
     .parse(text)?;
     if w != Width::Bits64 {
@@ -336,7 +359,7 @@ fn alu(
     width: Width,
     op: AluOp,
     dst: Reg,
-    rhs: Result<(Width, Reg), i32>,
+    rhs: Result<(Width, Reg), i128>,
 ) -> Result<Parsed, SemErr> {
     let src = match rhs {
         Ok((w2, s)) if w2 == width => Operand::Reg(s),
@@ -346,7 +369,7 @@ fn alu(
                 "both registers must be r (64-bit) or both w (32-bit)".into(),
             ));
         }
-        Err(imm) => Operand::Imm(imm),
+        Err(n) => Operand::Imm(imm_for(width, n)?),
     };
     Ok(Parsed::Done(Insn::Alu {
         width,
@@ -451,4 +474,3 @@ fn rhs(i: &str, w: Width, dst: Reg) -> PResult<'_> {
     let (_, rhs) = all_consuming(operand).parse(i)?;
     Ok(alu(w, AluOp::Mov, dst, rhs))
 }
-

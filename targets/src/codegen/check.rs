@@ -114,20 +114,46 @@ struct State {
     touched: Vec<u32>,
     /// Unreleased ring-buffer records (id, holder).
     refs: Vec<(u32, VReg)>,
-    /// Initialized bytes per stack slot.
-    stack: Vec<Vec<bool>>,
+    /// Initialized bytes of the user stack area (slot `i` starts at `slot_base[i]`).
+    stack: StackInit,
 }
 
 #[derive(Clone, PartialEq)]
 struct EntryState {
     vals: Vec<(VReg, Ty)>,
     refs: Vec<(u32, VReg)>,
-    stack: Vec<Vec<bool>>,
+    stack: StackInit,
+}
+
+/// One bit per byte of the 512-byte frame.
+#[derive(Clone, Copy, PartialEq, Eq, Default)]
+struct StackInit([u64; 8]);
+
+impl StackInit {
+    fn write(&mut self, from: u32, len: u32) {
+        for b in from..from + len {
+            self.0[(b / 64) as usize] |= 1 << (b % 64);
+        }
+    }
+
+    fn all_written(&self, from: u32, len: u32) -> bool {
+        (from..from + len).all(|b| self.0[(b / 64) as usize] & (1 << (b % 64)) != 0)
+    }
+
+    fn meet(&self, o: &StackInit) -> StackInit {
+        let mut r = *self;
+        for (a, b) in r.0.iter_mut().zip(&o.0) {
+            *a &= b;
+        }
+        r
+    }
 }
 
 struct Checker<'a> {
     func: &'a Function,
     callees: &'a HashMap<String, CalleeSig>,
+    /// Byte position of each user stack slot in [`StackInit`].
+    slot_base: Vec<u32>,
     block: BlockId,
     /// Global index of the instruction being checked; ids derived from it stay the same when a
     /// loop makes the checker visit a block again.
@@ -209,10 +235,10 @@ impl Checker<'_> {
                 let limit = self.func.slots[slot.0 as usize].size;
                 let start = i64::from(soff) + off;
                 bounds(value, access, start, size, limit, "stack slot")?;
-                let bytes = &mut self.st.stack[slot.0 as usize][start as usize..(start as usize + size as usize)];
+                let at = self.slot_base[slot.0 as usize] + start as u32;
                 if write {
-                    bytes.iter_mut().for_each(|b| *b = true);
-                } else if init && !bytes.iter().all(|&b| b) {
+                    self.st.stack.write(at, size);
+                } else if init && !self.st.stack.all_written(at, size) {
                     return Err(CheckError::StackUninit { slot, off: start as u32, size });
                 }
                 Ok(())
@@ -358,10 +384,10 @@ impl Checker<'_> {
     fn stack_access(&mut self, slot: SlotId, value: VReg, off: u32, size: u32, write: bool) -> R<()> {
         let limit = self.func.slots[slot.0 as usize].size;
         bounds(value, if write { "store" } else { "load" }, i64::from(off), size, limit, "stack slot")?;
-        let bytes = &mut self.st.stack[slot.0 as usize][off as usize..(off + size) as usize];
+        let at = self.slot_base[slot.0 as usize] + off;
         if write {
-            bytes.iter_mut().for_each(|b| *b = true);
-        } else if !bytes.iter().all(|&b| b) {
+            self.st.stack.write(at, size);
+        } else if !self.st.stack.all_written(at, size) {
             return Err(CheckError::StackUninit { slot, off, size });
         }
         Ok(())
@@ -684,9 +710,9 @@ pub fn check_function(
     let mut entry0 = EntryState {
         vals: Vec::new(),
         refs: Vec::new(),
-        stack: func.slots.iter().map(|s| vec![false; s.size as usize]).collect(),
+        stack: StackInit::default(),
     };
-    for v in live.live_in[0].iter() {
+    for v in live.live_in(BlockId(0)) {
         let ty = match func.params.iter().find(|(p, _)| p.0 as usize == v) {
             Some((_, ParamKind::Ctx)) => Ty::Ctx,
             Some((_, ParamKind::Scalar)) => Ty::Scalar { bits: 64 },
@@ -695,12 +721,22 @@ pub fn check_function(
         entry0.vals.push((VReg(v as u32), ty));
     }
     entries[0] = Some(entry0);
+    let mut slot_base = Vec::with_capacity(func.slots.len());
+    let mut total = 0u32;
+    for s in &func.slots {
+        slot_base.push(total);
+        total = total.saturating_add(s.size.div_ceil(8) * 8);
+    }
+    if total > 512 {
+        return Err(CodegenError::StackOverflow { func: func.name.clone(), needed: total, limit: 512 });
+    }
     let mut ck = Checker {
         func,
         callees,
+        slot_base,
         block: BlockId(0),
         inst_id: 0,
-        st: State { tys: vec![Ty::Undef; func.num_vregs as usize], touched: Vec::new(), refs: Vec::new(), stack: Vec::new() },
+        st: State { tys: vec![Ty::Undef; func.num_vregs as usize], touched: Vec::new(), refs: Vec::new(), stack: StackInit::default() },
     };
     let fail = |b: BlockId, error| CodegenError::Check { func: func.name.clone(), block: b, error };
     let mut dirty = vec![false; nb];
@@ -736,14 +772,14 @@ pub fn check_function(
             }
             for s in block.term.successors() {
                 let si = s.0 as usize;
-                let vals: Vec<(VReg, Ty)> = live.live_in[si]
-                    .iter()
+                let vals: Vec<(VReg, Ty)> = live
+                    .live_in(s)
                     .map(|v| {
                         let v = VReg(v as u32);
                         (v, ck.refine(&block.term, s, ck.get(v)))
                     })
                     .collect();
-                let new = EntryState { vals, refs: ck.edge_refs(&block.term, s), stack: ck.st.stack.clone() };
+                let new = EntryState { vals, refs: ck.edge_refs(&block.term, s), stack: ck.st.stack };
                 let merged = match &entries[si] {
                     None => new,
                     Some(old) => merge(old, &new),
@@ -769,11 +805,5 @@ fn merge(a: &EntryState, b: &EntryState) -> EntryState {
             refs.push(*r);
         }
     }
-    let stack = a
-        .stack
-        .iter()
-        .zip(&b.stack)
-        .map(|(x, y)| x.iter().zip(y).map(|(p, q)| *p && *q).collect())
-        .collect();
-    EntryState { vals, refs, stack }
+    EntryState { vals, refs, stack: a.stack.meet(&b.stack) }
 }

@@ -103,36 +103,86 @@ pub fn reverse_postorder(func: &Function) -> Result<Vec<BlockId>, BlockId> {
 }
 
 /// Live-in and live-out sets per block (indexed by block id; unreachable blocks stay empty).
+///
+/// Only "global" registers — those read in some block before (or without) being written there —
+/// can be live at a block boundary, so the sets range over those alone: policy programs have
+/// thousands of block-local temporaries and a handful of values that cross blocks.
 pub struct Liveness {
-    pub live_in: Vec<BitSet>,
-    pub live_out: Vec<BitSet>,
+    /// Global index → virtual register number.
+    pub globals: Vec<u32>,
+    /// Virtual register number → global index (`u32::MAX`: block-local).
+    global_index: Vec<u32>,
+    live_in: Vec<BitSet>,
+    live_out: Vec<BitSet>,
+}
+
+impl Liveness {
+    /// Virtual register numbers live into block `b`, in increasing global order.
+    pub fn live_in(&self, b: BlockId) -> impl Iterator<Item = usize> + '_ {
+        self.live_in[b.0 as usize].iter().map(|g| self.globals[g] as usize)
+    }
+
+    /// Virtual register numbers live out of block `b`.
+    pub fn live_out(&self, b: BlockId) -> impl Iterator<Item = usize> + '_ {
+        self.live_out[b.0 as usize].iter().map(|g| self.globals[g] as usize)
+    }
+
+    pub fn is_live_in(&self, b: BlockId, v: usize) -> bool {
+        match self.global_index.get(v) {
+            Some(&g) if g != u32::MAX => self.live_in[b.0 as usize].contains(g as usize),
+            _ => false,
+        }
+    }
 }
 
 /// Backward dataflow over the reachable blocks.
 pub fn liveness(func: &Function, rpo: &[BlockId]) -> Liveness {
     let nv = func.num_vregs as usize;
     let nb = func.blocks.len();
+    // Pass 1: which registers are read before being written in some block.
+    let mut def_stamp = vec![u32::MAX; nv];
+    let mut global_index = vec![u32::MAX; nv];
+    let mut globals = Vec::new();
+    for &b in rpo {
+        let block = func.block(b);
+        let mut see_use = |v: super::ir::VReg, stamp: &Vec<u32>| {
+            let v = v.0 as usize;
+            if stamp[v] != b.0 && global_index[v] == u32::MAX {
+                global_index[v] = globals.len() as u32;
+                globals.push(v as u32);
+            }
+        };
+        for inst in &block.insts {
+            inst.for_each_use(|v| see_use(v, &def_stamp));
+            if let Some(d) = inst.def() {
+                def_stamp[d.0 as usize] = b.0;
+            }
+        }
+        block.term.for_each_use(|v| see_use(v, &def_stamp));
+    }
+    let ng = globals.len();
+    // Pass 2: per-block upward-exposed uses and definitions of globals.
     let mut uses = vec![BitSet::default(); nb];
     let mut defs = vec![BitSet::default(); nb];
     for &b in rpo {
-        let mut u = BitSet::new(nv);
-        let mut d = BitSet::new(nv);
+        let (mut u, mut d) = (BitSet::new(ng), BitSet::new(ng));
         let block = func.block(b);
+        let see_use = |v: super::ir::VReg, d: &BitSet, u: &mut BitSet| {
+            let g = global_index[v.0 as usize];
+            if g != u32::MAX && !d.contains(g as usize) {
+                u.insert(g as usize);
+            }
+        };
         for inst in &block.insts {
-            inst.for_each_use(|v| {
-                if !d.contains(v.0 as usize) {
-                    u.insert(v.0 as usize);
-                }
-            });
+            inst.for_each_use(|v| see_use(v, &d, &mut u));
             if let Some(v) = inst.def() {
-                d.insert(v.0 as usize);
+                let g = global_index[v.0 as usize];
+                if g != u32::MAX {
+                    d.insert(g as usize);
+                }
             }
         }
-        block.term.for_each_use(|v| {
-            if !d.contains(v.0 as usize) {
-                u.insert(v.0 as usize);
-            }
-        });
+        block.term.for_each_use(|v| see_use(v, &d, &mut u));
         uses[b.0 as usize] = u;
         defs[b.0 as usize] = d;
     }
@@ -140,25 +190,29 @@ pub fn liveness(func: &Function, rpo: &[BlockId]) -> Liveness {
     let mut live_out: Vec<BitSet> = vec![BitSet::default(); nb];
     for &b in rpo {
         live_in[b.0 as usize] = uses[b.0 as usize].clone();
-        live_out[b.0 as usize] = BitSet::new(nv);
+        live_out[b.0 as usize] = BitSet::new(ng);
     }
+    let mut scratch = BitSet::new(ng);
     let mut changed = true;
     while changed {
         changed = false;
         for &b in rpo.iter().rev() {
             let bi = b.0 as usize;
-            let mut out = std::mem::take(&mut live_out[bi]);
             for s in func.block(b).term.successors() {
-                out.union_with(&live_in[s.0 as usize]);
+                let (out, inn) = if s.0 as usize == bi {
+                    scratch.words.copy_from_slice(&live_in[bi].words);
+                    (&mut live_out[bi], &scratch)
+                } else {
+                    (&mut live_out[bi], &live_in[s.0 as usize])
+                };
+                out.union_with(inn);
             }
-            // live_in = uses ∪ (out − defs); only grows, so union the difference in.
-            let mut add = out.clone();
-            for (a, d) in add.words.iter_mut().zip(&defs[bi].words) {
-                *a &= !d;
+            // live_in = uses ∪ (out − defs); it only grows, so union the difference in.
+            for ((w, o), d) in scratch.words.iter_mut().zip(&live_out[bi].words).zip(&defs[bi].words) {
+                *w = o & !d;
             }
-            changed |= live_in[bi].union_with(&add);
-            live_out[bi] = out;
+            changed |= live_in[bi].union_with(&scratch);
         }
     }
-    Liveness { live_in, live_out }
+    Liveness { globals, global_index, live_in, live_out }
 }

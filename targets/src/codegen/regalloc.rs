@@ -17,7 +17,7 @@
 //! Intervals are conservative (first to last position, holes ignored); a value's register is thus
 //! never reused while it may still be read on any path.
 
-use super::ir::VReg;
+use super::ir::{BlockId, VReg};
 use super::isel::{MArg, MFunction, MInst};
 use super::liveness::Liveness;
 
@@ -64,7 +64,7 @@ fn intervals(m: &MFunction, live: &Liveness, params: &[VReg]) -> Intervals {
     };
     // Position 0: parameters arrive.
     for p in params {
-        if live.live_in[0].contains(p.0 as usize) {
+        if live.is_live_in(BlockId(0), p.0 as usize) {
             touch(&mut iv, p.0 as usize, 0);
         }
     }
@@ -73,7 +73,7 @@ fn intervals(m: &MFunction, live: &Liveness, params: &[VReg]) -> Intervals {
         let Some(block) = &m.blocks[b.0 as usize] else { continue };
         let first = pos;
         let last = pos + block.insts.len() as u32;
-        for v in live.live_in[b.0 as usize].iter() {
+        for v in live.live_in(b) {
             touch(&mut iv, v, first);
         }
         for inst in &block.insts {
@@ -94,7 +94,7 @@ fn intervals(m: &MFunction, live: &Liveness, params: &[VReg]) -> Intervals {
             pos += 1;
         }
         block.term.for_each_use(|v| touch(&mut iv, v.0 as usize, last));
-        for v in live.live_out[b.0 as usize].iter() {
+        for v in live.live_out(b) {
             touch(&mut iv, v, last);
         }
         pos = last + 1;

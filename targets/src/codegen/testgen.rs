@@ -32,6 +32,9 @@ impl Default for GenConfig {
     }
 }
 
+/// How far back in the value pool operands are picked.
+const REACH: usize = 40;
+
 /// Packet bytes a generated program reads when `packet` is set.
 pub const PACKET_MIN: u32 = 40;
 
@@ -111,9 +114,11 @@ impl Gen<'_> {
     }
 
     fn value(&mut self) -> VReg {
-        // Favor recent values, but reach back so old ones stay live.
+        // Favor recent values, but reach back so older ones stay live (within a window, so that
+        // long programs keep a bounded number of values live and fit the 512-byte frame).
         let n = self.pool.len();
-        if self.rng.below(3) == 0 { self.pool[self.rng.below(n)] } else { self.pool[n - 1 - self.rng.below(n.min(6))] }
+        let reach = if self.rng.below(3) == 0 { n.min(REACH) } else { n.min(6) };
+        self.pool[n - 1 - self.rng.below(reach)]
     }
 
     fn alu(&mut self, dst: Option<VReg>) -> VReg {

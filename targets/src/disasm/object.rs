@@ -66,15 +66,10 @@ fn render(
 ) -> Result<String, DisasmError> {
     let sections = code_sections(bytes)?;
     let mut out = String::new();
-    let _ = write!(out, "\n{path}:\tfile format elf64-bpf\n\n");
+    let _ = writeln!(out, "\n{path}:\tfile format elf64-bpf");
     for section in &sections {
-        let _ = writeln!(out, "Disassembly of section {}:", section.name);
+        let _ = writeln!(out, "\nDisassembly of section {}:", section.name);
         render_section(&mut out, section, opts, annot);
-        out.push('\n');
-    }
-    // llvm-objdump separates sections with one blank line and ends without one.
-    if !sections.is_empty() {
-        out.pop();
     }
     Ok(out)
 }

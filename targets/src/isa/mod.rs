@@ -51,6 +51,25 @@ impl RawInsn {
         b
     }
 
+    /// Slots of a little-endian byte stream (an ELF program section); `None` unless the length
+    /// is a multiple of 8.
+    pub fn slots_from_bytes(bytes: &[u8]) -> Option<Vec<RawInsn>> {
+        if !bytes.len().is_multiple_of(8) {
+            return None;
+        }
+        Some(
+            bytes
+                .chunks_exact(8)
+                .map(|c| RawInsn::from_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
+                .collect(),
+        )
+    }
+
+    /// The little-endian byte stream of `slots`.
+    pub fn bytes_of(slots: &[RawInsn]) -> Vec<u8> {
+        slots.iter().flat_map(|s| s.to_bytes()).collect()
+    }
+
     pub fn from_bytes(b: [u8; 8]) -> Self {
         RawInsn {
             code: b[0],

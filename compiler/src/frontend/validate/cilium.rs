@@ -197,7 +197,7 @@ fn check_rule(r: &mut Reporter<'_>, path: &FieldPath, rule: &Rule) {
     match (&rule.endpoint_selector, &rule.node_selector) {
         (None, None) => {
             let d = r
-                .error(
+                .error_key(
                     codes::SUBJECT_SELECTOR,
                     path,
                     "rule has no `endpointSelector` or `nodeSelector`",

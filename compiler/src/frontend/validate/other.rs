@@ -229,7 +229,13 @@ fn check_pod_spec(r: &mut Reporter<'_>, path: &FieldPath, spec: &PodSpec) {
                 let pp = path.key(field).index(i).key("ports").index(j);
                 if port.container_port == 0 {
                     let d = r
-                        .at(Severity::Warning, codes::INCOMPLETE_ENTRY, &pp, Target::Value, "container port has no `containerPort`; entry ignored")
+                        .at(
+                            Severity::Warning,
+                            codes::INCOMPLETE_ENTRY,
+                            &pp,
+                            Target::Value,
+                            "container port has no `containerPort`; entry ignored",
+                        )
                         .with_expected("`containerPort` 1..=65535");
                     r.push(d);
                 } else if !(1..=65535).contains(&port.container_port) {

@@ -1,14 +1,16 @@
 //! Memory forms of the instruction grammar: loads (incl. sign-extending and legacy packet loads),
 //! stores and atomics.
 
+use nom::Parser;
 use nom::branch::alt;
 use nom::bytes::complete::tag;
 use nom::character::complete::{char, one_of, space0, space1};
 use nom::combinator::{all_consuming, map, map_res, opt, value};
 use nom::sequence::{delimited, preceded};
-use nom::Parser;
 
-use super::{PResult, Parsed, Res, SemErr, imm32, number, operand, reg, to_i16, to_i32, ws};
+use super::{
+    PResult, Parsed, Res, SemErr, imm_for, imm32, number, operand, reg, to_i16, to_i32, ws,
+};
 use crate::isa::{AtomicOp, AtomicSize, Insn, PktSize, Reg, Size, SxSize, Width};
 
 /// `(r2 + 0x3)` / `(r2 - 0x3)` / `r2 + 0x3`.
@@ -126,6 +128,19 @@ pub(super) fn store(text: &str) -> PResult<'_> {
         return Ok(Err((0, "stores take u8/u16/u32/u64".into())));
     }
     let size = size_of_bits(bits);
+    // A u64 store sign-extends its immediate; narrower stores take any 32-bit pattern.
+    let width = if size == Size::DW {
+        Width::Bits64
+    } else {
+        Width::Bits32
+    };
+    let rhs = match rhs {
+        Ok(r) => Ok(r),
+        Err(n) => match imm_for(width, n) {
+            Ok(imm) => Err(imm),
+            Err(e) => return Ok(Err(e)),
+        },
+    };
     Ok(Ok(Parsed::Done(match rhs {
         Ok((_, src)) => Insn::Stx {
             size,
@@ -298,4 +313,3 @@ pub(super) fn fetch_atomic(i: &str, w: Width, dst: Reg) -> PResult<'_> {
         off,
     })))
 }
-

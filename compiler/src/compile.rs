@@ -1,0 +1,232 @@
+//! `ciliumc compile`: resolved cluster → one ELF object per endpoint plus `manifest.json`.
+//!
+//! In: a [`ResolvedCluster`] and the digest of the inputs. Out: [`CompileOutput`] (bytes in memory,
+//! deterministic) and [`write_output_dir`], which writes `DIR/manifest.json` and `DIR/bpf/*.o`
+//! through a temporary directory renamed into place, so a reader never sees half an output.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use ciliumc_ir::cidr::Cidr;
+use ciliumc_ir::manifest::{
+    Hook as ManifestHook, MANIFEST_FORMAT, Manifest, ManifestEndpoint, ManifestIdentity,
+    ManifestProgram, ManifestRule,
+};
+use ciliumc_ir::policy::Direction;
+use ciliumc_targets::codegen::{self, CodegenOptions, FunctionStats};
+use ciliumc_targets::elf::ObjectWriter;
+use ciliumc_targets::hooks::Hook;
+
+use crate::lower::{self, maps};
+use crate::resolve::ResolvedCluster;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CompileError {
+    #[error(transparent)]
+    Lower(#[from] lower::LowerError),
+    #[error("endpoint {endpoint}: code generation: {source}")]
+    Codegen {
+        endpoint: String,
+        source: codegen::CodegenError,
+    },
+    #[error("endpoint {endpoint}: writing the ELF object: {source}")]
+    Elf {
+        endpoint: String,
+        source: ciliumc_targets::elf::ElfError,
+    },
+    #[error("writing {path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("serializing the manifest: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+/// One endpoint's object.
+#[derive(Debug, Clone)]
+pub struct CompiledObject {
+    /// Path relative to the output directory, `bpf/<file>.o`.
+    pub path: String,
+    pub bytes: Vec<u8>,
+    pub stats: Vec<FunctionStats>,
+}
+
+#[derive(Debug, Clone)]
+pub struct CompileOutput {
+    pub manifest: Manifest,
+    pub objects: Vec<CompiledObject>,
+}
+
+/// Object file name for an endpoint: its name with characters outside `[A-Za-z0-9._-]` as `_`.
+pub fn object_path(endpoint_name: &str) -> String {
+    let file: String = endpoint_name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("bpf/{file}.o")
+}
+
+/// Compiles every endpoint (in name order) and assembles the manifest.
+pub fn compile(
+    cluster: &ResolvedCluster,
+    inputs_digest: &str,
+) -> Result<CompileOutput, CompileError> {
+    let mut objects = Vec::with_capacity(cluster.endpoints.len());
+    let mut endpoints = Vec::with_capacity(cluster.endpoints.len());
+    for (ep, policy) in cluster.endpoints.iter().zip(&cluster.policies) {
+        let functions = lower::lower_endpoint(ep, policy)?;
+        let (code, stats) =
+            codegen::compile_with(&functions, CodegenOptions::default()).map_err(|source| {
+                CompileError::Codegen {
+                    endpoint: ep.name.clone(),
+                    source,
+                }
+            })?;
+        let bytes = ObjectWriter::new()
+            .functions(code)
+            .maps(maps::shared_map_defs())
+            .write()
+            .map_err(|source| CompileError::Elf {
+                endpoint: ep.name.clone(),
+                source,
+            })?;
+        let path = object_path(&ep.name);
+        endpoints.push(ManifestEndpoint {
+            name: ep.name.clone(),
+            namespace: ep.namespace.clone(),
+            pod: ep.pod.clone(),
+            node: ep.node.clone(),
+            identity: ep.identity.0,
+            ipv4: ep.ipv4.map(|a| a.to_string()),
+            ipv6: ep.ipv6.map(|a| a.to_string()),
+            object: path.clone(),
+            programs: [Direction::Egress, Direction::Ingress]
+                .into_iter()
+                .map(|d| {
+                    let (name, hook) = lower::program_for(d);
+                    ManifestProgram {
+                        name: name.to_string(),
+                        section: hook.section().to_string(),
+                        hook: match hook {
+                            Hook::TcIngress => ManifestHook::TcIngress,
+                            Hook::TcEgress => ManifestHook::TcEgress,
+                            Hook::Xdp => ManifestHook::Xdp,
+                        },
+                        direction: d,
+                    }
+                })
+                .collect(),
+        });
+        objects.push(CompiledObject { path, bytes, stats });
+    }
+    let manifest = Manifest {
+        format: MANIFEST_FORMAT.to_string(),
+        inputs_digest: inputs_digest.to_string(),
+        compiler_version: env!("CARGO_PKG_VERSION").to_string(),
+        identities: cluster
+            .identities
+            .iter()
+            .map(|i| ManifestIdentity {
+                id: i.id.0,
+                labels: i.labels.iter().map(|l| l.to_string()).collect(),
+            })
+            .collect(),
+        endpoints,
+        maps: manifest_maps(cluster),
+        tail_calls: Vec::new(),
+        rules: cluster
+            .rule_origins
+            .iter()
+            .map(|(id, origin)| ManifestRule::from_origin(id.0, origin))
+            .collect(),
+    };
+    Ok(CompileOutput { manifest, objects })
+}
+
+/// The shared maps with their initial entries: the ipcache holds every endpoint address, every
+/// node address and every prefix a rule mentions.
+fn manifest_maps(cluster: &ResolvedCluster) -> Vec<ciliumc_ir::manifest::ManifestMap> {
+    let mut ipcache: BTreeSet<(Vec<u8>, Vec<u8>)> = BTreeSet::new();
+    let mut add = |cidr: Cidr, identity: u32| {
+        ipcache.insert((maps::ipcache_key(&cidr), maps::ipcache_value(identity)));
+    };
+    for ep in &cluster.endpoints {
+        if let Some(a) = ep.ipv4 {
+            add(Cidr::host(a.into()), ep.identity.0);
+        }
+        if let Some(a) = ep.ipv6 {
+            add(Cidr::host(a.into()), ep.identity.0);
+        }
+    }
+    for node in &cluster.nodes {
+        for a in &node.addresses {
+            add(Cidr::host(*a), node.identity.0);
+        }
+    }
+    for (cidr, id) in &cluster.cidr_identities {
+        add(*cidr, id.0);
+    }
+    maps::shared_map_defs()
+        .iter()
+        .map(|def| {
+            let entries = if def.name == maps::IPCACHE {
+                ipcache.iter().cloned().collect()
+            } else {
+                Vec::new()
+            };
+            maps::manifest_map(def, entries)
+        })
+        .collect()
+}
+
+/// Writes the output atomically: everything goes to `DIR.tmp-<pid>`, which then replaces `DIR`.
+pub fn write_output_dir(out: &CompileOutput, dir: &Path) -> Result<(), CompileError> {
+    let io = |path: &Path| {
+        let path = path.display().to_string();
+        move |source| CompileError::Io { path, source }
+    };
+    let parent = dir
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent).map_err(io(parent))?;
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_else(|| "out".into());
+    let tmp = parent.join(format!(".{name}.tmp-{}", std::process::id()));
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
+    }
+    let result = (|| {
+        std::fs::create_dir_all(tmp.join("bpf")).map_err(io(&tmp))?;
+        for obj in &out.objects {
+            let p = tmp.join(&obj.path);
+            std::fs::write(&p, &obj.bytes).map_err(io(&p))?;
+        }
+        let mut json = serde_json::to_string_pretty(&out.manifest)?;
+        json.push('\n');
+        let p = tmp.join("manifest.json");
+        std::fs::write(&p, json).map_err(io(&p))?;
+        if dir.exists() {
+            let old = parent.join(format!(".{name}.old-{}", std::process::id()));
+            std::fs::rename(dir, &old).map_err(io(dir))?;
+            std::fs::rename(&tmp, dir).map_err(io(dir))?;
+            std::fs::remove_dir_all(&old).map_err(io(&old))?;
+        } else {
+            std::fs::rename(&tmp, dir).map_err(io(dir))?;
+        }
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+    result
+}

@@ -1,0 +1,178 @@
+//! The datapath's shared maps: names, layouts, and the encoding of their initial entries.
+//!
+//! Every endpoint object declares the same shared maps, pinned by name, so one instance serves all
+//! programs on a node (as Cilium's `cilium_ipcache`, `cilium_ct4_global`, `cilium_events`). The
+//! layouts are the contract with any loader and with `ciliumc agent`; `docs/datapath.md` documents
+//! them byte by byte.
+
+use std::net::IpAddr;
+
+use ciliumc_ir::cidr::Cidr;
+use ciliumc_ir::manifest::{ManifestMap, MapEntry};
+use ciliumc_targets::codegen::{MapDecl, MapKind};
+use ciliumc_targets::elf::{BPF_F_NO_PREALLOC, MapDef, MapType, Pinning, TypeDesc};
+
+/// Peer address → security identity (LPM trie).
+pub const IPCACHE: &str = "ciliumc_ipcache";
+/// Connection tracking, shared by all endpoints (LRU hash).
+pub const CT: &str = "ciliumc_ct";
+/// Flow events (ring buffer).
+pub const EVENTS: &str = "ciliumc_events";
+
+/// `struct ipcache_key { u32 prefixlen; u32 family; u8 addr[16]; }`: `prefixlen` counts the
+/// family word (32 bits) plus the address prefix, so IPv4 and IPv6 share one trie.
+pub const IPCACHE_KEY_SIZE: u32 = 24;
+/// `struct ipcache_value { u32 identity; u32 flags; }`.
+pub const IPCACHE_VALUE_SIZE: u32 = 8;
+pub const IPCACHE_MAX_ENTRIES: u32 = 512_000;
+/// Family word values in keys and events.
+pub const FAMILY_IPV4: u32 = 4;
+pub const FAMILY_IPV6: u32 = 6;
+
+/// `struct ct_key { u8 ep_addr[16]; u8 peer_addr[16]; u16 ep_port; u16 peer_port; u8 proto;
+/// u8 family; u16 pad; }`: oriented from the endpoint that owns the program, so the reply of a flow
+/// and its later packets find the same entry (ports in host order).
+pub const CT_KEY_SIZE: u32 = 40;
+/// `struct ct_value { u32 rule_id; u8 origin (1 ingress, 2 egress); u8 pad[3]; }`.
+pub const CT_VALUE_SIZE: u32 = 8;
+pub const CT_MAX_ENTRIES: u32 = 65_536;
+
+/// Ring buffer size in bytes (a power of two, multiple of the page size).
+pub const EVENTS_BYTES: u32 = 1 << 20;
+
+fn ipcache_key_type() -> TypeDesc {
+    TypeDesc::structure(
+        "ciliumc_ipcache_key",
+        [
+            ("prefixlen", TypeDesc::U32),
+            ("family", TypeDesc::U32),
+            ("addr", TypeDesc::Bytes(16)),
+        ],
+    )
+}
+
+fn ipcache_value_type() -> TypeDesc {
+    TypeDesc::structure(
+        "ciliumc_ipcache_value",
+        [("identity", TypeDesc::U32), ("flags", TypeDesc::U32)],
+    )
+}
+
+fn ct_key_type() -> TypeDesc {
+    TypeDesc::structure(
+        "ciliumc_ct_key",
+        [
+            ("ep_addr", TypeDesc::Bytes(16)),
+            ("peer_addr", TypeDesc::Bytes(16)),
+            ("ep_port", TypeDesc::U16),
+            ("peer_port", TypeDesc::U16),
+            ("proto", TypeDesc::U8),
+            ("family", TypeDesc::U8),
+            ("pad", TypeDesc::U16),
+        ],
+    )
+}
+
+fn ct_value_type() -> TypeDesc {
+    TypeDesc::structure(
+        "ciliumc_ct_value",
+        [
+            ("rule_id", TypeDesc::U32),
+            ("origin", TypeDesc::U8),
+            ("pad", TypeDesc::Bytes(3)),
+        ],
+    )
+}
+
+/// The ELF definitions of the shared maps, in a fixed order.
+pub fn shared_map_defs() -> Vec<MapDef> {
+    vec![
+        MapDef::lpm_trie(
+            IPCACHE,
+            ipcache_key_type(),
+            ipcache_value_type(),
+            IPCACHE_MAX_ENTRIES,
+        )
+        .with_flags(BPF_F_NO_PREALLOC)
+        .with_pinning(Pinning::ByName),
+        MapDef::typed(
+            CT,
+            MapType::LruHash,
+            ct_key_type(),
+            ct_value_type(),
+            CT_MAX_ENTRIES,
+        )
+        .with_pinning(Pinning::ByName),
+        MapDef::ringbuf(EVENTS, EVENTS_BYTES).with_pinning(Pinning::ByName),
+    ]
+}
+
+pub fn ipcache_decl() -> MapDecl {
+    MapDecl {
+        name: IPCACHE.into(),
+        kind: MapKind::LpmTrie,
+        key_size: IPCACHE_KEY_SIZE,
+        value_size: IPCACHE_VALUE_SIZE,
+    }
+}
+
+pub fn ct_decl() -> MapDecl {
+    MapDecl {
+        name: CT.into(),
+        kind: MapKind::LruHash,
+        key_size: CT_KEY_SIZE,
+        value_size: CT_VALUE_SIZE,
+    }
+}
+
+pub fn events_decl() -> MapDecl {
+    MapDecl {
+        name: EVENTS.into(),
+        kind: MapKind::RingBuf,
+        key_size: 0,
+        value_size: 0,
+    }
+}
+
+/// Key bytes of an ipcache entry for a prefix.
+pub fn ipcache_key(cidr: &Cidr) -> Vec<u8> {
+    let mut key = Vec::with_capacity(IPCACHE_KEY_SIZE as usize);
+    let (family, addr): (u32, Vec<u8>) = match cidr.addr() {
+        IpAddr::V4(a) => (FAMILY_IPV4, a.octets().to_vec()),
+        IpAddr::V6(a) => (FAMILY_IPV6, a.octets().to_vec()),
+    };
+    key.extend_from_slice(&(32 + u32::from(cidr.prefix_len())).to_le_bytes());
+    key.extend_from_slice(&family.to_le_bytes());
+    key.extend_from_slice(&addr);
+    key.resize(IPCACHE_KEY_SIZE as usize, 0);
+    key
+}
+
+pub fn ipcache_value(identity: u32) -> Vec<u8> {
+    let mut v = identity.to_le_bytes().to_vec();
+    v.extend_from_slice(&0u32.to_le_bytes());
+    v
+}
+
+/// The manifest description of a map definition with its initial entries.
+pub fn manifest_map(def: &MapDef, entries: Vec<(Vec<u8>, Vec<u8>)>) -> ManifestMap {
+    ManifestMap {
+        name: def.name.clone(),
+        map_type: def.map_type.name().to_string(),
+        key_size: def.key_size(),
+        value_size: def.value_size(),
+        max_entries: def.max_entries,
+        flags: def.map_flags,
+        pinning: match def.pinning {
+            Pinning::ByName => "by_name".to_string(),
+            _ => "none".to_string(),
+        },
+        entries: entries
+            .into_iter()
+            .map(|(k, v)| MapEntry {
+                key: hex::encode(k),
+                value: hex::encode(v),
+            })
+            .collect(),
+    }
+}

@@ -1,0 +1,196 @@
+//! Lowering: one endpoint's policy IR → two tc programs in the codegen IR.
+//!
+//! In: an [`Endpoint`] and its [`EndpointPolicy`]. Out: codegen [`Function`]s named as Cilium
+//! names the endpoint programs: `cil_from_container` (traffic from the endpoint: its egress
+//! policy, attached at tc ingress of the host-side interface) and `cil_to_container` (traffic to
+//! the endpoint: its ingress policy, attached at tc egress of the host-side interface).
+//!
+//! Each program: `parse` → connection tracking (an existing flow or the reply of one passes) →
+//! ipcache lookup of the peer (a miss is world) → `decide` → on allow, record the flow in CT; on
+//! every verdict of a new flow and every drop, an event (`events`).
+
+pub mod decide;
+pub mod events;
+pub mod maps;
+pub mod parse;
+
+use ciliumc_ir::endpoint::Endpoint;
+use ciliumc_ir::identity::NumericIdentity;
+use ciliumc_ir::policy::{Direction, DirectionPolicy, EndpointPolicy};
+use ciliumc_targets::codegen::{Cond, Function, FunctionBuilder, Size};
+use ciliumc_targets::hooks::{self, Hook, TC_ACT_OK, TC_ACT_SHOT};
+
+use self::events::{EVENT_DROP, EVENT_POLICY_VERDICT, EventFields};
+use self::maps::{FAMILY_IPV4, FAMILY_IPV6};
+
+/// Program for traffic from the endpoint (its egress policy).
+pub const FROM_CONTAINER: &str = "cil_from_container";
+/// Program for traffic to the endpoint (its ingress policy).
+pub const TO_CONTAINER: &str = "cil_to_container";
+
+/// Where a policy direction's program attaches on the endpoint's host-side interface.
+pub fn program_for(direction: Direction) -> (&'static str, Hook) {
+    match direction {
+        Direction::Egress => (FROM_CONTAINER, Hook::TcIngress),
+        Direction::Ingress => (TO_CONTAINER, Hook::TcEgress),
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LowerError {
+    #[error("endpoint {endpoint}: building the {direction} program: {source}")]
+    Build {
+        endpoint: String,
+        direction: Direction,
+        source: ciliumc_targets::codegen::CodegenError,
+    },
+}
+
+/// Both programs of an endpoint, egress (from-container) first.
+pub fn lower_endpoint(ep: &Endpoint, policy: &EndpointPolicy) -> Result<Vec<Function>, LowerError> {
+    [Direction::Egress, Direction::Ingress]
+        .into_iter()
+        .map(|d| {
+            lower_direction(ep.identity, policy.direction(d), d).map_err(|source| {
+                LowerError::Build {
+                    endpoint: ep.name.clone(),
+                    direction: d,
+                    source,
+                }
+            })
+        })
+        .collect()
+}
+
+/// One direction's program.
+pub fn lower_direction(
+    local_identity: NumericIdentity,
+    policy: &DirectionPolicy,
+    direction: Direction,
+) -> Result<Function, ciliumc_targets::codegen::CodegenError> {
+    let (name, hook) = program_for(direction);
+    let mut f = FunctionBuilder::new(name, hook);
+    let ct = f.map(maps::ct_decl());
+    let ipcache = f.map(maps::ipcache_decl());
+    let events = f.map(maps::events_decl());
+
+    let reason = f.vreg();
+    let rule = f.vreg();
+    let remote = f.vreg();
+    f.assign_const(reason, 0);
+    f.assign_const(rule, 0);
+    f.assign_const(remote, 0);
+    let record = f.stack_slot(events::EVENT_SIZE);
+    let drop = f.block();
+    let pass = f.block();
+    let allow = f.block();
+    let exits = parse::Exits { drop, reason, pass };
+    // Registers the event reads on every path, defined before any exit can be taken.
+    let parsed_port = f.vreg();
+    f.assign_const(parsed_port, 0);
+    let parsed = parse::emit_parse(&mut f, direction, &exits);
+    f.assign(parsed_port, parsed.port);
+
+    // Connection tracking: the key is oriented from the endpoint, so one lookup finds both
+    // later packets of a flow this program allowed and replies to flows the other one allowed.
+    let key = f.stack_addr(parsed.flow_key);
+    let entry = f.map_lookup(ct, key);
+    let new_flow = f.block();
+    let established = f.block();
+    f.branch_null(entry, new_flow, established);
+    f.switch_to(established);
+    f.ret(TC_ACT_OK);
+
+    // Peer identity: ipcache longest-prefix match on the peer address; a miss is world.
+    f.switch_to(new_flow);
+    let ipc_key = f.stack_slot(maps::IPCACHE_KEY_SIZE);
+    let v4 = f.block();
+    let v6 = f.block();
+    let keyed = f.block();
+    f.branch32(Cond::Eq, parsed.family, i64::from(FAMILY_IPV4), v4, v6);
+    for (block, family, bits) in [(v4, FAMILY_IPV4, 32u32), (v6, FAMILY_IPV6, 128)] {
+        f.switch_to(block);
+        f.stack_store(ipc_key, 0, i64::from(32 + bits), Size::W);
+        f.stack_store(ipc_key, 4, i64::from(family), Size::W);
+        f.jump(keyed);
+    }
+    f.switch_to(keyed);
+    for off in (0..16).step_by(4) {
+        let w = f.stack_load(parsed.flow_key, parse::KEY_PEER_ADDR + off, Size::W);
+        f.stack_store(ipc_key, 8 + off, w, Size::W);
+    }
+    let ipc_key_ptr = f.stack_addr(ipc_key);
+    let hit = f.map_lookup(ipcache, ipc_key_ptr);
+    let miss = f.block();
+    let found = f.block();
+    let decide = f.block();
+    f.branch_null(hit, miss, found);
+    f.switch_to(miss);
+    f.assign_const(remote, i64::from(NumericIdentity::WORLD.0));
+    f.jump(decide);
+    f.switch_to(found);
+    let id = f.load(hit, 0, Size::W);
+    f.assign(remote, id);
+    f.jump(decide);
+
+    f.switch_to(decide);
+    let inputs = decide::Inputs {
+        identity: remote,
+        proto: parsed.proto,
+        port: parsed.port,
+        family: parsed.family,
+        peer_slot: parsed.flow_key,
+        peer_off: parse::KEY_PEER_ADDR,
+    };
+    let outcome = decide::Outcome {
+        allow,
+        drop,
+        rule,
+        reason,
+    };
+    decide::emit_decision(&mut f, policy, direction, &inputs, &outcome);
+
+    f.switch_to(allow);
+    let value = f.stack_slot(maps::CT_VALUE_SIZE);
+    f.stack_store(value, 0, rule, Size::W);
+    let origin = match direction {
+        Direction::Ingress => 1i64,
+        Direction::Egress => 2,
+    };
+    f.stack_store(value, 4, origin, Size::W);
+    let ct_map = f.load_map(ct);
+    let key = f.stack_addr(parsed.flow_key);
+    let value_ptr = f.stack_addr(value);
+    f.call(
+        &hooks::MAP_UPDATE_ELEM,
+        &[ct_map.into(), key.into(), value_ptr.into(), 0i64.into()],
+    );
+    let verdict = EventFields {
+        kind: EVENT_POLICY_VERDICT,
+        verdict_dropped: false,
+        reason: None,
+        rule,
+        local_identity: local_identity.0,
+        remote_identity: remote,
+        port: parsed_port,
+    };
+    events::emit_event(&mut f, events, record, parsed.flow_key, direction, &verdict);
+    f.ret(TC_ACT_OK);
+
+    f.switch_to(drop);
+    let dropped = EventFields {
+        kind: EVENT_DROP,
+        verdict_dropped: true,
+        reason: Some(reason),
+        rule,
+        local_identity: local_identity.0,
+        remote_identity: remote,
+        port: parsed_port,
+    };
+    events::emit_event(&mut f, events, record, parsed.flow_key, direction, &dropped);
+    f.ret(TC_ACT_SHOT);
+
+    f.switch_to(pass);
+    f.ret(TC_ACT_OK);
+    f.finish()
+}
