@@ -65,12 +65,49 @@ fn policy_program(rules: usize) -> Vec<Function> {
     vec![f.finish().expect("bench program builds")]
 }
 
+/// Time per pass for one function, to see where the time goes.
+fn phase_breakdown(name: &str, module: &[Function]) {
+    use ciliumc_targets::codegen::{check, emit, isel, link, liveness, regalloc, LinkOptions, VReg};
+    use std::collections::HashMap;
+    let f = &module[0];
+    let runs = 20;
+    let mut t = [Duration::ZERO; 7];
+    for _ in 0..runs {
+        let mut lap = Instant::now();
+        let mut mark = |i: usize, t: &mut [Duration; 7]| {
+            t[i] += lap.elapsed();
+            lap = Instant::now();
+        };
+        let rpo = liveness::reverse_postorder(f).expect("terminated");
+        mark(0, &mut t);
+        let live = liveness::liveness(f, &rpo);
+        mark(1, &mut t);
+        let info = check::check_function(f, &rpo, &live, &HashMap::new()).expect("checks");
+        mark(2, &mut t);
+        let m = isel::select(f, &rpo, &info);
+        mark(3, &mut t);
+        let params: Vec<VReg> = f.params.iter().map(|(v, _)| *v).collect();
+        let alloc = regalloc::allocate(&m, &live, &params);
+        mark(4, &mut t);
+        let maps: Vec<String> = f.maps.iter().map(|m| m.name.clone()).collect();
+        let blocks = emit::emit(&m, &alloc, &params, &maps);
+        mark(5, &mut t);
+        std::hint::black_box(link::link(&f.name, &f.section, blocks, f.blocks.len(), LinkOptions::default()).expect("links"));
+        mark(6, &mut t);
+    }
+    let names = ["order", "liveness", "check", "isel", "regalloc", "emit", "link"];
+    let parts: Vec<String> = names.iter().zip(&t).map(|(n, d)| format!("{n} {:?}", *d / runs)).collect();
+    println!("codegen {name} phases: {}", parts.join(", "));
+}
+
 fn bench(c: &mut Criterion) {
     let policy = policy_program(3_330);
     let policy_insns: usize = compile(&policy).expect("compiles").iter().map(|c| c.insns.len()).sum();
     let random = generate(7, &GenConfig { ops: 9_000, fold_width: 30, ..GenConfig::default() });
     let random_insns: usize = compile(&random).expect("compiles").iter().map(|c| c.insns.len()).sum();
 
+    phase_breakdown("policy", &policy);
+    // phase_breakdown("random", &random);
     // A plain timing summary first, so the numbers land in the log in instructions per second.
     for (name, module, insns) in [("policy", &policy, policy_insns), ("random", &random, random_insns)] {
         let runs = 50;

@@ -125,21 +125,64 @@ fn path_str(path: &Path) -> Result<String, String> {
         .ok_or_else(|| format!("path {} is not UTF-8", path.display()))
 }
 
-/// `bpftool prog loadall FILE <private bpffs>/progs`: libbpf opens, relocates and loads every
-/// program of the object; the pins vanish with the mount.
+/// Mounts a fresh bpffs on /sys/fs/bpf, then runs `command` ("$1", "$2", ... are `args`). Meant to
+/// run inside a private mount namespace, where the mount (and every pin in it) vanishes when the
+/// command exits; libbpf pins `pinning = by name` maps under /sys/fs/bpf (tc: /sys/fs/bpf/tc/globals),
+/// so objects with pinned maps load without touching the host's bpffs.
+const WITH_PRIVATE_BPFFS: &str = "mount -t bpf bpf /sys/fs/bpf && exec \"$0\" \"$@\"";
+
+/// `bpftool prog loadall FILE /sys/fs/bpf/progs` in a private mount namespace with its own bpffs:
+/// libbpf opens, relocates and loads every program of the object (and pins maps marked
+/// `pinning = by name`); everything is released when the namespace goes.
 pub fn bpftool_loadall(path: &Path) -> Result<(), String> {
-    let mount = BpffsMount::new()?;
-    let pin_dir = path_str(&mount.path.join("progs"))?;
-    run("bpftool", &["prog", "loadall", &path_str(path)?, &pin_dir]).map(drop)
+    let file = path_str(path)?;
+    run(
+        "unshare",
+        &[
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            WITH_PRIVATE_BPFFS,
+            "bpftool",
+            "prog",
+            "loadall",
+            &file,
+            "/sys/fs/bpf/progs",
+        ],
+    )
+    .map(drop)
 }
 
-/// `tc filter add dev D ingress bpf da obj FILE sec SECTION` on a veth device in a fresh netns.
+/// `tc filter add dev D ingress bpf da obj FILE sec SECTION` on a veth device in a fresh netns
+/// (run through `ip netns exec`, whose private mount namespace gets its own bpffs for pinned maps).
 pub fn tc_attach_check(path: &Path, section: &str) -> Result<(), String> {
     let ns = TestNetns::new()?;
     let file = path_str(path)?;
-    ns.tc(&[
-        "filter", "add", "dev", &ns.dev, "ingress", "bpf", "da", "obj", &file, "sec", section,
-    ])?;
+    run(
+        "ip",
+        &[
+            "netns",
+            "exec",
+            &ns.name,
+            "sh",
+            "-c",
+            WITH_PRIVATE_BPFFS,
+            "tc",
+            "filter",
+            "add",
+            "dev",
+            &ns.dev,
+            "ingress",
+            "bpf",
+            "da",
+            "obj",
+            &file,
+            "sec",
+            section,
+        ],
+    )?;
     let shown = ns.tc(&["filter", "show", "dev", &ns.dev, "ingress"])?;
     if shown.contains("bpf") {
         Ok(())
@@ -148,21 +191,32 @@ pub fn tc_attach_check(path: &Path, section: &str) -> Result<(), String> {
     }
 }
 
-/// `ip link set dev D xdpgeneric obj FILE sec SECTION` on a veth device in a fresh netns.
+/// `ip link set dev D xdpgeneric obj FILE sec SECTION` on a veth device in a fresh netns (with a
+/// private bpffs, as for tc).
 pub fn xdp_attach_check(path: &Path, section: &str) -> Result<(), String> {
     let ns = TestNetns::new()?;
     let file = path_str(path)?;
-    ns.ip(&[
-        "link",
-        "set",
-        "dev",
-        &ns.dev,
-        "xdpgeneric",
-        "obj",
-        &file,
-        "sec",
-        section,
-    ])?;
+    run(
+        "ip",
+        &[
+            "netns",
+            "exec",
+            &ns.name,
+            "sh",
+            "-c",
+            WITH_PRIVATE_BPFFS,
+            "ip",
+            "link",
+            "set",
+            "dev",
+            &ns.dev,
+            "xdpgeneric",
+            "obj",
+            &file,
+            "sec",
+            section,
+        ],
+    )?;
     let shown = ns.ip(&["link", "show", "dev", &ns.dev])?;
     if shown.contains("xdp") {
         Ok(())

@@ -304,6 +304,6 @@ fn large_program_loads_everywhere() {
         "prog",
         "classifier",
         &|_| {},
-        &[(pkt, (N - 5) as u32)],
+        &[(pkt, (N - 6) as u32)],
     );
 }

@@ -23,9 +23,14 @@ pub enum DeErrorKind {
     MissingField,
 }
 
-/// A deserialization error located at a node.
+/// A deserialization error located at a node (boxed: errors travel through every level of serde's
+/// `Result`s, which should stay small).
 #[derive(Debug, Clone, PartialEq)]
-pub struct DeError {
+pub struct DeError(Box<DeErrorData>);
+
+/// The contents of a [`DeError`] (reached through `Deref`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeErrorData {
     pub kind: DeErrorKind,
     pub message: String,
     pub span: Option<Span>,
@@ -33,6 +38,19 @@ pub struct DeError {
     rev_path: Vec<PathSeg>,
     pub expected: Option<String>,
     pub found: Option<String>,
+}
+
+impl std::ops::Deref for DeError {
+    type Target = DeErrorData;
+    fn deref(&self) -> &DeErrorData {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for DeError {
+    fn deref_mut(&mut self) -> &mut DeErrorData {
+        &mut self.0
+    }
 }
 
 impl DeError {
@@ -54,14 +72,14 @@ impl DeError {
     }
 
     fn new(kind: DeErrorKind, message: String) -> Self {
-        DeError {
+        DeError(Box::new(DeErrorData {
             kind,
             message,
             span: None,
             rev_path: Vec::new(),
             expected: None,
             found: None,
-        }
+        }))
     }
 }
 

@@ -99,6 +99,7 @@ mod tests {
         assert!(d.message.contains("{{.TestNamespace}}"));
         assert!(d.notes.iter().any(|n| n.contains("1 more")));
         assert!(find("a: '{ {x} }'\n# {{x}}\n").is_empty());
-        assert!(diagnose("t.yaml", text, &found, &[0..text.len()]).is_none());
+        let whole_file = 0..text.len();
+        assert!(diagnose("t.yaml", text, &found, std::slice::from_ref(&whole_file)).is_none());
     }
 }

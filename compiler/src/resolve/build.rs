@@ -181,8 +181,15 @@ impl<'a> PolicyBuilder<'a> {
         if let Some(hit) = self.cache.get(sel) {
             return hit.clone();
         }
-        let ids: BTreeSet<NumericIdentity> = self
-            .selectable
+        let candidates: &[&IdentityInfo] = match sel.required_namespace() {
+            Some(ns) => self
+                .selectable_by_ns
+                .get(ns)
+                .map(Vec::as_slice)
+                .unwrap_or(&[]),
+            None => &self.selectable,
+        };
+        let ids: BTreeSet<NumericIdentity> = candidates
             .iter()
             .filter(|i| sel.matches(&i.labels))
             .map(|i| i.id)

@@ -192,20 +192,16 @@ pub fn resolve<O: SourceObject>(
     objects: &[O],
     opts: &ResolveOptions,
 ) -> Result<ResolvedCluster, ResolveError> {
-    let t0 = std::time::Instant::now();
     let mut warnings = Vec::new();
     let inv = inventory::build_inventory(objects, opts, &mut warnings)?;
-    eprintln!("inventory {:?}", t0.elapsed());
     let services = policies::collect_services(objects);
     let translated = policies::translate_policies(objects, &services, &mut warnings);
-    eprintln!("translate {:?}", t0.elapsed());
     let mut endpoints = inv.endpoints;
     let cidrs = collect_cidrs(&translated.subjects, None);
     let ingress_cidrs = collect_cidrs(&translated.subjects, Some(ciliumc_ir::Direction::Ingress));
     let egress_cidrs = collect_cidrs(&translated.subjects, Some(ciliumc_ir::Direction::Egress));
     let (identities, cidr_identities) = build::allocate_identities(&mut endpoints, &cidrs, opts)?;
 
-    eprintln!("identities {:?}", t0.elapsed());
     let keys: BTreeSet<String> = translated.origins.iter().map(|(k, _)| k.clone()).collect();
     let ids = allocate_stable_ids(&keys, 1, u32::MAX - 1, &BTreeMap::new())?;
     let rule_ids: Vec<RuleId> = translated
@@ -269,7 +265,6 @@ pub fn resolve<O: SourceObject>(
         policy_cache.insert((&ep.labels, ep.named_ports.as_slice()), policy.clone());
         policies_out.push(policy);
     }
-    eprintln!("policies {:?}", t0.elapsed());
     Ok(ResolvedCluster {
         identities,
         endpoints,

@@ -154,7 +154,6 @@ struct Checker<'a> {
     callees: &'a HashMap<String, CalleeSig>,
     /// Byte position of each user stack slot in [`StackInit`].
     slot_base: Vec<u32>,
-    block: BlockId,
     /// Global index of the instruction being checked; ids derived from it stay the same when a
     /// loop makes the checker visit a block again.
     inst_id: u32,
@@ -734,7 +733,6 @@ pub fn check_function(
         func,
         callees,
         slot_base,
-        block: BlockId(0),
         inst_id: 0,
         st: State { tys: vec![Ty::Undef; func.num_vregs as usize], touched: Vec::new(), refs: Vec::new(), stack: StackInit::default() },
     };
@@ -750,8 +748,7 @@ pub fn check_function(
             }
             dirty[bi] = false;
             any = true;
-            let Some(entry) = entries[bi].clone() else { continue };
-            ck.block = b;
+            let Some(entry) = &entries[bi] else { continue };
             for &v in &ck.st.touched {
                 ck.st.tys[v as usize] = Ty::Undef;
             }
@@ -759,7 +756,7 @@ pub fn check_function(
             for &(v, t) in &entry.vals {
                 ck.set(v, t);
             }
-            ck.st.refs = entry.refs;
+            ck.st.refs.clone_from(&entry.refs);
             ck.st.stack = entry.stack;
             let block = func.block(b);
             for (k, inst) in block.insts.iter().enumerate() {

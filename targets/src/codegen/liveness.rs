@@ -102,6 +102,51 @@ pub fn reverse_postorder(func: &Function) -> Result<Vec<BlockId>, BlockId> {
     Ok(post)
 }
 
+/// One bit set per block, stored in one allocation (blocks of policy programs are tiny and
+/// numerous; per-block allocations would dominate).
+#[derive(Clone, Debug, Default)]
+struct BitMatrix {
+    words: usize,
+    bits: Vec<u64>,
+}
+
+impl BitMatrix {
+    fn new(rows: usize, cols: usize) -> Self {
+        let words = cols.div_ceil(64);
+        BitMatrix { words, bits: vec![0; rows * words] }
+    }
+
+    fn row(&self, r: usize) -> &[u64] {
+        &self.bits[r * self.words..(r + 1) * self.words]
+    }
+
+    fn row_mut(&mut self, r: usize) -> &mut [u64] {
+        &mut self.bits[r * self.words..(r + 1) * self.words]
+    }
+
+    fn insert(&mut self, r: usize, i: usize) {
+        self.bits[r * self.words + i / 64] |= 1 << (i % 64);
+    }
+
+    fn contains(&self, r: usize, i: usize) -> bool {
+        self.bits[r * self.words + i / 64] & (1 << (i % 64)) != 0
+    }
+
+    fn iter_row(&self, r: usize) -> impl Iterator<Item = usize> + '_ {
+        self.row(r).iter().enumerate().flat_map(|(wi, &w)| {
+            let mut w = w;
+            std::iter::from_fn(move || {
+                if w == 0 {
+                    return None;
+                }
+                let b = w.trailing_zeros() as usize;
+                w &= w - 1;
+                Some(wi * 64 + b)
+            })
+        })
+    }
+}
+
 /// Live-in and live-out sets per block (indexed by block id; unreachable blocks stay empty).
 ///
 /// Only "global" registers — those read in some block before (or without) being written there —
@@ -112,24 +157,24 @@ pub struct Liveness {
     pub globals: Vec<u32>,
     /// Virtual register number → global index (`u32::MAX`: block-local).
     global_index: Vec<u32>,
-    live_in: Vec<BitSet>,
-    live_out: Vec<BitSet>,
+    live_in: BitMatrix,
+    live_out: BitMatrix,
 }
 
 impl Liveness {
     /// Virtual register numbers live into block `b`, in increasing global order.
     pub fn live_in(&self, b: BlockId) -> impl Iterator<Item = usize> + '_ {
-        self.live_in[b.0 as usize].iter().map(|g| self.globals[g] as usize)
+        self.live_in.iter_row(b.0 as usize).map(|g| self.globals[g] as usize)
     }
 
     /// Virtual register numbers live out of block `b`.
     pub fn live_out(&self, b: BlockId) -> impl Iterator<Item = usize> + '_ {
-        self.live_out[b.0 as usize].iter().map(|g| self.globals[g] as usize)
+        self.live_out.iter_row(b.0 as usize).map(|g| self.globals[g] as usize)
     }
 
     pub fn is_live_in(&self, b: BlockId, v: usize) -> bool {
         match self.global_index.get(v) {
-            Some(&g) if g != u32::MAX => self.live_in[b.0 as usize].contains(g as usize),
+            Some(&g) if g != u32::MAX => self.live_in.contains(b.0 as usize, g as usize),
             _ => false,
         }
     }
@@ -161,57 +206,51 @@ pub fn liveness(func: &Function, rpo: &[BlockId]) -> Liveness {
         block.term.for_each_use(|v| see_use(v, &def_stamp));
     }
     let ng = globals.len();
-    // Pass 2: per-block upward-exposed uses and definitions of globals.
-    let mut uses = vec![BitSet::default(); nb];
-    let mut defs = vec![BitSet::default(); nb];
+    // Pass 2: per-block upward-exposed uses (straight into live_in) and definitions of globals.
+    let mut live_in = BitMatrix::new(nb, ng);
+    let mut defs = BitMatrix::new(nb, ng);
     for &b in rpo {
-        let (mut u, mut d) = (BitSet::new(ng), BitSet::new(ng));
+        let bi = b.0 as usize;
         let block = func.block(b);
-        let see_use = |v: super::ir::VReg, d: &BitSet, u: &mut BitSet| {
+        let mut see_use = |v: super::ir::VReg, defs: &BitMatrix, live_in: &mut BitMatrix| {
             let g = global_index[v.0 as usize];
-            if g != u32::MAX && !d.contains(g as usize) {
-                u.insert(g as usize);
+            if g != u32::MAX && !defs.contains(bi, g as usize) {
+                live_in.insert(bi, g as usize);
             }
         };
         for inst in &block.insts {
-            inst.for_each_use(|v| see_use(v, &d, &mut u));
+            inst.for_each_use(|v| see_use(v, &defs, &mut live_in));
             if let Some(v) = inst.def() {
                 let g = global_index[v.0 as usize];
                 if g != u32::MAX {
-                    d.insert(g as usize);
+                    defs.insert(bi, g as usize);
                 }
             }
         }
-        block.term.for_each_use(|v| see_use(v, &d, &mut u));
-        uses[b.0 as usize] = u;
-        defs[b.0 as usize] = d;
+        block.term.for_each_use(|v| see_use(v, &defs, &mut live_in));
     }
-    let mut live_in: Vec<BitSet> = vec![BitSet::default(); nb];
-    let mut live_out: Vec<BitSet> = vec![BitSet::default(); nb];
-    for &b in rpo {
-        live_in[b.0 as usize] = uses[b.0 as usize].clone();
-        live_out[b.0 as usize] = BitSet::new(ng);
-    }
-    let mut scratch = BitSet::new(ng);
+    let mut live_out = BitMatrix::new(nb, ng);
+    let w = live_in.words;
+    let mut scratch = vec![0u64; w];
     let mut changed = true;
     while changed {
         changed = false;
         for &b in rpo.iter().rev() {
             let bi = b.0 as usize;
+            scratch.iter_mut().for_each(|x| *x = 0);
             for s in func.block(b).term.successors() {
-                let (out, inn) = if s.0 as usize == bi {
-                    scratch.words.copy_from_slice(&live_in[bi].words);
-                    (&mut live_out[bi], &scratch)
-                } else {
-                    (&mut live_out[bi], &live_in[s.0 as usize])
-                };
-                out.union_with(inn);
+                for (x, y) in scratch.iter_mut().zip(live_in.row(s.0 as usize)) {
+                    *x |= y;
+                }
             }
+            live_out.row_mut(bi).copy_from_slice(&scratch);
             // live_in = uses ∪ (out − defs); it only grows, so union the difference in.
-            for ((w, o), d) in scratch.words.iter_mut().zip(&live_out[bi].words).zip(&defs[bi].words) {
-                *w = o & !d;
+            let d = defs.row(bi);
+            for (k, x) in live_in.row_mut(bi).iter_mut().enumerate() {
+                let n = *x | (scratch[k] & !d[k]);
+                changed |= n != *x;
+                *x = n;
             }
-            changed |= live_in[bi].union_with(&scratch);
         }
     }
     Liveness { globals, global_index, live_in, live_out }

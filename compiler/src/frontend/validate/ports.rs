@@ -193,16 +193,17 @@ pub(super) fn check_k8s_port(r: &mut Reporter<'_>, path: &FieldPath, p: &Network
                 r.push(d);
             }
         }
-        Some(IntOrString::String(name)) => {
-            // Kubernetes port names are lower case (IsValidPortName).
-            if !is_iana_svc_name(name) || name.bytes().any(|b| b.is_ascii_uppercase()) {
-                let d = r
-                    .error(codes::BAD_PORT_NAME, &path.key("port"), format!("`{name}` is not a valid port name"))
-                    .with_found(format!("`{name}`"))
-                    .with_expected("1-15 lower-case letters, digits and '-', at least one letter (a quoted number is a name)");
-                r.push(d);
-            }
+        // Kubernetes port names are lower case (IsValidPortName).
+        Some(IntOrString::String(name))
+            if !is_iana_svc_name(name) || name.bytes().any(|b| b.is_ascii_uppercase()) =>
+        {
+            let d = r
+                .error(codes::BAD_PORT_NAME, &path.key("port"), format!("`{name}` is not a valid port name"))
+                .with_found(format!("`{name}`"))
+                .with_expected("1-15 lower-case letters, digits and '-', at least one letter (a quoted number is a name)");
+            r.push(d);
         }
+        Some(IntOrString::String(_)) => {}
         None => {}
     }
     if let Some(end) = p.end_port {
