@@ -25,6 +25,8 @@ enum Command {
     Connlist(cmd::connlist::Args),
     /// Compile to manifest.json + one eBPF object per endpoint.
     Compile(cmd::compile::Args),
+    /// Show the verdict for one flow, executing the compiled programs in the kernel.
+    Trace(cmd::trace::Args),
     /// Disassemble an eBPF object as llvm-objdump -d does.
     Disasm(cmd::disasm::Args),
 }
@@ -37,6 +39,7 @@ fn main() -> ExitCode {
         Command::Schema(a) => cmd::schema::run(a),
         Command::Connlist(a) => cmd::connlist::run(a),
         Command::Compile(a) => cmd::compile::run(a),
+        Command::Trace(a) => cmd::trace::run(a),
         Command::Disasm(a) => cmd::disasm::run(a),
     };
     match result {

@@ -14,7 +14,9 @@ use ciliumc_ir::manifest::{
 };
 use ciliumc_ir::policy::Direction;
 use ciliumc_targets::codegen::{self, CodegenOptions, FunctionStats};
-use ciliumc_targets::elf::ObjectWriter;
+use ciliumc_ir::endpoint::Endpoint;
+use ciliumc_ir::policy::EndpointPolicy;
+use ciliumc_targets::elf::{ObjectWriter, Pinning};
 use ciliumc_targets::hooks::Hook;
 
 use crate::lower::{self, maps};
@@ -73,6 +75,89 @@ pub fn object_path(endpoint_name: &str) -> String {
     format!("bpf/{file}.o")
 }
 
+/// Whether the shared maps are pinned by name (the deployable objects) or private to the loaded
+/// object (for executing one program in isolation, as `ciliumc trace` does).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MapPinning {
+    ByName,
+    Private,
+}
+
+/// One endpoint's object: its two policy programs and the shared maps.
+pub fn endpoint_object(
+    ep: &Endpoint,
+    policy: &EndpointPolicy,
+    pinning: MapPinning,
+) -> Result<(Vec<u8>, Vec<FunctionStats>), CompileError> {
+    let functions = lower::lower_endpoint(ep, policy)?;
+    let (code, stats) =
+        codegen::compile_with(&functions, CodegenOptions::default()).map_err(|source| {
+            CompileError::Codegen {
+                endpoint: ep.name.clone(),
+                source,
+            }
+        })?;
+    let map_defs = maps::shared_map_defs().into_iter().map(|m| match pinning {
+        MapPinning::ByName => m,
+        MapPinning::Private => m.with_pinning(Pinning::None),
+    });
+    let bytes = ObjectWriter::new()
+        .functions(code)
+        .maps(map_defs)
+        .write()
+        .map_err(|source| CompileError::Elf {
+            endpoint: ep.name.clone(),
+            source,
+        })?;
+    Ok((bytes, stats))
+}
+
+/// The ipcache's initial entries (key, value bytes), as the manifest lists them.
+pub fn ipcache_entries(cluster: &ResolvedCluster) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let mut ipcache: BTreeSet<(Vec<u8>, Vec<u8>)> = BTreeSet::new();
+    let mut add = |cidr: Cidr, identity: u32| {
+        ipcache.insert((maps::ipcache_key(&cidr), maps::ipcache_value(identity)));
+    };
+    for ep in &cluster.endpoints {
+        if let Some(a) = ep.ipv4 {
+            add(Cidr::host(a.into()), ep.identity.0);
+        }
+        if let Some(a) = ep.ipv6 {
+            add(Cidr::host(a.into()), ep.identity.0);
+        }
+    }
+    for node in &cluster.nodes {
+        for a in &node.addresses {
+            add(Cidr::host(*a), node.identity.0);
+        }
+    }
+    for (cidr, id) in &cluster.cidr_identities {
+        add(*cidr, id.0);
+    }
+    ipcache.into_iter().collect()
+}
+
+/// The identity the datapath's ipcache gives `ip`: the longest matching prefix among endpoint
+/// addresses, node addresses and rule prefixes; world when none matches.
+pub fn ipcache_identity(cluster: &ResolvedCluster, ip: std::net::IpAddr) -> ciliumc_ir::identity::NumericIdentity {
+    use ciliumc_ir::identity::NumericIdentity;
+    if let Some(ep) = cluster.endpoints.iter().find(|e| {
+        e.ipv4.map(std::net::IpAddr::V4) == Some(ip) || e.ipv6.map(std::net::IpAddr::V6) == Some(ip)
+    }) {
+        return ep.identity;
+    }
+    if let Some(node) = cluster.nodes.iter().find(|n| n.addresses.contains(&ip)) {
+        return node.identity;
+    }
+    cluster
+        .cidr_identities
+        .iter()
+        .filter(|(c, _)| c.contains_ip(&ip))
+        .max_by_key(|(c, _)| c.prefix_len())
+        .map(|(_, id)| *id)
+        .unwrap_or(NumericIdentity::WORLD)
+}
+
 /// Compiles every endpoint (in name order) and assembles the manifest.
 pub fn compile(
     cluster: &ResolvedCluster,
@@ -81,22 +166,7 @@ pub fn compile(
     let mut objects = Vec::with_capacity(cluster.endpoints.len());
     let mut endpoints = Vec::with_capacity(cluster.endpoints.len());
     for (ep, policy) in cluster.endpoints.iter().zip(&cluster.policies) {
-        let functions = lower::lower_endpoint(ep, policy)?;
-        let (code, stats) =
-            codegen::compile_with(&functions, CodegenOptions::default()).map_err(|source| {
-                CompileError::Codegen {
-                    endpoint: ep.name.clone(),
-                    source,
-                }
-            })?;
-        let bytes = ObjectWriter::new()
-            .functions(code)
-            .maps(maps::shared_map_defs())
-            .write()
-            .map_err(|source| CompileError::Elf {
-                endpoint: ep.name.clone(),
-                source,
-            })?;
+        let (bytes, stats) = endpoint_object(ep, policy, MapPinning::ByName)?;
         let path = object_path(&ep.name);
         endpoints.push(ManifestEndpoint {
             name: ep.name.clone(),
@@ -153,31 +223,12 @@ pub fn compile(
 /// The shared maps with their initial entries: the ipcache holds every endpoint address, every
 /// node address and every prefix a rule mentions.
 fn manifest_maps(cluster: &ResolvedCluster) -> Vec<ciliumc_ir::manifest::ManifestMap> {
-    let mut ipcache: BTreeSet<(Vec<u8>, Vec<u8>)> = BTreeSet::new();
-    let mut add = |cidr: Cidr, identity: u32| {
-        ipcache.insert((maps::ipcache_key(&cidr), maps::ipcache_value(identity)));
-    };
-    for ep in &cluster.endpoints {
-        if let Some(a) = ep.ipv4 {
-            add(Cidr::host(a.into()), ep.identity.0);
-        }
-        if let Some(a) = ep.ipv6 {
-            add(Cidr::host(a.into()), ep.identity.0);
-        }
-    }
-    for node in &cluster.nodes {
-        for a in &node.addresses {
-            add(Cidr::host(*a), node.identity.0);
-        }
-    }
-    for (cidr, id) in &cluster.cidr_identities {
-        add(*cidr, id.0);
-    }
+    let ipcache = ipcache_entries(cluster);
     maps::shared_map_defs()
         .iter()
         .map(|def| {
             let entries = if def.name == maps::IPCACHE {
-                ipcache.iter().cloned().collect()
+                ipcache.clone()
             } else {
                 Vec::new()
             };

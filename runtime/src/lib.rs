@@ -1,1 +1,10 @@
 //! ciliumc-runtime: loads and runs what `ciliumc compile` produces.
+//!
+//! In: ELF objects and the manifest's map entries. Out: programs loaded into the kernel through aya.
+//! `testrun` executes one program on one packet with `BPF_PROG_TEST_RUN` (used by `ciliumc trace`
+//! and `connlist --verify-bytecode`); `events` decodes flow event records. The agent (attach, swap,
+//! pinning, the flow API) is a later issue.
+
+pub mod events;
+pub mod packet;
+pub mod testrun;

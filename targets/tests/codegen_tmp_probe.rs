@@ -65,9 +65,18 @@ fn probe() {
     let t = Instant::now();
     let live = liveness::liveness(f, &rpo);
     println!("liveness {:?}", t.elapsed());
+    let t = Instant::now();
+    for _ in 0..50 { std::hint::black_box(liveness::liveness(f, &rpo)); }
+    println!("liveness x50 avg {:?}", t.elapsed() / 50);
+    let t = Instant::now();
+    for _ in 0..50 { std::hint::black_box(liveness::reverse_postorder(f).unwrap()); }
+    println!("rpo x50 avg {:?}", t.elapsed() / 50);
     let total_in: usize = rpo.iter().map(|b| live.live_in(*b).count()).sum();
     println!("blocks {} vregs {} globals {} avg live_in {}", f.blocks.len(), f.num_vregs, live.globals.len(), total_in as f64 / rpo.len() as f64);
     let t = Instant::now();
     let _ = check::check_function(f, &rpo, &live, &Default::default()).unwrap();
     println!("check {:?}", t.elapsed());
+    let t = Instant::now();
+    for _ in 0..50 { std::hint::black_box(check::check_function(f, &rpo, &live, &Default::default()).unwrap()); }
+    println!("check x50 avg {:?}", t.elapsed() / 50);
 }

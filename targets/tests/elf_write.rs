@@ -281,3 +281,20 @@ fn rejects_bad_relocations_and_names() {
         Err(ElfError::InvalidMap { .. })
     ));
 }
+
+#[test]
+fn rejects_sections_some_loader_refuses() {
+    for section in ["classifier/ingress", "tc", "tcx/ingress", "socket"] {
+        let w =
+            ObjectWriter::new().function(func("p", section, vec![mov64_imm(0, 0), exit()], vec![]));
+        assert!(
+            matches!(w.write(), Err(ElfError::UnportableSection { .. })),
+            "{section}"
+        );
+    }
+    for section in ["classifier", "xdp"] {
+        let w =
+            ObjectWriter::new().function(func("p", section, vec![mov64_imm(0, 0), exit()], vec![]));
+        assert!(w.write().is_ok(), "{section}");
+    }
+}

@@ -14,7 +14,8 @@ pub mod insn;
 pub mod jit;
 pub mod kernel;
 pub mod loader;
-pub mod packet;
+/// The packet builder lives in the runtime (it builds the packets `ciliumc trace` executes).
+pub use ciliumc_runtime::packet;
 pub mod sys;
 pub mod tools;
 

@@ -4,3 +4,4 @@ pub mod compile;
 pub mod connlist;
 pub mod disasm;
 pub mod schema;
+pub mod trace;

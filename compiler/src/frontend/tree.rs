@@ -127,51 +127,83 @@ pub const MAX_DEPTH: usize = 128;
 /// Largest number of nodes alias expansion may create per document ("billion laughs" guard).
 pub const MAX_ALIAS_NODES: usize = 100_000;
 
-/// Maps saphyr's character-based markers to byte offsets.
+/// Maps saphyr's character-based markers to byte offsets, lines and columns in O(1)-ish time, so that a
+/// long single-line (minified JSON) file does not make positions quadratic.
 struct LineIndex<'a> {
     text: &'a str,
+    /// Byte offset of each line start.
     line_starts: Vec<usize>,
+    /// Character index of each line start (unused for ASCII text, where it equals the byte offset).
+    line_char_starts: Vec<usize>,
+    /// Byte offset of every `CHECKPOINT`-th character (non-ASCII text only).
+    checkpoints: Vec<usize>,
+    ascii: bool,
 }
+
+const CHECKPOINT: usize = 64;
 
 impl<'a> LineIndex<'a> {
     fn new(text: &'a str) -> Self {
+        let ascii = text.is_ascii();
         let mut line_starts = vec![0];
-        for (i, b) in text.bytes().enumerate() {
-            if b == b'\n' {
-                line_starts.push(i + 1);
+        let mut line_char_starts = vec![0];
+        let mut checkpoints = Vec::new();
+        if ascii {
+            line_starts.extend(
+                text.bytes()
+                    .enumerate()
+                    .filter(|(_, b)| *b == b'\n')
+                    .map(|(i, _)| i + 1),
+            );
+        } else {
+            for (chars, (i, c)) in text.char_indices().enumerate() {
+                if chars % CHECKPOINT == 0 {
+                    checkpoints.push(i);
+                }
+                if c == '\n' {
+                    line_starts.push(i + 1);
+                    line_char_starts.push(chars + 1);
+                }
             }
         }
-        LineIndex { text, line_starts }
+        LineIndex {
+            text,
+            line_starts,
+            line_char_starts,
+            checkpoints,
+            ascii,
+        }
+    }
+
+    /// Byte offset of a character index.
+    fn char_to_byte(&self, index: usize) -> usize {
+        if self.ascii {
+            return index.min(self.text.len());
+        }
+        let Some(&base) = self.checkpoints.get(index / CHECKPOINT) else {
+            return self.text.len();
+        };
+        let rest = self.text.get(base..).unwrap_or("");
+        rest.char_indices()
+            .nth(index % CHECKPOINT)
+            .map_or(self.text.len(), |(i, _)| base + i)
+    }
+
+    /// Character index of a byte offset (a char boundary).
+    fn byte_to_char(&self, offset: usize) -> usize {
+        if self.ascii {
+            return offset;
+        }
+        let k = self
+            .checkpoints
+            .partition_point(|&b| b <= offset)
+            .saturating_sub(1);
+        let base = self.checkpoints.get(k).copied().unwrap_or(0);
+        k * CHECKPOINT + self.text.get(base..offset).map_or(0, |s| s.chars().count())
     }
 
     fn pos(&self, marker: &Marker) -> Pos {
-        let line = marker.line().max(1);
-        let Some(&start) = self.line_starts.get(line - 1) else {
-            return self.end_pos();
-        };
-        let rest = self.text.get(start..).unwrap_or("");
-        let mut offset = start;
-        for (chars, (i, c)) in rest.char_indices().enumerate() {
-            if chars == marker.col() || c == '\n' {
-                offset = start + i;
-                break;
-            }
-            offset = start + i + c.len_utf8();
-        }
-        let column = self
-            .text
-            .get(start..offset)
-            .map_or(0, |s| s.chars().count())
-            + 1;
-        Pos {
-            offset,
-            line: to_u32(line),
-            column: to_u32(column),
-        }
-    }
-
-    fn end_pos(&self) -> Pos {
-        self.pos_of_offset(self.text.len())
+        self.pos_of_offset(self.char_to_byte(marker.index()))
     }
 
     /// Position of a byte offset (rounded down to a char boundary).
@@ -184,12 +216,11 @@ impl<'a> LineIndex<'a> {
             .line_starts
             .partition_point(|&s| s <= offset)
             .saturating_sub(1);
-        let start = self.line_starts.get(line_idx).copied().unwrap_or(0);
-        let column = self
-            .text
-            .get(start..offset)
-            .map_or(0, |s| s.chars().count())
-            + 1;
+        let column = if self.ascii {
+            offset - self.line_starts.get(line_idx).copied().unwrap_or(0)
+        } else {
+            self.byte_to_char(offset) - self.line_char_starts.get(line_idx).copied().unwrap_or(0)
+        } + 1;
         Pos {
             offset,
             line: to_u32(line_idx + 1),
@@ -218,7 +249,8 @@ enum Frame {
         anchor: usize,
         entries: Vec<Entry>,
         key: Option<Node>,
-        seen: HashMap<String, Span>,
+        /// Key index, built only once a mapping is large (small ones are scanned).
+        seen: Option<HashMap<String, Span>>,
     },
 }
 
@@ -392,7 +424,7 @@ impl<'a> Builder<'a> {
                     anchor,
                     entries: Vec::new(),
                     key: None,
-                    seen: HashMap::new(),
+                    seen: None,
                 });
             }
             Event::SequenceEnd | Event::MappingEnd => self.close(span),
@@ -523,11 +555,32 @@ impl<'a> Builder<'a> {
                 entries, key, seen, ..
             }) => match key.take() {
                 None => {
+                    if seen.is_none() && entries.len() >= 32 {
+                        *seen = Some(
+                            entries
+                                .iter()
+                                .filter_map(|e| {
+                                    e.key.as_scalar().map(|t| (t.to_string(), e.key.span))
+                                })
+                                .collect(),
+                        );
+                    }
                     if let Some(text) = node.as_scalar() {
-                        if let Some(first) = seen.get(text) {
-                            duplicate = Some((text.to_string(), node.span, *first));
-                        } else {
-                            seen.insert(text.to_string(), node.span);
+                        let first = match seen {
+                            Some(index) => index.get(text).copied(),
+                            None => entries
+                                .iter()
+                                .find(|e| e.key.as_scalar() == Some(text))
+                                .map(|e| e.key.span),
+                        };
+                        match (first, seen) {
+                            (Some(first), _) => {
+                                duplicate = Some((text.to_string(), node.span, first))
+                            }
+                            (None, Some(index)) => {
+                                index.insert(text.to_string(), node.span);
+                            }
+                            (None, None) => {}
                         }
                     }
                     *key = Some(node);
@@ -675,11 +728,34 @@ mod tests {
     }
 
     #[test]
+    fn positions_on_long_non_ascii_lines() {
+        let text = format!("{{\"a\": \"{}\", \"b\": \"x\"}}\n", "é€".repeat(100));
+        let root = parse(&text).documents.remove(0).root.unwrap();
+        let x = root.get("b").unwrap().value.span;
+        let expected = text.find("\"x\"").unwrap();
+        assert_eq!(x.start.offset, expected);
+        assert_eq!(x.start.line, 1);
+        assert_eq!(
+            x.start.column as usize,
+            text[..expected].chars().count() + 1
+        );
+        assert_eq!(&text[x.start.offset..x.end.offset], "\"x\"");
+    }
+
+    #[test]
     fn duplicate_keys_are_errors() {
         let file = parse("a: 1\nb: 2\na: 3\n");
         let errs = &file.documents[0].errors;
         assert_eq!(errs.len(), 1);
         assert_eq!(errs[0].span.start.line, 3);
+        // Large mappings use an index instead of a scan; both must find duplicates.
+        let mut big: String = (0..100).map(|i| format!("k{i}: v\n")).collect();
+        big.push_str("k7: again\nk99: again\n");
+        let errs = &parse(&big).documents[0].errors;
+        assert_eq!(
+            errs.iter().map(|e| e.span.start.line).collect::<Vec<_>>(),
+            vec![101, 102]
+        );
     }
 
     #[test]

@@ -127,7 +127,6 @@ pub struct PolicyBuilder<'a> {
     selectable: Vec<&'a IdentityInfo>,
     /// The same, by `k8s:io.kubernetes.pod.namespace` (most selectors name one namespace).
     selectable_by_ns: HashMap<String, Vec<&'a IdentityInfo>>,
-    cluster_name: String,
     cache: HashMap<LabelSelector, BTreeSet<NumericIdentity>>,
     /// Named ports per identity: the union over that identity's endpoints.
     named_ports: BTreeMap<NumericIdentity, BTreeSet<(String, Protocol, u16)>>,
@@ -170,7 +169,6 @@ impl<'a> PolicyBuilder<'a> {
         PolicyBuilder {
             selectable,
             selectable_by_ns,
-            cluster_name: cluster_name.to_string(),
             cache: HashMap::new(),
             named_ports,
             all_cluster_ids,
@@ -237,7 +235,6 @@ impl<'a> PolicyBuilder<'a> {
         selecting: &[&SubjectRule],
         rule_ids: &[RuleId],
     ) -> EndpointPolicy {
-        let _ = &self.cluster_name;
         let mut policy = EndpointPolicy::unenforced();
         for direction in [Direction::Ingress, Direction::Egress] {
             let sections: Vec<&&SubjectRule> = selecting

@@ -6,7 +6,8 @@
 //! Endpoint labels follow Cilium: `k8s:<pod label>`, `k8s:io.kubernetes.pod.namespace`,
 //! `k8s:io.cilium.k8s.namespace.labels.<k>`, `k8s:io.cilium.k8s.policy.serviceaccount`,
 //! `k8s:io.cilium.k8s.policy.cluster`. Addresses missing from the input are allocated from the
-//! configured pod CIDRs, deterministically per endpoint name (data only, never traffic addresses).
+//! configured pod CIDRs, deterministically per endpoint name (data only, never traffic addresses;
+//! an allocated address is not checked against addresses given explicitly in the input).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -332,7 +333,7 @@ pub fn build_inventory<O: SourceObject>(
             continue;
         };
         let name = object_name(&w.metadata);
-        // External workloads join as if in the default namespace (Cilium labels them so).
+        // ciliumc places external workloads in namespace `default` so that CNP peers can name them.
         let ns = "default".to_string();
         let ns_labels = ensure_ns(&mut inv, &ns);
         let (ipv4, ipv6) = parse_ips(w.status.iter().filter_map(|s| s.ip.clone()));

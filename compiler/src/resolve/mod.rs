@@ -14,6 +14,7 @@
 
 pub mod build;
 pub mod inventory;
+pub mod names;
 pub mod policies;
 pub mod selectors;
 
@@ -21,7 +22,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use ciliumc_ir::stable_id::{StableIdError, allocate_stable_ids};
 use ciliumc_ir::{
-    Cidr, Endpoint, EndpointKind, EndpointPolicy, IdentityInfo, NumericIdentity, PeerSet, RuleId,
+    Cidr, Endpoint, EndpointKind, EndpointPolicy, IdentityInfo, NumericIdentity, RuleId,
     RuleOrigin, SourceLocation,
 };
 
@@ -276,15 +277,4 @@ pub fn resolve<O: SourceObject>(
         rule_origins,
         warnings,
     })
-}
-
-/// Whether any rule of the policy carries CIDR peers (for callers that segment address space).
-pub fn policy_cidrs(policy: &EndpointPolicy) -> impl Iterator<Item = &ciliumc_ir::CidrRule> {
-    [&policy.ingress, &policy.egress]
-        .into_iter()
-        .flat_map(|d| d.rules.iter())
-        .flat_map(|r| match &r.peers {
-            PeerSet::All => [].iter(),
-            PeerSet::Selected { cidrs, .. } => cidrs.iter(),
-        })
 }

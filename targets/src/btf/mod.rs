@@ -4,10 +4,12 @@
 //! (ids start at 1; 0 is `void`). Names go into a deduplicated string table.
 //! Out: the `.BTF` section bytes from [`Btf::to_bytes`] (little endian, header + types + strings),
 //! and from [`ext::BtfExt`] the `.BTF.ext` section with `func_info` and `line_info` records.
+//! [`read::ParsedBtf`] reads BTF back (types, sizes, `.maps` definitions).
 //!
 //! Output is a pure function of the sequence of calls: the same calls give the same bytes.
 
 pub mod ext;
+pub mod read;
 
 use std::collections::HashMap;
 

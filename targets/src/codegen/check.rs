@@ -118,12 +118,6 @@ struct State {
     stack: StackInit,
 }
 
-#[derive(Clone, PartialEq)]
-struct EntryState {
-    vals: Vec<(VReg, Ty)>,
-    refs: Vec<(u32, VReg)>,
-    stack: StackInit,
-}
 
 /// One bit per byte of the 512-byte frame.
 #[derive(Clone, Copy, PartialEq, Eq, Default)]
@@ -699,27 +693,34 @@ pub fn check_function(
 ) -> Result<CheckInfo, CodegenError> {
     let nb = func.blocks.len();
     let mut info = CheckInfo { narrow_branch: vec![false; nb] };
-    let mut entries: Vec<Option<EntryState>> = vec![None; nb];
     let mut first_inst = vec![0u32; nb];
     let mut count = 0u32;
     for (i, block) in func.blocks.iter().enumerate() {
         first_inst[i] = count;
         count = count.saturating_add(block.insts.len() as u32);
     }
-    let mut entry0 = EntryState {
-        vals: Vec::new(),
-        refs: Vec::new(),
-        stack: StackInit::default(),
-    };
-    for v in live.live_in(BlockId(0)) {
-        let ty = match func.params.iter().find(|(p, _)| p.0 as usize == v) {
+    // Block-entry states in flat arrays: block b's live-in registers and their types are
+    // `in_vregs[in_off[b]..in_off[b + 1]]` and `in_tys[..]` (no allocation per block or edge).
+    let mut in_off = vec![0usize; nb + 1];
+    let mut in_vregs: Vec<u32> = Vec::new();
+    for b in 0..nb {
+        in_off[b] = in_vregs.len();
+        in_vregs.extend(live.live_in(BlockId(b as u32)).map(|v| v as u32));
+    }
+    in_off[nb] = in_vregs.len();
+    let mut in_tys: Vec<Ty> = vec![Ty::Undef; in_vregs.len()];
+    let mut has_entry = vec![false; nb];
+    let mut in_refs: Vec<Vec<(u32, VReg)>> = vec![Vec::new(); nb];
+    let mut in_stack: Vec<StackInit> = vec![StackInit::default(); nb];
+    for k in in_off[0]..in_off[1] {
+        let v = in_vregs[k] as usize;
+        in_tys[k] = match func.params.iter().find(|(p, _)| p.0 as usize == v) {
             Some((_, ParamKind::Ctx)) => Ty::Ctx,
             Some((_, ParamKind::Scalar)) => Ty::Scalar { bits: 64 },
             None => Ty::Undef,
         };
-        entry0.vals.push((VReg(v as u32), ty));
     }
-    entries[0] = Some(entry0);
+    has_entry[0] = true;
     let mut slot_base = Vec::with_capacity(func.slots.len());
     let mut total = 0u32;
     for s in &func.slots {
@@ -734,7 +735,12 @@ pub fn check_function(
         callees,
         slot_base,
         inst_id: 0,
-        st: State { tys: vec![Ty::Undef; func.num_vregs as usize], touched: Vec::new(), refs: Vec::new(), stack: StackInit::default() },
+        st: State {
+            tys: vec![Ty::Undef; func.num_vregs as usize],
+            touched: Vec::new(),
+            refs: Vec::new(),
+            stack: StackInit::default(),
+        },
     };
     let fail = |b: BlockId, error| CodegenError::Check { func: func.name.clone(), block: b, error };
     let mut dirty = vec![false; nb];
@@ -743,21 +749,20 @@ pub fn check_function(
         let mut any = false;
         for &b in rpo {
             let bi = b.0 as usize;
-            if !dirty[bi] {
+            if !dirty[bi] || !has_entry[bi] {
                 continue;
             }
             dirty[bi] = false;
             any = true;
-            let Some(entry) = &entries[bi] else { continue };
             for &v in &ck.st.touched {
                 ck.st.tys[v as usize] = Ty::Undef;
             }
             ck.st.touched.clear();
-            for &(v, t) in &entry.vals {
-                ck.set(v, t);
+            for k in in_off[bi]..in_off[bi + 1] {
+                ck.set(VReg(in_vregs[k]), in_tys[k]);
             }
-            ck.st.refs.clone_from(&entry.refs);
-            ck.st.stack = entry.stack;
+            ck.st.refs.clone_from(&in_refs[bi]);
+            ck.st.stack = in_stack[bi];
             let block = func.block(b);
             for (k, inst) in block.insts.iter().enumerate() {
                 ck.inst_id = first_inst[bi] + k as u32;
@@ -769,20 +774,31 @@ pub fn check_function(
             }
             for s in block.term.successors() {
                 let si = s.0 as usize;
-                let vals: Vec<(VReg, Ty)> = live
-                    .live_in(s)
-                    .map(|v| {
-                        let v = VReg(v as u32);
-                        (v, ck.refine(&block.term, s, ck.get(v)))
-                    })
-                    .collect();
-                let new = EntryState { vals, refs: ck.edge_refs(&block.term, s), stack: ck.st.stack };
-                let merged = match &entries[si] {
-                    None => new,
-                    Some(old) => merge(old, &new),
-                };
-                if entries[si].as_ref() != Some(&merged) {
-                    entries[si] = Some(merged);
+                let first = !has_entry[si];
+                let mut changed = first;
+                for k in in_off[si]..in_off[si + 1] {
+                    let t = ck.refine(&block.term, s, ck.get(VReg(in_vregs[k])));
+                    let n = if first { t } else { join(in_tys[k], t) };
+                    changed |= n != in_tys[k];
+                    in_tys[k] = n;
+                }
+                let refs = ck.edge_refs(&block.term, s);
+                if first {
+                    in_refs[si] = refs;
+                    in_stack[si] = ck.st.stack;
+                } else {
+                    for r in refs {
+                        if !in_refs[si].iter().any(|x| x.0 == r.0) {
+                            in_refs[si].push(r);
+                            changed = true;
+                        }
+                    }
+                    let met = in_stack[si].meet(&ck.st.stack);
+                    changed |= met != in_stack[si];
+                    in_stack[si] = met;
+                }
+                has_entry[si] = true;
+                if changed {
                     dirty[si] = true;
                 }
             }
@@ -792,15 +808,4 @@ pub fn check_function(
         }
     }
     Err(CodegenError::Internal { func: func.name.clone(), msg: "type check did not converge (loop)".into() })
-}
-
-fn merge(a: &EntryState, b: &EntryState) -> EntryState {
-    let vals = a.vals.iter().zip(&b.vals).map(|(&(v, x), &(_, y))| (v, join(x, y))).collect();
-    let mut refs = a.refs.clone();
-    for r in &b.refs {
-        if !refs.iter().any(|x| x.0 == r.0) {
-            refs.push(*r);
-        }
-    }
-    EntryState { vals, refs, stack: a.stack.meet(&b.stack) }
 }

@@ -212,7 +212,7 @@ pub fn liveness(func: &Function, rpo: &[BlockId]) -> Liveness {
     for &b in rpo {
         let bi = b.0 as usize;
         let block = func.block(b);
-        let mut see_use = |v: super::ir::VReg, defs: &BitMatrix, live_in: &mut BitMatrix| {
+        let see_use = |v: super::ir::VReg, defs: &BitMatrix, live_in: &mut BitMatrix| {
             let g = global_index[v.0 as usize];
             if g != u32::MAX && !defs.contains(bi, g as usize) {
                 live_in.insert(bi, g as usize);

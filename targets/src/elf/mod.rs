@@ -1,7 +1,7 @@
 //! ELF writer: BPF relocatable objects that libbpf (bpftool), iproute2 (`tc ... bpf obj`) and aya
 //! load.
 //!
-//! In: [`FunctionCode`]s (entry programs in sections such as `classifier`, `classifier/<x>`, `xdp`;
+//! In: [`FunctionCode`]s (entry programs in `classifier` or `xdp`, see [`PROGRAM_SECTIONS`];
 //! subprograms in `.text`), [`MapDef`]s and a license, collected by an [`ObjectWriter`].
 //! Out: the bytes of an ELF64 relocatable, EM_BPF, little-endian object ([`ObjectWriter::write`])
 //! with:
@@ -36,6 +36,11 @@ pub use maps::{BPF_F_NO_PREALLOC, FieldDesc, MapDef, MapSlot, MapType, Pinning, 
 
 /// The section that holds subprograms (libbpf and aya link calls only into it).
 pub const TEXT_SECTION: &str = ".text";
+
+/// Program sections every loader we target accepts: aya-obj 0.3 takes tc programs only from
+/// `classifier` (not `tc`, `tc/ingress`, `tcx/*`), and the system libbpf 1.1 cannot type
+/// `classifier/<x>` ("failed to guess program type"). Several programs may share a section.
+pub const PROGRAM_SECTIONS: &[&str] = &["classifier", "xdp", "xdp.frags"];
 const LD_IMM64: u8 = BPF_LD | BPF_IMM | BPF_DW;
 const CALL: u8 = BPF_JMP | BPF_CALL;
 
@@ -78,6 +83,12 @@ pub enum ElfError {
     EmptyFunction(String),
     #[error("map `{map}`: {reason}")]
     InvalidMap { map: String, reason: String },
+    #[error(
+        "function `{function}`: section `{section}` is not accepted by all of libbpf 1.1 (bpftool), \
+         iproute2 and aya; use `classifier` for tc programs (several may share it, told apart by \
+         symbol), `xdp` for XDP, `.text` for subprograms"
+    )]
+    UnportableSection { function: String, section: String },
     #[error("function signature given for unknown function `{0}`")]
     UnknownSignature(String),
     #[error("object writer: {0}")]
@@ -186,6 +197,12 @@ impl ObjectWriter {
             }
             if f.insns.is_empty() {
                 return Err(ElfError::EmptyFunction(f.name.clone()));
+            }
+            if f.section != TEXT_SECTION && !PROGRAM_SECTIONS.contains(&f.section.as_str()) {
+                return Err(ElfError::UnportableSection {
+                    function: f.name.clone(),
+                    section: f.section.clone(),
+                });
             }
             if !names.insert(f.name.as_str()) {
                 return Err(ElfError::DuplicateSymbol(f.name.clone()));

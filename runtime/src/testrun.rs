@@ -1,0 +1,104 @@
+//! Executes one compiled program on one packet in the kernel (`BPF_PROG_TEST_RUN` through aya),
+//! with the ipcache filled from the manifest, and collects the flow events it wrote.
+//!
+//! The object must declare its maps without pinning (so nothing global is touched): the compiler
+//! offers such a variant for this purpose.
+
+use aya::maps::lpm_trie::{Key, LpmTrie};
+use aya::maps::{MapData, RingBuf};
+use aya::programs::{SchedClassifier, TestRun, TestRunOptions};
+
+use crate::events::FlowEvent;
+
+/// Map names the policy programs use (mirrors the compiler's `lower::maps`).
+pub const IPCACHE: &str = "ciliumc_ipcache";
+pub const EVENTS: &str = "ciliumc_events";
+
+#[derive(Debug, thiserror::Error)]
+pub enum TestRunError {
+    #[error("loading the object: {0}")]
+    Load(#[from] aya::EbpfError),
+    #[error("program {0} not found in the object")]
+    NoProgram(String),
+    #[error("program {name}: {source}")]
+    Program {
+        name: String,
+        #[source]
+        source: aya::programs::ProgramError,
+    },
+    #[error("map {name}: {source}")]
+    Map {
+        name: String,
+        #[source]
+        source: aya::maps::MapError,
+    },
+    #[error("map {0} not found in the object")]
+    NoMap(&'static str),
+    #[error("ipcache entry with a key of {0} bytes (expected 24) or a value of other than 8 bytes")]
+    BadIpcacheEntry(usize),
+}
+
+impl TestRunError {
+    /// Whether the kernel refused `bpf()` itself (no privileges, or no BPF): callers fall back to
+    /// evaluating without the kernel.
+    pub fn is_bpf_refused(&self) -> bool {
+        let text = format!("{self:?}");
+        text.contains("EPERM") || text.contains("Operation not permitted") || text.contains("ENOSYS")
+    }
+}
+
+/// The result of one run.
+#[derive(Debug, Clone)]
+pub struct RunResult {
+    /// The program's return value (tc: 0 OK, 2 SHOT).
+    pub retval: u32,
+    pub events: Vec<FlowEvent>,
+}
+
+/// Loads `elf`, fills the ipcache with `ipcache` (24-byte keys, 8-byte values, as in the
+/// manifest), runs `program` on `packet` once and drains the event ring.
+pub fn run_tc_program(
+    elf: &[u8],
+    program: &str,
+    ipcache: &[(Vec<u8>, Vec<u8>)],
+    packet: &[u8],
+) -> Result<RunResult, TestRunError> {
+    let mut ebpf = aya::EbpfLoader::new().load(elf)?;
+    {
+        let map = ebpf.map_mut(IPCACHE).ok_or(TestRunError::NoMap(IPCACHE))?;
+        let mut trie: LpmTrie<&mut MapData, [u8; 20], [u8; 8]> =
+            LpmTrie::try_from(map).map_err(|source| TestRunError::Map { name: IPCACHE.into(), source })?;
+        for (k, v) in ipcache {
+            if k.len() != 24 || v.len() != 8 {
+                return Err(TestRunError::BadIpcacheEntry(k.len()));
+            }
+            let prefix = u32::from_le_bytes([k[0], k[1], k[2], k[3]]);
+            let mut data = [0u8; 20];
+            data.copy_from_slice(&k[4..24]);
+            let mut value = [0u8; 8];
+            value.copy_from_slice(v);
+            trie.insert(&Key::new(prefix, data), value, 0)
+                .map_err(|source| TestRunError::Map { name: IPCACHE.into(), source })?;
+        }
+    }
+    let prog: &mut SchedClassifier = ebpf
+        .program_mut(program)
+        .ok_or_else(|| TestRunError::NoProgram(program.to_string()))?
+        .try_into()
+        .map_err(|source| TestRunError::Program { name: program.into(), source })?;
+    prog.load().map_err(|source| TestRunError::Program { name: program.into(), source })?;
+    let mut opts = TestRunOptions::new();
+    opts.data_in = Some(packet);
+    let result = prog
+        .test_run(opts)
+        .map_err(|source| TestRunError::Program { name: program.into(), source })?;
+    let mut events = Vec::new();
+    let map = ebpf.map_mut(EVENTS).ok_or(TestRunError::NoMap(EVENTS))?;
+    let mut ring = RingBuf::try_from(map).map_err(|source| TestRunError::Map { name: EVENTS.into(), source })?;
+    while let Some(item) = ring.next() {
+        if let Ok(ev) = FlowEvent::decode(&item) {
+            events.push(ev);
+        }
+    }
+    Ok(RunResult { retval: result.return_value, events })
+}
