@@ -29,6 +29,9 @@ enum Command {
     Trace(cmd::trace::Args),
     /// Disassemble an eBPF object as llvm-objdump -d does.
     Disasm(cmd::disasm::Args),
+    /// What changes between two versions of the inputs (or compile outputs): connections newly
+    /// allowed or denied and why, endpoints whose programs change. Exit 0 none, 1 changes, 2 error.
+    Diff(cmd::diff::Args),
 }
 
 fn main() -> ExitCode {
@@ -41,6 +44,7 @@ fn main() -> ExitCode {
         Command::Compile(a) => cmd::compile::run(a),
         Command::Trace(a) => cmd::trace::run(a),
         Command::Disasm(a) => cmd::disasm::run(a),
+        Command::Diff(a) => cmd::diff::run(a),
     };
     match result {
         Ok(code) => code,

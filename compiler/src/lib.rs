@@ -4,6 +4,7 @@
 //! endpoints and per-endpoint policy IR) → `connlist` (IR → allowed connections).
 pub mod compile;
 pub mod connlist;
+pub mod diff;
 pub mod frontend;
 pub mod lower;
 pub mod resolve;

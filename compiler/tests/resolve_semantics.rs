@@ -552,3 +552,81 @@ fn rule_origins_name_policy_section_and_source_location() {
         "the rule mapping inside `ingress: [`: {loc}"
     );
 }
+
+#[test]
+fn to_services_without_selector_becomes_endpoint_slice_cidrs_that_never_match_pods() {
+    let c = cluster(
+        r#"apiVersion: v1
+kind: Service
+metadata: {name: ext, namespace: a}
+spec: {ports: [{port: 443}]}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: ext-1, namespace: a, labels: {kubernetes.io/service-name: ext}}
+addressType: IPv4
+endpoints: [{addresses: [203.0.113.10]}]
+---
+apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {name: p, namespace: a}
+spec:
+  endpointSelector: {matchLabels: {app: client}}
+  egress: [{toServices: [{k8sService: {serviceName: ext, namespace: a}}]}]
+"#,
+    );
+    assert!(can(&c, "a/client", "203.0.113.10", TCP, 443));
+    assert!(!can(&c, "a/client", "203.0.113.11", TCP, 443));
+    assert!(!can(&c, "a/client", "a/web", TCP, 443));
+}
+
+#[test]
+fn reserved_selector_in_from_endpoints_selects_the_reserved_identity_without_namespace() {
+    let c = cluster(
+        "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata: {name: p, namespace: a}\nspec:\n  endpointSelector: {matchLabels: {app: web}}\n  egress: [{toEndpoints: [{matchLabels: {\"reserved:host\": \"\"}}]}]\n",
+    );
+    let (_, p) = c.endpoint("a/web").unwrap();
+    assert!(verdict(p, Direction::Egress, peer(&c, "host"), TCP, 10250).is_allow());
+    assert!(
+        !verdict(
+            p,
+            Direction::Egress,
+            PeerInfo::new(NumericIdentity::REMOTE_NODE, None),
+            TCP,
+            10250
+        )
+        .is_allow()
+    );
+    assert!(!can(&c, "a/web", "a/client", TCP, 80));
+}
+
+#[test]
+fn knp_pod_selector_only_peer_is_same_namespace() {
+    let c = cluster(
+        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: p, namespace: a}\nspec:\n  podSelector: {matchLabels: {app: web}}\n  ingress: [{from: [{podSelector: {matchLabels: {app: client}}}]}]\n",
+    );
+    assert!(can(&c, "a/client", "a/web", TCP, 80));
+    assert!(!can(&c, "b/client", "a/web", TCP, 80));
+}
+
+#[test]
+fn ccnp_empty_endpoint_selector_selects_every_namespace() {
+    let c = cluster(
+        "apiVersion: cilium.io/v2\nkind: CiliumClusterwideNetworkPolicy\nmetadata: {name: p}\nspec:\n  endpointSelector: {}\n  ingress: [{}]\n",
+    );
+    assert!(
+        c.policies
+            .iter()
+            .all(|p| p.ingress.enforced && !p.egress.enforced)
+    );
+}
+
+#[test]
+fn cnp_cross_namespace_peer_needs_namespace_exists() {
+    let c = cluster(
+        "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata: {name: p, namespace: a}\nspec:\n  endpointSelector: {matchLabels: {app: web}}\n  ingress: [{fromEndpoints: [{matchLabels: {app: client}, matchExpressions: [{key: io.kubernetes.pod.namespace, operator: Exists}]}]}]\n",
+    );
+    assert!(can(&c, "a/client", "a/web", TCP, 80));
+    assert!(can(&c, "b/client", "a/web", TCP, 80));
+    assert!(!can(&c, "b/db", "a/web", TCP, 80));
+}

@@ -5,7 +5,7 @@
 //! offers such a variant for this purpose.
 
 use aya::maps::lpm_trie::{Key, LpmTrie};
-use aya::maps::{MapData, RingBuf};
+use aya::maps::{HashMap, MapData, RingBuf};
 use aya::programs::{SchedClassifier, TestRun, TestRunOptions};
 
 use crate::events::FlowEvent;
@@ -13,6 +13,7 @@ use crate::events::FlowEvent;
 /// Map names the policy programs use (mirrors the compiler's `lower::maps`).
 pub const IPCACHE: &str = "ciliumc_ipcache";
 pub const EVENTS: &str = "ciliumc_events";
+pub const CT: &str = "ciliumc_ct";
 
 #[derive(Debug, thiserror::Error)]
 pub enum TestRunError {
@@ -55,50 +56,87 @@ pub struct RunResult {
     pub events: Vec<FlowEvent>,
 }
 
-/// Loads `elf`, fills the ipcache with `ipcache` (24-byte keys, 8-byte values, as in the
-/// manifest), runs `program` on `packet` once and drains the event ring.
+/// An object loaded for test runs: its programs loaded, its ipcache filled.
+pub struct LoadedPolicyObject {
+    ebpf: aya::Ebpf,
+}
+
+impl LoadedPolicyObject {
+    /// Loads `elf` and every tc program in it, and fills the ipcache with `ipcache` (24-byte keys,
+    /// 8-byte values, as in the manifest).
+    pub fn load(elf: &[u8], ipcache: &[(Vec<u8>, Vec<u8>)]) -> Result<Self, TestRunError> {
+        let mut ebpf = aya::EbpfLoader::new().load(elf)?;
+        {
+            let map = ebpf.map_mut(IPCACHE).ok_or(TestRunError::NoMap(IPCACHE))?;
+            let mut trie: LpmTrie<&mut MapData, [u8; 20], [u8; 8]> = LpmTrie::try_from(map)
+                .map_err(|source| TestRunError::Map { name: IPCACHE.into(), source })?;
+            for (k, v) in ipcache {
+                if k.len() != 24 || v.len() != 8 {
+                    return Err(TestRunError::BadIpcacheEntry(k.len()));
+                }
+                let prefix = u32::from_le_bytes([k[0], k[1], k[2], k[3]]);
+                let mut data = [0u8; 20];
+                data.copy_from_slice(&k[4..24]);
+                let mut value = [0u8; 8];
+                value.copy_from_slice(v);
+                trie.insert(&Key::new(prefix, data), value, 0)
+                    .map_err(|source| TestRunError::Map { name: IPCACHE.into(), source })?;
+            }
+        }
+        let names: Vec<String> = ebpf.programs().map(|(n, _)| n.to_string()).collect();
+        for name in names {
+            let prog: &mut SchedClassifier = ebpf
+                .program_mut(&name)
+                .ok_or_else(|| TestRunError::NoProgram(name.clone()))?
+                .try_into()
+                .map_err(|source| TestRunError::Program { name: name.clone(), source })?;
+            prog.load().map_err(|source| TestRunError::Program { name: name.clone(), source })?;
+        }
+        Ok(LoadedPolicyObject { ebpf })
+    }
+
+    /// Runs `program` once on `packet`, returns its verdict and the events it wrote, then forgets
+    /// the connection it may have recorded, so that every run judges a new flow.
+    pub fn run(&mut self, program: &str, packet: &[u8]) -> Result<RunResult, TestRunError> {
+        let prog: &mut SchedClassifier = self
+            .ebpf
+            .program_mut(program)
+            .ok_or_else(|| TestRunError::NoProgram(program.to_string()))?
+            .try_into()
+            .map_err(|source| TestRunError::Program { name: program.into(), source })?;
+        let mut opts = TestRunOptions::new();
+        opts.data_in = Some(packet);
+        let result = prog
+            .test_run(opts)
+            .map_err(|source| TestRunError::Program { name: program.into(), source })?;
+        let mut events = Vec::new();
+        {
+            let map = self.ebpf.map_mut(EVENTS).ok_or(TestRunError::NoMap(EVENTS))?;
+            let mut ring = RingBuf::try_from(map)
+                .map_err(|source| TestRunError::Map { name: EVENTS.into(), source })?;
+            while let Some(item) = ring.next() {
+                if let Ok(ev) = FlowEvent::decode(&item) {
+                    events.push(ev);
+                }
+            }
+        }
+        let map = self.ebpf.map_mut(CT).ok_or(TestRunError::NoMap(CT))?;
+        let mut ct: HashMap<&mut MapData, [u8; 40], [u8; 8]> =
+            HashMap::try_from(map).map_err(|source| TestRunError::Map { name: CT.into(), source })?;
+        let keys: Vec<[u8; 40]> = ct.keys().filter_map(Result::ok).collect();
+        for k in keys {
+            ct.remove(&k).map_err(|source| TestRunError::Map { name: CT.into(), source })?;
+        }
+        Ok(RunResult { retval: result.return_value, events })
+    }
+}
+
+/// Loads `elf`, runs `program` on `packet` once and drains the event ring.
 pub fn run_tc_program(
     elf: &[u8],
     program: &str,
     ipcache: &[(Vec<u8>, Vec<u8>)],
     packet: &[u8],
 ) -> Result<RunResult, TestRunError> {
-    let mut ebpf = aya::EbpfLoader::new().load(elf)?;
-    {
-        let map = ebpf.map_mut(IPCACHE).ok_or(TestRunError::NoMap(IPCACHE))?;
-        let mut trie: LpmTrie<&mut MapData, [u8; 20], [u8; 8]> =
-            LpmTrie::try_from(map).map_err(|source| TestRunError::Map { name: IPCACHE.into(), source })?;
-        for (k, v) in ipcache {
-            if k.len() != 24 || v.len() != 8 {
-                return Err(TestRunError::BadIpcacheEntry(k.len()));
-            }
-            let prefix = u32::from_le_bytes([k[0], k[1], k[2], k[3]]);
-            let mut data = [0u8; 20];
-            data.copy_from_slice(&k[4..24]);
-            let mut value = [0u8; 8];
-            value.copy_from_slice(v);
-            trie.insert(&Key::new(prefix, data), value, 0)
-                .map_err(|source| TestRunError::Map { name: IPCACHE.into(), source })?;
-        }
-    }
-    let prog: &mut SchedClassifier = ebpf
-        .program_mut(program)
-        .ok_or_else(|| TestRunError::NoProgram(program.to_string()))?
-        .try_into()
-        .map_err(|source| TestRunError::Program { name: program.into(), source })?;
-    prog.load().map_err(|source| TestRunError::Program { name: program.into(), source })?;
-    let mut opts = TestRunOptions::new();
-    opts.data_in = Some(packet);
-    let result = prog
-        .test_run(opts)
-        .map_err(|source| TestRunError::Program { name: program.into(), source })?;
-    let mut events = Vec::new();
-    let map = ebpf.map_mut(EVENTS).ok_or(TestRunError::NoMap(EVENTS))?;
-    let mut ring = RingBuf::try_from(map).map_err(|source| TestRunError::Map { name: EVENTS.into(), source })?;
-    while let Some(item) = ring.next() {
-        if let Ok(ev) = FlowEvent::decode(&item) {
-            events.push(ev);
-        }
-    }
-    Ok(RunResult { retval: result.return_value, events })
+    LoadedPolicyObject::load(elf, ipcache)?.run(program, packet)
 }

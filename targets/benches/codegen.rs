@@ -107,7 +107,7 @@ fn bench(c: &mut Criterion) {
     let random_insns: usize = compile(&random).expect("compiles").iter().map(|c| c.insns.len()).sum();
 
     phase_breakdown("policy", &policy);
-    // phase_breakdown("random", &random);
+    phase_breakdown("random", &random);
     // A plain timing summary first, so the numbers land in the log in instructions per second.
     for (name, module, insns) in [("policy", &policy, policy_insns), ("random", &random, random_insns)] {
         let runs = 50;

@@ -1,7 +1,7 @@
 //! Unit tests of the passes: liveness, register allocation, instruction selection choices and the
 //! linker (fall-through, inversion, relaxation, bounds-checked fixups), plus module-level checks.
 
-use ciliumc_targets::codegen::emit::{EBlock, ETerm};
+use ciliumc_targets::codegen::emit::{EBlock, ETerm, Emitted};
 use ciliumc_targets::codegen::link::link;
 use ciliumc_targets::codegen::liveness::{liveness, reverse_postorder};
 use ciliumc_targets::codegen::{
@@ -226,13 +226,23 @@ fn wide_constants_in_64_bit_compares_are_materialized() {
     assert!(insns.iter().all(|i| i.code & 0x07 != BPF_JMP32));
 }
 
-fn block(id: u32, body: usize, term: ETerm) -> EBlock {
+/// Emitted blocks with `body` filler instructions each (plus `exit` for `ETerm::Exit`) and a map
+/// relocation on each block's first instruction.
+fn emitted(specs: Vec<(u32, usize, ETerm)>) -> Emitted {
     let nop = RawInsn { code: BPF_ALU64 | BPF_MOV | BPF_K, dst: 0, src: 0, off: 0, imm: 0 };
-    let mut insns = vec![nop; body];
-    if term == ETerm::Exit {
-        insns.push(RawInsn { code: EXIT, ..RawInsn::default() });
+    let mut e = Emitted::default();
+    for (id, body, term) in specs {
+        let start = e.insns.len();
+        e.insns.extend(std::iter::repeat_n(nop, body));
+        if term == ETerm::Exit {
+            e.insns.push(RawInsn { code: EXIT, ..RawInsn::default() });
+        }
+        if e.insns.len() > start {
+            e.relocs.push((start, RelocTarget::Map("m".into())));
+        }
+        e.blocks.push(EBlock { id: BlockId(id), start, end: e.insns.len(), term });
     }
-    EBlock { id: BlockId(id), insns, relocs: vec![(0, RelocTarget::Map("m".into()))], term }
+    e
 }
 
 fn cond(op: u8, then_: u32, else_: u32) -> ETerm {
@@ -241,12 +251,12 @@ fn cond(op: u8, then_: u32, else_: u32) -> ETerm {
 
 #[test]
 fn linker_falls_through_and_inverts() {
-    let blocks = vec![
-        block(0, 1, cond(BPF_JEQ, 1, 2)), // then is next: inverted to jne → 2
-        block(1, 1, ETerm::Jump(BlockId(2))), // jump to next: removed
-        block(2, 1, cond(BPF_JGT, 3, 1)), // neither next... else=1 is behind: jgt → 3 falls... 3 is next
-        block(3, 1, ETerm::Exit),
-    ];
+    let blocks = emitted(vec![
+        (0, 1, cond(BPF_JEQ, 1, 2)), // then is next: inverted to jne → 2
+        (1, 1, ETerm::Jump(BlockId(2))), // jump to next: removed
+        (2, 1, cond(BPF_JGT, 3, 1)), // then=3 is next: inverted to jle → 1
+        (3, 1, ETerm::Exit),
+    ]);
     let code = link("f", "classifier", blocks, 4, LinkOptions::default()).unwrap();
     let i = &code.insns;
     assert_eq!(i.len(), 1 + 1 + 1 + 1 + 1 + 2);
@@ -261,12 +271,12 @@ fn linker_falls_through_and_inverts() {
 #[test]
 fn linker_relaxes_far_branches_to_gotol() {
     let far = 50_000;
-    let blocks = vec![
-        block(0, 1, cond(BPF_JEQ, 3, 1)),
-        block(1, 1, cond(BPF_JSET, 3, 2)),
-        block(2, far, ETerm::Jump(BlockId(3))),
-        block(3, 1, ETerm::Jump(BlockId(0))), // a far backward jump too
-    ];
+    let blocks = emitted(vec![
+        (0, 1, cond(BPF_JEQ, 3, 1)),
+        (1, 1, cond(BPF_JSET, 3, 2)),
+        (2, far, ETerm::Jump(BlockId(3))),
+        (3, 1, ETerm::Jump(BlockId(0))), // a far backward jump too
+    ]);
     let code = link("f", "classifier", blocks, 4, LinkOptions { short_jump_limit: 32767 }).unwrap();
     let i = &code.insns;
     // Block 0: jne +1 over a gotol.
@@ -296,12 +306,13 @@ fn linker_relaxes_far_branches_to_gotol() {
 fn relaxation_cascades() {
     // Branches just inside the limit are pushed out of range by other branches growing.
     let limit = 10;
-    let mut blocks = Vec::new();
+    let mut specs = Vec::new();
     for k in 0..8u32 {
-        blocks.push(block(k, 0, cond(BPF_JEQ, 9, k + 1)));
+        specs.push((k, 0, cond(BPF_JEQ, 9, k + 1)));
     }
-    blocks.push(block(8, 3, ETerm::Exit));
-    blocks.push(block(9, 0, ETerm::Exit));
+    specs.push((8, 3, ETerm::Exit));
+    specs.push((9, 0, ETerm::Exit));
+    let blocks = emitted(specs);
     let code = link("f", "classifier", blocks, 10, LinkOptions { short_jump_limit: limit }).unwrap();
     let mut pc = 0;
     let i = &code.insns;
@@ -319,7 +330,7 @@ fn relaxation_cascades() {
 
 #[test]
 fn jump_to_a_missing_block_is_an_error_not_a_panic() {
-    let blocks = vec![block(0, 1, ETerm::Jump(BlockId(5)))];
+    let blocks = emitted(vec![(0, 1, ETerm::Jump(BlockId(5)))]);
     assert!(link("f", "classifier", blocks, 6, LinkOptions::default()).is_err());
 }
 

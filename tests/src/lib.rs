@@ -13,6 +13,7 @@
 pub mod insn;
 pub mod jit;
 pub mod kernel;
+pub mod link;
 pub mod loader;
 /// The packet builder lives in the runtime (it builds the packets `ciliumc trace` executes).
 pub use ciliumc_runtime::packet;

@@ -1,20 +1,21 @@
 //! Loading whole objects into the kernel, two ways.
 //!
 //! In: ELF bytes (as the ELF writer produces them). Out:
-//! - [`load_object_raw`]: aya-obj parses the ELF and links it (map relocations with
-//!   `src = BPF_PSEUDO_MAP_FD, imm = fd`, subprogram calls); maps are created and programs loaded
-//!   with our own `bpf()` wrappers (SCHED_CLS for `classifier*`, XDP for `xdp*`), with the
-//!   object's `.BTF` and its func/line info. Returns programs and maps by name.
+//! - [`load_object_raw`]: our own linker ([`crate::link`], independent of libbpf and aya-obj)
+//!   reads the ELF and links it (map loads get `src = BPF_PSEUDO_MAP_FD, imm = fd`, `.text`
+//!   subprograms are appended and calls fixed); maps are created and programs loaded with our own
+//!   `bpf()` wrappers (SCHED_CLS for `classifier*`, XDP for `xdp*`), with the object's `.BTF` and
+//!   its func/line info. Returns programs and maps by name.
 //! - [`load_object_aya`]: aya 0.14 `EbpfLoader`, every program loaded (SchedClassifier, Xdp).
 //!
 //! Failures carry the verifier log verbatim.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
-use aya_obj::ProgramSection;
-use object::{Object as _, ObjectSection as _};
+use ciliumc_targets::isa::opcode::BPF_PSEUDO_MAP_FD;
 
+use crate::link;
 use crate::sys::{self, MapFd, MapSpec, ProgBtf, ProgFd, ProgInfo, SysError, TestRunOutput};
 
 #[derive(Debug, thiserror::Error)]
@@ -105,11 +106,13 @@ impl LoadedObject {
 }
 
 /// The kernel program type for a program section.
-fn prog_type_of(section: &ProgramSection) -> Option<u32> {
-    match section {
-        ProgramSection::SchedClassifier => Some(sys::BPF_PROG_TYPE_SCHED_CLS),
-        ProgramSection::Xdp { .. } => Some(sys::BPF_PROG_TYPE_XDP),
-        _ => None,
+fn prog_type_of(section: &str) -> Option<u32> {
+    if section.starts_with("classifier") || section.starts_with("tc") {
+        Some(sys::BPF_PROG_TYPE_SCHED_CLS)
+    } else if section.starts_with("xdp") {
+        Some(sys::BPF_PROG_TYPE_XDP)
+    } else {
+        None
     }
 }
 
@@ -120,115 +123,79 @@ pub struct LoadOptions {
     pub verifier_log: bool,
 }
 
-/// Parses, links and loads every program of `elf` with raw `bpf()` calls.
+/// Links `elf` with our own linker ([`crate::link`]) and loads every program with raw `bpf()`.
 pub fn load_object_raw(elf: &[u8]) -> Result<LoadedObject, LoadError> {
     load_object_raw_with(elf, LoadOptions::default())
 }
 
+fn words(records: impl IntoIterator<Item = u32>) -> Vec<u8> {
+    records.into_iter().flat_map(u32::to_le_bytes).collect()
+}
+
 /// [`load_object_raw`] with options.
 pub fn load_object_raw_with(elf: &[u8], options: LoadOptions) -> Result<LoadedObject, LoadError> {
-    let file = object::File::parse(elf).map_err(|e| LoadError::Parse(e.to_string()))?;
-    let section_name = |index: usize| {
-        file.section_by_index(object::SectionIndex(index))
-            .ok()
-            .and_then(|s| s.name().ok().map(str::to_owned))
-            .unwrap_or_default()
-    };
-    let btf_bytes = file
-        .section_by_name(".BTF")
-        .and_then(|s| s.data().ok().map(<[u8]>::to_vec));
-    let mut obj = aya_obj::Object::parse(elf).map_err(|e| LoadError::Parse(e.to_string()))?;
-
-    let mut map_names: Vec<String> = obj.maps.keys().cloned().collect();
-    map_names.sort();
+    let linked = link::link(elf).map_err(|e| LoadError::Link(e.to_string()))?;
     let mut maps = BTreeMap::new();
-    for name in &map_names {
-        let m = &obj.maps[name];
+    for m in &linked.maps {
         let spec = MapSpec {
-            name: name.clone(),
-            map_type: m.map_type(),
-            key_size: m.key_size(),
-            value_size: m.value_size(),
-            max_entries: m.max_entries(),
-            map_flags: m.map_flags(),
+            name: m.name.clone(),
+            map_type: m.map_type,
+            key_size: m.key_size,
+            value_size: m.value_size,
+            max_entries: m.max_entries,
+            map_flags: m.map_flags,
         };
         let fd = sys::map_create(&spec).map_err(|source| LoadError::Map {
-            name: name.clone(),
+            name: m.name.clone(),
             source,
         })?;
-        maps.insert(name.clone(), fd);
+        maps.insert(m.name.clone(), fd);
     }
-
-    let text_sections: HashSet<usize> = obj.functions.keys().map(|(section, _)| *section).collect();
-    // relocate_maps borrows the object mutably while reading the map definitions.
-    let map_defs = obj.maps.clone();
-    obj.relocate_maps(
-        map_names
-            .iter()
-            .map(|n| (n.as_str(), maps[n].fd.as_raw_fd(), &map_defs[n])),
-        &text_sections,
-    )
-    .map_err(|e| LoadError::Link(e.to_string()))?;
-    obj.relocate_calls(&text_sections)
-        .map_err(|e| LoadError::Link(e.to_string()))?;
-
-    let btf = match &btf_bytes {
+    let btf = match &linked.btf {
         Some(b) => Some(sys::btf_load(b)?),
         None => None,
     };
-    let license = obj.license.to_string_lossy().into_owned();
-    let mut names: Vec<&String> = obj.programs.keys().collect();
-    names.sort();
     let mut programs = BTreeMap::new();
-    for name in names {
-        let program = &obj.programs[name];
-        let section = section_name(program.section_index);
-        let prog_type =
-            prog_type_of(&program.section).ok_or_else(|| LoadError::UnsupportedSection {
-                name: name.clone(),
-                section: section.clone(),
+    for p in &linked.programs {
+        let prog_type = prog_type_of(&p.section).ok_or_else(|| LoadError::UnsupportedSection {
+            name: p.name.clone(),
+            section: p.section.clone(),
+        })?;
+        let mut insns = p.insns.clone();
+        for (slot, map) in &p.map_loads {
+            let fd = maps.get(map).ok_or_else(|| {
+                LoadError::Link(format!("program `{}` loads unknown map `{map}`", p.name))
             })?;
-        let function = obj
-            .functions
-            .get(&program.function_key())
-            .ok_or_else(|| LoadError::Link(format!("no code for program `{name}`")))?;
-        let insns: Vec<u8> = function
-            .instructions
-            .iter()
-            .flat_map(|i| {
-                // SAFETY: `bpf_insn` is the kernel's 8-byte plain-old-data instruction.
-                unsafe {
-                    std::slice::from_raw_parts(
-                        (i as *const aya_obj::generated::bpf_insn).cast::<u8>(),
-                        8,
-                    )
-                }
-                .to_vec()
-            })
-            .collect();
-        let func_info = function.func_info.func_info_bytes();
-        let line_info = function.line_info.line_info_bytes();
+            insns[*slot].src = BPF_PSEUDO_MAP_FD;
+            insns[*slot].imm = fd.fd.as_raw_fd();
+            if let Some(next) = insns.get_mut(slot + 1) {
+                next.imm = 0;
+            }
+        }
+        let bytes: Vec<u8> = insns.iter().flat_map(|i| i.to_bytes()).collect();
+        let func_info = words(p.func_info.iter().flat_map(|(slot, ty)| [*slot, *ty]));
+        let line_info = words(p.line_info.iter().flatten().copied());
         let prog_btf = ProgBtf {
             btf_fd: btf.as_ref().map(|b| b.as_fd()),
             func_info: &func_info,
-            func_info_rec_size: function.func_info_rec_size as u32,
+            func_info_rec_size: 8,
             line_info: &line_info,
-            line_info_rec_size: function.line_info_rec_size as u32,
+            line_info_rec_size: 16,
         };
         let (prog, log) = sys::prog_load_logged(
-            name,
+            &p.name,
             prog_type,
-            &insns,
-            &license,
+            &bytes,
+            &linked.license,
             &prog_btf,
             options.verifier_log,
         )?;
         let info = sys::prog_info(prog.fd.as_fd())?;
         programs.insert(
-            name.clone(),
+            p.name.clone(),
             LoadedProgram {
                 prog,
-                section,
+                section: p.section.clone(),
                 info,
                 log,
             },

@@ -324,7 +324,9 @@ fn first_last(c: &Cidr) -> (IpAddr, IpAddr) {
             )
         }
         IpAddr::V6(a) => {
-            let host = u128::MAX.checked_shr(u32::from(c.prefix_len())).unwrap_or(0);
+            let host = u128::MAX
+                .checked_shr(u32::from(c.prefix_len()))
+                .unwrap_or(0);
             (
                 IpAddr::V6(a),
                 IpAddr::V6(Ipv6Addr::from(u128::from(a) | host)),

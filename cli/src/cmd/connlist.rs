@@ -18,6 +18,10 @@ pub struct Args {
     /// Also list IPv6 external ranges.
     #[arg(long)]
     ipv6: bool,
+    /// Execute the compiled programs in the kernel for one packet per (pair, protocol, port
+    /// interval) and fail on any disagreement with the reference evaluator.
+    #[arg(long)]
+    verify_bytecode: bool,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -34,5 +38,19 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     let conns = connlist::connections(&cluster, &ConnlistOptions { ipv6: args.ipv6 });
     print!("{}", connlist::render(&conns, args.format));
+    if args.verify_bytecode {
+        let report = input::with_progress("executing programs", || super::verify::verify_bytecode(&cluster))?;
+        for d in &report.disagreements {
+            eprintln!("disagreement: {d}");
+        }
+        eprintln!(
+            "verify-bytecode: {} packet(s) executed in the kernel, {} disagreement(s) with the reference evaluator",
+            report.packets,
+            report.disagreements.len()
+        );
+        if !report.disagreements.is_empty() {
+            return Ok(ExitCode::from(1));
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }

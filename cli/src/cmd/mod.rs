@@ -2,6 +2,8 @@
 pub mod check;
 pub mod compile;
 pub mod connlist;
+pub mod diff;
 pub mod disasm;
 pub mod schema;
 pub mod trace;
+pub mod verify;

@@ -16,7 +16,7 @@ use crate::frontend::LoadedObject;
 /// Field paths listed per modified object; more are summarized as a count.
 pub const MAX_FIELDS: usize = 12;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ObjectChangeKind {
     Added,

@@ -203,19 +203,36 @@ impl<'a> LineIndex<'a> {
     }
 
     fn pos(&self, marker: &Marker) -> Pos {
-        self.pos_of_offset(self.char_to_byte(marker.index()))
+        self.pos_with_hint(self.char_to_byte(marker.index()), marker.line())
     }
 
     /// Position of a byte offset (rounded down to a char boundary).
     fn pos_of_offset(&self, offset: usize) -> Pos {
+        self.pos_with_hint(offset, 0)
+    }
+
+    /// Like `pos_of_offset`, trying the 1-based `line_hint` (saphyr's own line count) before a search.
+    fn pos_with_hint(&self, offset: usize, line_hint: usize) -> Pos {
         let mut offset = offset.min(self.text.len());
         while !self.text.is_char_boundary(offset) {
             offset -= 1;
         }
-        let line_idx = self
-            .line_starts
-            .partition_point(|&s| s <= offset)
-            .saturating_sub(1);
+        let hint_ok = line_hint >= 1
+            && self
+                .line_starts
+                .get(line_hint - 1)
+                .is_some_and(|&s| s <= offset)
+            && self
+                .line_starts
+                .get(line_hint)
+                .is_none_or(|&next| offset < next);
+        let line_idx = if hint_ok {
+            line_hint - 1
+        } else {
+            self.line_starts
+                .partition_point(|&s| s <= offset)
+                .saturating_sub(1)
+        };
         let column = if self.ascii {
             offset - self.line_starts.get(line_idx).copied().unwrap_or(0)
         } else {

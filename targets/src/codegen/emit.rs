@@ -21,13 +21,22 @@ pub enum ETerm {
     Cond { jmp32: bool, op: u8, dst: u8, src: Option<u8>, imm: i32, then_: BlockId, else_: BlockId },
 }
 
+/// A block's body is `Emitted::insns[start..end]`.
 #[derive(Clone, Debug)]
 pub struct EBlock {
     pub id: BlockId,
-    pub insns: Vec<RawInsn>,
-    /// (slot index within `insns`, target).
-    pub relocs: Vec<(usize, RelocTarget)>,
+    pub start: usize,
+    pub end: usize,
     pub term: ETerm,
+}
+
+/// Emitted code of one function, blocks in layout order, bodies in one vector.
+#[derive(Clone, Debug, Default)]
+pub struct Emitted {
+    pub insns: Vec<RawInsn>,
+    /// (slot index within `insns`, target), in increasing slot order.
+    pub relocs: Vec<(usize, RelocTarget)>,
+    pub blocks: Vec<EBlock>,
 }
 
 fn ins(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> RawInsn {
@@ -266,13 +275,12 @@ impl Emitter<'_> {
 
 /// Emits every block of `m` in layout order; `params[i]` arrives in r(i+1) and is moved to its
 /// location at the top of the entry block.
-pub fn emit(m: &MFunction, alloc: &Allocation, params: &[VReg], maps: &[String]) -> Vec<EBlock> {
-    let mut em = Emitter { alloc, maps, out: Vec::new(), relocs: Vec::new() };
+pub fn emit(m: &MFunction, alloc: &Allocation, params: &[VReg], maps: &[String]) -> Emitted {
+    let mut em = Emitter { alloc, maps, out: Vec::with_capacity(m.insts.len() + m.insts.len() / 4), relocs: Vec::new() };
     let mut blocks = Vec::with_capacity(m.order.len());
     for (i, &b) in m.order.iter().enumerate() {
         let Some(block) = &m.blocks[b.0 as usize] else { continue };
-        em.out = Vec::with_capacity(block.insts.len() + 4);
-        em.relocs = Vec::new();
+        let start = em.out.len();
         if i == 0 {
             let mut moves = Vec::new();
             for (k, p) in params.iter().enumerate() {
@@ -285,11 +293,11 @@ pub fn emit(m: &MFunction, alloc: &Allocation, params: &[VReg], maps: &[String])
             }
             em.parallel_move(moves);
         }
-        for inst in &block.insts {
+        for inst in &m.insts[block.start..block.end] {
             em.inst(inst);
         }
         let term = em.term(&block.term);
-        blocks.push(EBlock { id: b, insns: std::mem::take(&mut em.out), relocs: std::mem::take(&mut em.relocs), term });
+        blocks.push(EBlock { id: b, start, end: em.out.len(), term });
     }
-    blocks
+    Emitted { insns: em.out, relocs: em.relocs, blocks }
 }

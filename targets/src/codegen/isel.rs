@@ -125,15 +125,19 @@ impl MTerm {
     }
 }
 
+/// A block's instructions are `MFunction::insts[start..end]`.
 #[derive(Clone, Debug)]
 pub struct MBlock {
-    pub insts: Vec<MInst>,
+    pub start: usize,
+    pub end: usize,
     pub term: MTerm,
 }
 
 /// A function in machine IR. `blocks` is indexed like the IR's; only blocks in `order` exist.
+/// Instructions of all blocks share one vector (blocks are small and many).
 #[derive(Clone, Debug)]
 pub struct MFunction {
+    pub insts: Vec<MInst>,
     pub blocks: Vec<Option<MBlock>>,
     pub order: Vec<BlockId>,
     pub num_vregs: u32,
@@ -294,11 +298,12 @@ pub fn select(func: &Function, order: &[BlockId], info: &CheckInfo) -> MFunction
     let fp = |slot: SlotId, off: u32| -> i16 {
         (slot_off[slot.0 as usize] + off as i32).clamp(i32::from(i16::MIN), 0) as i16
     };
-    let mut lw = Lower { next: func.num_vregs, out: Vec::new() };
+    let total: usize = order.iter().map(|b| func.block(*b).insts.len()).sum();
+    let mut lw = Lower { next: func.num_vregs, out: Vec::with_capacity(total + total / 2) };
     let mut blocks: Vec<Option<MBlock>> = vec![None; func.blocks.len()];
     for &bid in order {
         let block = func.block(bid);
-        lw.out = Vec::with_capacity(block.insts.len() + 2);
+        let start = lw.out.len();
         for inst in &block.insts {
             match inst {
                 Inst::Const { dst, value } => lw.constant(*dst, *value),
@@ -388,7 +393,7 @@ pub fn select(func: &Function, order: &[BlockId], info: &CheckInfo) -> MFunction
                 MTerm::Branch { op: BPF_JGT, w32: false, a: t, b: MSrc::Reg(*end), then_: *fail, else_: *ok }
             }
         };
-        blocks[bid.0 as usize] = Some(MBlock { insts: std::mem::take(&mut lw.out), term });
+        blocks[bid.0 as usize] = Some(MBlock { start, end: lw.out.len(), term });
     }
-    MFunction { blocks, order: order.to_vec(), num_vregs: lw.next, user_stack }
+    MFunction { insts: lw.out, blocks, order: order.to_vec(), num_vregs: lw.next, user_stack }
 }

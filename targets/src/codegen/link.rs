@@ -15,7 +15,7 @@
 //! kernel blinds constants, rewriting one instruction into up to three, and a jump that fit before
 //! the rewrite fails with ERANGE after it. `gotol` is not rewritten that way.
 
-use super::emit::{EBlock, ETerm};
+use super::emit::{ETerm, Emitted};
 use super::error::CodegenError;
 use super::ir::BlockId;
 use crate::isa::RawInsn;
@@ -78,67 +78,73 @@ fn invert(op: u8) -> Option<u8> {
 pub fn link(
     name: &str,
     section: &str,
-    blocks: Vec<EBlock>,
+    code: Emitted,
     num_block_ids: usize,
     opts: LinkOptions,
 ) -> Result<FunctionCode, CodegenError> {
     let limit = i64::from(opts.short_jump_limit.clamp(1, i32::from(i16::MAX)));
+    let blocks = &code.blocks;
+    let nb = blocks.len();
     let mut index = vec![usize::MAX; num_block_ids];
     for (i, b) in blocks.iter().enumerate() {
-        index[b.id.0 as usize] = i;
+        match index.get_mut(b.id.0 as usize) {
+            Some(slot) => *slot = i,
+            None => return Err(internal(name, format!("block id {} beyond {num_block_ids}", b.id))),
+        }
     }
-    let internal = |msg: String| CodegenError::Internal { func: name.to_string(), msg };
     let idx = |b: BlockId| -> Result<usize, CodegenError> {
         index
             .get(b.0 as usize)
             .copied()
             .filter(|&i| i != usize::MAX)
-            .ok_or_else(|| internal(format!("jump to a block that was not emitted: {b}")))
+            .ok_or_else(|| internal(name, format!("jump to a block that was not emitted: {b}")))
     };
-    // Turn terminators into jump sites, knowing which block comes next.
-    let mut sites: Vec<Vec<Site>> = Vec::with_capacity(blocks.len());
+    // Turn terminators into jump sites, knowing which block comes next. Block i's sites are
+    // `sites[site_off[i]..site_off[i + 1]]`.
+    let mut sites: Vec<Site> = Vec::with_capacity(nb + nb / 2);
+    let mut site_off = Vec::with_capacity(nb + 1);
     for (i, b) in blocks.iter().enumerate() {
+        site_off.push(sites.len());
         let next = i + 1;
-        let mut s = Vec::new();
         match b.term {
             ETerm::Exit => {}
             ETerm::Jump(t) => {
                 let t = idx(t)?;
                 if t != next {
-                    s.push(Site::Ja { target: t });
+                    sites.push(Site::Ja { target: t });
                 }
             }
             ETerm::Cond { jmp32, op, dst, src, imm, then_, else_ } => {
                 let (t, e) = (idx(then_)?, idx(else_)?);
                 if t == e {
                     if t != next {
-                        s.push(Site::Ja { target: t });
+                        sites.push(Site::Ja { target: t });
                     }
                 } else if e == next {
-                    s.push(Site::Cond { jmp32, op, dst, src, imm, target: t, long: false });
+                    sites.push(Site::Cond { jmp32, op, dst, src, imm, target: t, long: false });
                 } else if let (true, Some(inv)) = (t == next, invert(op)) {
-                    s.push(Site::Cond { jmp32, op: inv, dst, src, imm, target: e, long: false });
+                    sites.push(Site::Cond { jmp32, op: inv, dst, src, imm, target: e, long: false });
                 } else {
-                    s.push(Site::Cond { jmp32, op, dst, src, imm, target: t, long: false });
-                    s.push(Site::Ja { target: e });
+                    sites.push(Site::Cond { jmp32, op, dst, src, imm, target: t, long: false });
+                    sites.push(Site::Ja { target: e });
                 }
             }
         }
-        sites.push(s);
     }
-    // Relaxation.
-    let mut start = vec![0usize; blocks.len() + 1];
+    site_off.push(sites.len());
+    // Relaxation: lengthen out-of-range conditional branches until nothing changes.
+    let mut start = vec![0usize; nb + 1];
     loop {
         let mut pos = 0usize;
         for (i, b) in blocks.iter().enumerate() {
             start[i] = pos;
-            pos += b.insns.len() + sites[i].iter().map(Site::size).sum::<usize>();
+            pos += b.end - b.start + sites[site_off[i]..site_off[i + 1]].iter().map(Site::size).sum::<usize>();
         }
-        start[blocks.len()] = pos;
+        start[nb] = pos;
         let mut changed = false;
         for (i, b) in blocks.iter().enumerate() {
-            let mut at = start[i] + b.insns.len();
-            for site in sites[i].iter_mut() {
+            let mut at = start[i] + (b.end - b.start);
+            for site in &mut sites[site_off[i]..site_off[i + 1]] {
                 if let Site::Cond { target, long, .. } = site
                     && !*long
                 {
@@ -156,20 +162,16 @@ pub fn link(
         }
     }
     // Emission with bounds-checked fixups.
-    let total = start[blocks.len()];
+    let total = start[nb];
     let mut insns = Vec::with_capacity(total);
-    let mut relocs = Vec::new();
+    let mut relocs = Vec::with_capacity(code.relocs.len());
+    let mut pending_relocs = code.relocs.into_iter().peekable();
     let short = |from: usize, to: usize| -> Result<i16, CodegenError> {
         let off = to as i64 - (from as i64 + 1);
-        if off.abs() > limit {
-            return Err(CodegenError::JumpOutOfRange { func: name.to_string(), from, to, why: "16-bit offset" });
+        match i16::try_from(off) {
+            Ok(o) if off.abs() <= limit => Ok(o),
+            _ => Err(CodegenError::JumpOutOfRange { func: name.to_string(), from, to, why: "16-bit offset" }),
         }
-        i16::try_from(off).map_err(|_| CodegenError::JumpOutOfRange {
-            func: name.to_string(),
-            from,
-            to,
-            why: "16-bit offset",
-        })
     };
     let long = |from: usize, to: usize| -> Result<i32, CodegenError> {
         i32::try_from(to as i64 - (from as i64 + 1)).map_err(|_| CodegenError::JumpOutOfRange {
@@ -181,11 +183,18 @@ pub fn link(
     };
     for (i, b) in blocks.iter().enumerate() {
         let base = insns.len();
-        for (at, target) in &b.relocs {
-            relocs.push(Reloc { insn: base + at, target: target.clone() });
+        while let Some((at, _)) = pending_relocs.peek() {
+            if *at >= b.end {
+                break;
+            }
+            let (at, target) = pending_relocs.next().ok_or_else(|| internal(name, "reloc".into()))?;
+            if at < b.start {
+                return Err(internal(name, format!("relocation at {at} outside every block")));
+            }
+            relocs.push(Reloc { insn: base + (at - b.start), target });
         }
-        insns.extend_from_slice(&b.insns);
-        for site in &sites[i] {
+        insns.extend_from_slice(&code.insns[b.start..b.end]);
+        for site in &sites[site_off[i]..site_off[i + 1]] {
             let at = insns.len();
             match *site {
                 Site::Ja { target } => {
@@ -218,8 +227,15 @@ pub fn link(
             }
         }
         if insns.len() != start[i + 1] {
-            return Err(internal(format!("block {} laid out at {} but ends at {}", b.id, start[i + 1], insns.len())));
+            return Err(internal(name, format!("block {} laid out at {} but ends at {}", b.id, start[i + 1], insns.len())));
         }
     }
+    if pending_relocs.next().is_some() {
+        return Err(internal(name, "relocation past the last block".into()));
+    }
     Ok(FunctionCode { name: name.to_string(), section: section.to_string(), insns, relocs })
+}
+
+fn internal(func: &str, msg: String) -> CodegenError {
+    CodegenError::Internal { func: func.to_string(), msg }
 }

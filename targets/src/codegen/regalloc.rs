@@ -72,11 +72,12 @@ fn intervals(m: &MFunction, live: &Liveness, params: &[VReg]) -> Intervals {
     for &b in &m.order {
         let Some(block) = &m.blocks[b.0 as usize] else { continue };
         let first = pos;
-        let last = pos + block.insts.len() as u32;
+        let insts = &m.insts[block.start..block.end];
+        let last = pos + insts.len() as u32;
         for v in live.live_in(b) {
             touch(&mut iv, v, first);
         }
-        for inst in &block.insts {
+        for inst in insts {
             inst.for_each_use(|v| touch(&mut iv, v.0 as usize, pos));
             if let Some(d) = inst.def() {
                 touch(&mut iv, d.0 as usize, pos);
