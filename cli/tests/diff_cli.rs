@@ -27,7 +27,8 @@ struct Scratch(PathBuf);
 
 impl Scratch {
     fn new(name: &str) -> Self {
-        let p = std::env::temp_dir().join(format!("ciliumc-diff-cli-{}-{name}", std::process::id()));
+        let p =
+            std::env::temp_dir().join(format!("ciliumc-diff-cli-{}-{name}", std::process::id()));
         let _ = std::fs::remove_dir_all(&p);
         std::fs::create_dir_all(&p).unwrap();
         Scratch(p)
@@ -50,10 +51,17 @@ fn compile(input: &str, out: &Path) {
 
 #[test]
 fn semantic_change_exits_1_and_names_the_connection() {
-    let o = ciliumc(&["diff", &case("port-added", "old"), &case("port-added", "new")]);
+    let o = ciliumc(&[
+        "diff",
+        &case("port-added", "old"),
+        &case("port-added", "new"),
+    ]);
     assert_eq!(code(&o), 1, "{}", text(&o.stderr));
     let out = text(&o.stdout);
-    assert!(out.contains("shop/frontend[Pod] => shop/backend[Pod] : TCP 9090"), "{out}");
+    assert!(
+        out.contains("shop/frontend[Pod] => shop/backend[Pod] : TCP 9090"),
+        "{out}"
+    );
     assert!(out.contains("backend-ingress ingress[0]"), "{out}");
 }
 
@@ -65,7 +73,11 @@ fn no_semantic_change_exits_0() {
         &case("unrelated-pod-added", "new"),
     ]);
     assert_eq!(code(&o), 0, "{}{}", text(&o.stdout), text(&o.stderr));
-    let same = ciliumc(&["diff", &case("port-added", "old"), &case("port-added", "old")]);
+    let same = ciliumc(&[
+        "diff",
+        &case("port-added", "old"),
+        &case("port-added", "old"),
+    ]);
     assert_eq!(code(&same), 0);
     assert!(text(&same.stdout).contains("no connection changes"));
 }
@@ -105,12 +117,18 @@ fn formats_json_and_markdown() {
     let j = args("json");
     assert_eq!(code(&j), 1);
     let v: serde_json::Value = serde_json::from_slice(&j.stdout).unwrap();
-    assert_eq!(v["connections"][0]["dst"], "192.0.2.128-192.0.2.255[External]");
+    assert_eq!(
+        v["connections"][0]["dst"],
+        "192.0.2.128-192.0.2.255[External]"
+    );
     let m = args("markdown");
     assert_eq!(code(&m), 1);
     let md = text(&m.stdout);
     assert!(md.starts_with("### ciliumc diff"), "{md}");
-    assert!(md.contains("| newly denied | `shop/frontend[Pod]` |"), "{md}");
+    assert!(
+        md.contains("| newly denied | `shop/frontend[Pod]` |"),
+        "{md}"
+    );
     let bad = args("xml");
     assert_eq!(code(&bad), 2);
 }
@@ -123,12 +141,20 @@ fn input_errors_exit_2_with_diagnostics() {
         "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: x}\nspec:\n  podSelector: [\n",
     )
     .unwrap();
-    let o = ciliumc(&["diff", &case("port-added", "old"), s.path("broken.yaml").to_str().unwrap()]);
+    let o = ciliumc(&[
+        "diff",
+        &case("port-added", "old"),
+        s.path("broken.yaml").to_str().unwrap(),
+    ]);
     assert_eq!(code(&o), 2);
     let err = text(&o.stderr);
     assert!(err.contains("broken.yaml:"), "{err}");
     assert!(text(&o.stdout).is_empty());
-    let missing = ciliumc(&["diff", &case("port-added", "old"), "/nonexistent/ciliumc-diff"]);
+    let missing = ciliumc(&[
+        "diff",
+        &case("port-added", "old"),
+        "/nonexistent/ciliumc-diff",
+    ]);
     assert_eq!(code(&missing), 2);
     let one = ciliumc(&["diff", &case("port-added", "old")]);
     assert_eq!(code(&one), 2);
@@ -141,13 +167,20 @@ fn output_dirs_compare_programs_and_mixed_sides_are_refused() {
     compile(&case("port-added", "old"), &a);
     compile(&case("port-added", "new"), &b);
     compile(&case("port-added", "old"), &c);
-    let (a, b, c) = (a.to_str().unwrap(), b.to_str().unwrap(), c.to_str().unwrap());
+    let (a, b, c) = (
+        a.to_str().unwrap(),
+        b.to_str().unwrap(),
+        c.to_str().unwrap(),
+    );
 
     let changed = ciliumc(&["diff", a, b]);
     assert_eq!(code(&changed), 1, "{}", text(&changed.stderr));
     let out = text(&changed.stdout);
     assert!(out.contains("shop/backend"), "{out}");
-    assert!(out.contains("only program and manifest differences"), "{out}");
+    assert!(
+        out.contains("only program and manifest differences"),
+        "{out}"
+    );
 
     let same = ciliumc(&["diff", a, c]);
     assert_eq!(code(&same), 0, "{}", text(&same.stdout));

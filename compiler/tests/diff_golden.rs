@@ -98,7 +98,10 @@ fn deny_rule_added() {
         cause.rules_added[0].describe(),
         "CiliumNetworkPolicy shop/backend-deny-ops ingressDeny[0]"
     );
-    assert_eq!(cause.rules_added[0].policy_change, Some(ObjectChangeKind::Added));
+    assert_eq!(
+        cause.rules_added[0].policy_change,
+        Some(ObjectChangeKind::Added)
+    );
     assert_eq!(
         cause.rules_removed[0].describe(),
         "CiliumNetworkPolicy shop/backend-from-cluster ingress[0]"
@@ -129,14 +132,21 @@ fn policy_deleted_makes_endpoint_unenforced() {
     // frontend keeps TCP 8080 and gains everything else.
     let c = allowed(&r, "shop/frontend[Pod]", "shop/backend[Pod]");
     assert_eq!(c.len(), 1);
-    assert!(c[0].conns.contains("TCP 1-8079,8081-65535"), "{}", c[0].conns);
+    assert!(
+        c[0].conns.contains("TCP 1-8079,8081-65535"),
+        "{}",
+        c[0].conns
+    );
     // monitor had nothing and now has everything.
     let m = allowed(&r, "ops/monitor[Pod]", "shop/backend[Pod]");
     assert_eq!(m[0].conns, "All Connections");
     let cause = &m[0].causes[0];
     assert_eq!(cause.new, vec![diff::Decision::NotEnforced]);
     assert_eq!(cause.policies.len(), 1);
-    assert_eq!(cause.policies[0].policy, "NetworkPolicy shop/backend-lockdown");
+    assert_eq!(
+        cause.policies[0].policy,
+        "NetworkPolicy shop/backend-lockdown"
+    );
     assert_eq!(cause.policies[0].change, ObjectChangeKind::Removed);
     // Every change is towards the backend.
     assert!(r.connections.iter().all(|c| c.dst == "shop/backend[Pod]"));

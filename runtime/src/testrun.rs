@@ -120,6 +120,10 @@ impl LoadedPolicyObject {
                 }
             }
         }
+        if result.return_value != 0 {
+            // A dropped packet records no connection.
+            return Ok(RunResult { retval: result.return_value, events });
+        }
         let map = self.ebpf.map_mut(CT).ok_or(TestRunError::NoMap(CT))?;
         let mut ct: HashMap<&mut MapData, [u8; 40], [u8; 8]> =
             HashMap::try_from(map).map_err(|source| TestRunError::Map { name: CT.into(), source })?;

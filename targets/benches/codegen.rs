@@ -6,7 +6,9 @@
 use std::time::{Duration, Instant};
 
 use ciliumc_targets::codegen::testgen::{GenConfig, generate};
-use ciliumc_targets::codegen::{AluOp, Cond, Function, FunctionBuilder, MapDecl, MapKind, Size, compile};
+use ciliumc_targets::codegen::{
+    AluOp, Cond, Function, FunctionBuilder, MapDecl, MapKind, Size, compile,
+};
 use ciliumc_targets::hooks::{Hook, TC_ACT_OK, TC_ACT_SHOT};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
@@ -23,7 +25,12 @@ fn policy_program(rules: usize) -> Vec<Function> {
     let saddr = f.load(data, 26, Size::W);
     let dport_be = f.load(data, 36, Size::H);
     let dport = f.bswap(16, dport_be);
-    let ipcache = f.map(MapDecl { name: "ipcache".into(), kind: MapKind::Hash, key_size: 4, value_size: 8 });
+    let ipcache = f.map(MapDecl {
+        name: "ipcache".into(),
+        kind: MapKind::Hash,
+        key_size: 4,
+        value_size: 8,
+    });
     let key = f.stack_slot(8);
     f.stack_store(key, 0, saddr, Size::W);
     let key_ptr = f.stack_addr(key);
@@ -65,9 +72,21 @@ fn policy_program(rules: usize) -> Vec<Function> {
     vec![f.finish().expect("bench program builds")]
 }
 
+fn thread_cpu_time() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: ts is a valid timespec for the call to fill.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
 /// Time per pass for one function, to see where the time goes.
 fn phase_breakdown(name: &str, module: &[Function]) {
-    use ciliumc_targets::codegen::{check, emit, isel, link, liveness, regalloc, LinkOptions, VReg};
+    use ciliumc_targets::codegen::{
+        LinkOptions, VReg, check, emit, isel, link, liveness, regalloc,
+    };
     use std::collections::HashMap;
     let f = &module[0];
     let runs = 20;
@@ -92,40 +111,85 @@ fn phase_breakdown(name: &str, module: &[Function]) {
         let maps: Vec<String> = f.maps.iter().map(|m| m.name.clone()).collect();
         let blocks = emit::emit(&m, &alloc, &params, &maps);
         mark(5, &mut t);
-        std::hint::black_box(link::link(&f.name, &f.section, blocks, f.blocks.len(), LinkOptions::default()).expect("links"));
+        std::hint::black_box(
+            link::link(
+                &f.name,
+                &f.section,
+                blocks,
+                f.blocks.len(),
+                LinkOptions::default(),
+            )
+            .expect("links"),
+        );
         mark(6, &mut t);
     }
-    let names = ["order", "liveness", "check", "isel", "regalloc", "emit", "link"];
-    let parts: Vec<String> = names.iter().zip(&t).map(|(n, d)| format!("{n} {:?}", *d / runs)).collect();
+    let names = [
+        "order", "liveness", "check", "isel", "regalloc", "emit", "link",
+    ];
+    let parts: Vec<String> = names
+        .iter()
+        .zip(&t)
+        .map(|(n, d)| format!("{n} {:?}", *d / runs))
+        .collect();
     println!("codegen {name} phases: {}", parts.join(", "));
 }
 
 fn bench(c: &mut Criterion) {
     let policy = policy_program(3_330);
-    let policy_insns: usize = compile(&policy).expect("compiles").iter().map(|c| c.insns.len()).sum();
-    let random = generate(7, &GenConfig { ops: 9_000, fold_width: 30, ..GenConfig::default() });
-    let random_insns: usize = compile(&random).expect("compiles").iter().map(|c| c.insns.len()).sum();
+    let policy_insns: usize = compile(&policy)
+        .expect("compiles")
+        .iter()
+        .map(|c| c.insns.len())
+        .sum();
+    let random = generate(
+        7,
+        &GenConfig {
+            ops: 9_000,
+            fold_width: 30,
+            subprograms: false,
+            ..GenConfig::default()
+        },
+    );
+    let random_insns: usize = compile(&random)
+        .expect("compiles")
+        .iter()
+        .map(|c| c.insns.len())
+        .sum();
 
     phase_breakdown("policy", &policy);
     phase_breakdown("random", &random);
     // A plain timing summary first, so the numbers land in the log in instructions per second.
-    for (name, module, insns) in [("policy", &policy, policy_insns), ("random", &random, random_insns)] {
+    // CPU time of this thread is reported too: on a shared, loaded machine wall time also counts
+    // the time spent waiting for a core.
+    for (name, module, insns) in [
+        ("policy", &policy, policy_insns),
+        ("random", &random, random_insns),
+    ] {
         let runs = 50;
         let start = Instant::now();
+        let cpu0 = thread_cpu_time();
         for _ in 0..runs {
             std::hint::black_box(compile(module).expect("compiles"));
         }
         let per = start.elapsed() / runs;
+        let cpu = (thread_cpu_time() - cpu0) / runs;
         let rate = insns as f64 / per.as_secs_f64() / 1e6;
-        println!("codegen {name}: {insns} insns in {per:?} per compile = {rate:.1} M insn/s");
+        let cpu_rate = insns as f64 / cpu.as_secs_f64() / 1e6;
+        println!(
+            "codegen {name}: {insns} insns, wall {per:?} per compile = {rate:.1} M insn/s; cpu {cpu:?} = {cpu_rate:.1} M insn/s"
+        );
     }
 
     let mut g = c.benchmark_group("codegen");
     g.measurement_time(Duration::from_secs(5));
     g.throughput(Throughput::Elements(policy_insns as u64));
-    g.bench_function(format!("policy_{policy_insns}_insns"), |b| b.iter(|| compile(&policy).expect("compiles")));
+    g.bench_function(format!("policy_{policy_insns}_insns"), |b| {
+        b.iter(|| compile(&policy).expect("compiles"))
+    });
     g.throughput(Throughput::Elements(random_insns as u64));
-    g.bench_function(format!("random_{random_insns}_insns"), |b| b.iter(|| compile(&random).expect("compiles")));
+    g.bench_function(format!("random_{random_insns}_insns"), |b| {
+        b.iter(|| compile(&random).expect("compiles"))
+    });
     g.finish();
 }
 

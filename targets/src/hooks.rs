@@ -87,20 +87,44 @@ pub struct CtxField {
 }
 
 const fn f(name: &'static str, offset: u16) -> CtxField {
-    CtxField { name, offset, size: 4, kind: CtxFieldKind::Scalar, readable: true }
+    CtxField {
+        name,
+        offset,
+        size: 4,
+        kind: CtxFieldKind::Scalar,
+        readable: true,
+    }
 }
 
 const fn fk(name: &'static str, offset: u16, kind: CtxFieldKind) -> CtxField {
-    CtxField { name, offset, size: 4, kind, readable: true }
+    CtxField {
+        name,
+        offset,
+        size: 4,
+        kind,
+        readable: true,
+    }
 }
 
 const fn f8(name: &'static str, offset: u16) -> CtxField {
-    CtxField { name, offset, size: 8, kind: CtxFieldKind::Scalar, readable: true }
+    CtxField {
+        name,
+        offset,
+        size: 8,
+        kind: CtxFieldKind::Scalar,
+        readable: true,
+    }
 }
 
 /// A field in the layout that the hook's programs may not read.
 const fn hidden(name: &'static str, offset: u16) -> CtxField {
-    CtxField { name, offset, size: 4, kind: CtxFieldKind::Scalar, readable: false }
+    CtxField {
+        name,
+        offset,
+        size: 4,
+        kind: CtxFieldKind::Scalar,
+        readable: false,
+    }
 }
 
 /// `struct __sk_buff` (tc). Arrays appear once per element (`cb[0]`..`cb[4]`, `remote_ip6[0]`..).
@@ -225,9 +249,18 @@ pub struct HookSet {
     pub xdp: bool,
 }
 
-const BOTH: HookSet = HookSet { tc: true, xdp: true };
-const TC: HookSet = HookSet { tc: true, xdp: false };
-const XDP: HookSet = HookSet { tc: false, xdp: true };
+const BOTH: HookSet = HookSet {
+    tc: true,
+    xdp: true,
+};
+const TC: HookSet = HookSet {
+    tc: true,
+    xdp: false,
+};
+const XDP: HookSet = HookSet {
+    tc: false,
+    xdp: true,
+};
 
 /// A helper's id and signature.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -252,7 +285,15 @@ const fn h(
     ret: RetKind,
     hooks: HookSet,
 ) -> HelperSig {
-    HelperSig { name, id, args, ret, gpl_only: false, changes_packet: false, hooks }
+    HelperSig {
+        name,
+        id,
+        args,
+        ret,
+        gpl_only: false,
+        changes_packet: false,
+        hooks,
+    }
 }
 
 const fn changes(mut sig: HelperSig) -> HelperSig {
@@ -268,27 +309,69 @@ const fn gpl(mut sig: HelperSig) -> HelperSig {
 use ArgKind::*;
 use RetKind::Scalar as Int;
 
-pub static MAP_LOOKUP_ELEM: HelperSig = h("map_lookup_elem", 1, &[Map, MapKey], RetKind::MapValueOrNull, BOTH);
-pub static MAP_UPDATE_ELEM: HelperSig =
-    h("map_update_elem", 2, &[Map, MapKey, MapValue, Scalar], Int, BOTH);
+pub static MAP_LOOKUP_ELEM: HelperSig = h(
+    "map_lookup_elem",
+    1,
+    &[Map, MapKey],
+    RetKind::MapValueOrNull,
+    BOTH,
+);
+pub static MAP_UPDATE_ELEM: HelperSig = h(
+    "map_update_elem",
+    2,
+    &[Map, MapKey, MapValue, Scalar],
+    Int,
+    BOTH,
+);
 pub static MAP_DELETE_ELEM: HelperSig = h("map_delete_elem", 3, &[Map, MapKey], Int, BOTH);
 pub static KTIME_GET_NS: HelperSig = h("ktime_get_ns", 5, &[], Int, BOTH);
 pub static GET_PRANDOM_U32: HelperSig = h("get_prandom_u32", 7, &[], Int, BOTH);
 pub static GET_SMP_PROCESSOR_ID: HelperSig = h("get_smp_processor_id", 8, &[], Int, BOTH);
-pub static SKB_STORE_BYTES: HelperSig =
-    changes(h("skb_store_bytes", 9, &[Ctx, Scalar, Mem, Size, Scalar], Int, TC));
-pub static L3_CSUM_REPLACE: HelperSig =
-    changes(h("l3_csum_replace", 10, &[Ctx, Scalar, Scalar, Scalar, Scalar], Int, TC));
-pub static L4_CSUM_REPLACE: HelperSig =
-    changes(h("l4_csum_replace", 11, &[Ctx, Scalar, Scalar, Scalar, Scalar], Int, TC));
-pub static TAIL_CALL: HelperSig = h("tail_call", 12, &[Ctx, ProgArray, Scalar], RetKind::Void, BOTH);
+pub static SKB_STORE_BYTES: HelperSig = changes(h(
+    "skb_store_bytes",
+    9,
+    &[Ctx, Scalar, Mem, Size, Scalar],
+    Int,
+    TC,
+));
+pub static L3_CSUM_REPLACE: HelperSig = changes(h(
+    "l3_csum_replace",
+    10,
+    &[Ctx, Scalar, Scalar, Scalar, Scalar],
+    Int,
+    TC,
+));
+pub static L4_CSUM_REPLACE: HelperSig = changes(h(
+    "l4_csum_replace",
+    11,
+    &[Ctx, Scalar, Scalar, Scalar, Scalar],
+    Int,
+    TC,
+));
+pub static TAIL_CALL: HelperSig = h(
+    "tail_call",
+    12,
+    &[Ctx, ProgArray, Scalar],
+    RetKind::Void,
+    BOTH,
+);
 pub static CLONE_REDIRECT: HelperSig =
     changes(h("clone_redirect", 13, &[Ctx, Scalar, Scalar], Int, TC));
 pub static REDIRECT: HelperSig = h("redirect", 23, &[Scalar, Scalar], Int, BOTH);
-pub static SKB_LOAD_BYTES: HelperSig =
-    h("skb_load_bytes", 26, &[Ctx, Scalar, UninitMem, Size], Int, TC);
-pub static CSUM_DIFF: HelperSig =
-    h("csum_diff", 28, &[MemOrNull, Size, MemOrNull, Size, Scalar], Int, BOTH);
+pub static SKB_LOAD_BYTES: HelperSig = h(
+    "skb_load_bytes",
+    26,
+    &[Ctx, Scalar, UninitMem, Size],
+    Int,
+    TC,
+);
+pub static CSUM_DIFF: HelperSig = h(
+    "csum_diff",
+    28,
+    &[MemOrNull, Size, MemOrNull, Size, Scalar],
+    Int,
+    BOTH,
+);
 pub static SKB_CHANGE_PROTO: HelperSig =
     changes(h("skb_change_proto", 31, &[Ctx, Scalar, Scalar], Int, TC));
 pub static SKB_CHANGE_TYPE: HelperSig = h("skb_change_type", 32, &[Ctx, Scalar], Int, TC);
@@ -298,29 +381,64 @@ pub static SKB_CHANGE_TAIL: HelperSig =
 pub static SKB_PULL_DATA: HelperSig = changes(h("skb_pull_data", 39, &[Ctx, Scalar], Int, TC));
 pub static CSUM_UPDATE: HelperSig = h("csum_update", 40, &[Ctx, Scalar], Int, TC);
 pub static SET_HASH_INVALID: HelperSig = h("set_hash_invalid", 41, &[Ctx], Int, TC);
-pub static XDP_ADJUST_HEAD: HelperSig =
-    changes(h("xdp_adjust_head", 44, &[Ctx, Scalar], Int, XDP));
-pub static SKB_ADJUST_ROOM: HelperSig =
-    changes(h("skb_adjust_room", 50, &[Ctx, Scalar, Scalar, Scalar], Int, TC));
-pub static XDP_ADJUST_META: HelperSig =
-    changes(h("xdp_adjust_meta", 54, &[Ctx, Scalar], Int, XDP));
-pub static XDP_ADJUST_TAIL: HelperSig =
-    changes(h("xdp_adjust_tail", 65, &[Ctx, Scalar], Int, XDP));
+pub static XDP_ADJUST_HEAD: HelperSig = changes(h("xdp_adjust_head", 44, &[Ctx, Scalar], Int, XDP));
+pub static SKB_ADJUST_ROOM: HelperSig = changes(h(
+    "skb_adjust_room",
+    50,
+    &[Ctx, Scalar, Scalar, Scalar],
+    Int,
+    TC,
+));
+pub static XDP_ADJUST_META: HelperSig = changes(h("xdp_adjust_meta", 54, &[Ctx, Scalar], Int, XDP));
+pub static XDP_ADJUST_TAIL: HelperSig = changes(h("xdp_adjust_tail", 65, &[Ctx, Scalar], Int, XDP));
 pub static FIB_LOOKUP: HelperSig = gpl(h("fib_lookup", 69, &[Ctx, Mem, Size, Scalar], Int, BOTH));
 pub static SKB_ECN_SET_CE: HelperSig = h("skb_ecn_set_ce", 97, &[Ctx], Int, TC);
 pub static KTIME_GET_BOOT_NS: HelperSig = h("ktime_get_boot_ns", 125, &[], Int, BOTH);
-pub static RINGBUF_OUTPUT: HelperSig =
-    h("ringbuf_output", 130, &[RingBuf, Mem, Size, Scalar], Int, BOTH);
-pub static RINGBUF_RESERVE: HelperSig =
-    h("ringbuf_reserve", 131, &[RingBuf, AllocSize, Scalar], RetKind::RingBufRecordOrNull, BOTH);
-pub static RINGBUF_SUBMIT: HelperSig = h("ringbuf_submit", 132, &[RingBufRecord, Scalar], RetKind::Void, BOTH);
-pub static RINGBUF_DISCARD: HelperSig = h("ringbuf_discard", 133, &[RingBufRecord, Scalar], RetKind::Void, BOTH);
+pub static RINGBUF_OUTPUT: HelperSig = h(
+    "ringbuf_output",
+    130,
+    &[RingBuf, Mem, Size, Scalar],
+    Int,
+    BOTH,
+);
+pub static RINGBUF_RESERVE: HelperSig = h(
+    "ringbuf_reserve",
+    131,
+    &[RingBuf, AllocSize, Scalar],
+    RetKind::RingBufRecordOrNull,
+    BOTH,
+);
+pub static RINGBUF_SUBMIT: HelperSig = h(
+    "ringbuf_submit",
+    132,
+    &[RingBufRecord, Scalar],
+    RetKind::Void,
+    BOTH,
+);
+pub static RINGBUF_DISCARD: HelperSig = h(
+    "ringbuf_discard",
+    133,
+    &[RingBufRecord, Scalar],
+    RetKind::Void,
+    BOTH,
+);
 pub static CSUM_LEVEL: HelperSig = h("csum_level", 135, &[Ctx, Scalar], Int, TC);
-pub static REDIRECT_NEIGH: HelperSig =
-    h("redirect_neigh", 152, &[Scalar, MemOrNull, Size, Scalar], Int, TC);
+pub static REDIRECT_NEIGH: HelperSig = h(
+    "redirect_neigh",
+    152,
+    &[Scalar, MemOrNull, Size, Scalar],
+    Int,
+    TC,
+);
 pub static REDIRECT_PEER: HelperSig = h("redirect_peer", 155, &[Scalar, Scalar], Int, TC);
 pub static KTIME_GET_COARSE_NS: HelperSig = h("ktime_get_coarse_ns", 160, &[], Int, BOTH);
-pub static CHECK_MTU: HelperSig = h("check_mtu", 163, &[Ctx, Scalar, UninitMem, Scalar, Scalar], Int, BOTH);
+pub static CHECK_MTU: HelperSig = h(
+    "check_mtu",
+    163,
+    &[Ctx, Scalar, UninitMem, Scalar, Scalar],
+    Int,
+    BOTH,
+);
 
 /// Every helper codegen knows, by id.
 pub static HELPERS: &[&HelperSig] = &[

@@ -2,8 +2,8 @@
 //! named; the verifier's accepted idioms (one hoisted bounds check, null check then use) pass.
 
 use ciliumc_targets::codegen::{
-    AluOp, BlockId, CheckError, CodegenError, Cond, Function, FunctionBuilder, MapDecl, MapKind, Operand, ParamKind,
-    Size, VReg, compile,
+    AluOp, BlockId, CheckError, CodegenError, Cond, Function, FunctionBuilder, MapDecl, MapKind,
+    Operand, ParamKind, Size, VReg, compile,
 };
 use ciliumc_targets::hooks::{self, Hook, TC_ACT_OK, TC_ACT_SHOT};
 
@@ -22,7 +22,12 @@ fn check_err(funcs: Vec<Function>) -> (BlockId, CheckError) {
 }
 
 fn ipcache() -> MapDecl {
-    MapDecl { name: "ipcache".into(), kind: MapKind::Hash, key_size: 4, value_size: 8 }
+    MapDecl {
+        name: "ipcache".into(),
+        kind: MapKind::Hash,
+        key_size: 4,
+        value_size: 8,
+    }
 }
 
 /// data, data_end, drop block; bounds checked for `len` bytes.
@@ -60,7 +65,16 @@ fn packet_access_without_any_bounds_check_is_refused() {
     let v = f.load(data, 0, Size::B);
     f.ret(v);
     let (_, e) = check_err(vec![f.finish().unwrap()]);
-    assert_eq!(e, CheckError::PacketOutOfRange { value: v, access: "load", size: 1, off: 0, proven: 0 });
+    assert_eq!(
+        e,
+        CheckError::PacketOutOfRange {
+            value: v,
+            access: "load",
+            size: 1,
+            off: 0,
+            proven: 0
+        }
+    );
 }
 
 #[test]
@@ -102,7 +116,10 @@ fn bounds_proven_on_one_path_only_do_not_count_after_the_merge() {
     f.ret(TC_ACT_SHOT);
     let (block, e) = check_err(vec![f.finish().unwrap()]);
     assert_eq!(block, join);
-    assert!(matches!(e, CheckError::PacketOutOfRange { value, proven: 0, .. } if value == v), "{e}");
+    assert!(
+        matches!(e, CheckError::PacketOutOfRange { value, proven: 0, .. } if value == v),
+        "{e}"
+    );
 }
 
 #[test]
@@ -127,7 +144,10 @@ fn variable_offset_needs_its_own_bounds_check() {
     compile(&[good]).unwrap();
     let (bad, port) = build(false);
     let (_, e) = check_err(vec![bad]);
-    assert!(matches!(e, CheckError::PacketOutOfRange { value, proven: 0, .. } if value == port), "{e}");
+    assert!(
+        matches!(e, CheckError::PacketOutOfRange { value, proven: 0, .. } if value == port),
+        "{e}"
+    );
 }
 
 #[test]
@@ -139,7 +159,13 @@ fn unbounded_variable_packet_offset_is_refused() {
     f.ret(0);
     let _ = p;
     let (_, e) = check_err(vec![f.finish().unwrap()]);
-    assert_eq!(e, CheckError::UnboundedOffset { value: mark, bits: 32 });
+    assert_eq!(
+        e,
+        CheckError::UnboundedOffset {
+            value: mark,
+            bits: 32
+        }
+    );
 }
 
 fn lookup_program(null_check: bool, off: i32, size: Size) -> (Function, VReg) {
@@ -166,7 +192,12 @@ fn missing_null_check_is_refused_naming_the_value() {
     let (func, val) = lookup_program(false, 0, Size::W);
     let e = err_of(vec![func]);
     let text = e.to_string();
-    assert!(text.contains(&format!("{val}: dereference of a map value that may be null (from map 'ipcache')")), "{text}");
+    assert!(
+        text.contains(&format!(
+            "{val}: dereference of a map value that may be null (from map 'ipcache')"
+        )),
+        "{text}"
+    );
 }
 
 #[test]
@@ -179,7 +210,19 @@ fn null_checked_map_value_is_usable() {
 fn access_past_the_map_value_size_is_refused() {
     let (func, _) = lookup_program(true, 4, Size::DW);
     let (_, e) = check_err(vec![func]);
-    assert!(matches!(e, CheckError::OutOfBounds { off: 4, size: 8, limit: 8, what: "map value", .. }), "{e}");
+    assert!(
+        matches!(
+            e,
+            CheckError::OutOfBounds {
+                off: 4,
+                size: 8,
+                limit: 8,
+                what: "map value",
+                ..
+            }
+        ),
+        "{e}"
+    );
 }
 
 #[test]
@@ -213,7 +256,10 @@ fn helper_with_wrong_argument_kinds_is_refused() {
     f.call(&hooks::MAP_LOOKUP_ELEM, &[kp.into(), m.into()]);
     f.ret(0);
     let (_, e) = check_err(vec![f.finish().unwrap()]);
-    assert!(matches!(&e, CheckError::HelperArg { helper: "map_lookup_elem", index: 1, value, .. } if *value == kp.to_string()), "{e}");
+    assert!(
+        matches!(&e, CheckError::HelperArg { helper: "map_lookup_elem", index: 1, value, .. } if *value == kp.to_string()),
+        "{e}"
+    );
 }
 
 #[test]
@@ -235,14 +281,30 @@ fn helper_arity_and_hook_are_checked() {
     f.call(&hooks::KTIME_GET_NS, &[Operand::Imm(1)]);
     f.ret(0);
     let (_, e) = check_err(vec![f.finish().unwrap()]);
-    assert_eq!(e, CheckError::HelperArity { helper: "ktime_get_ns", expected: 0, found: 1 });
+    assert_eq!(
+        e,
+        CheckError::HelperArity {
+            helper: "ktime_get_ns",
+            expected: 0,
+            found: 1
+        }
+    );
 
     let mut x = FunctionBuilder::new("x", Hook::Xdp);
     let ctx = x.ctx();
     x.call(&hooks::SKB_ECN_SET_CE, &[ctx.into()]);
     x.ret(hooks::XDP_PASS);
     let (_, e) = check_err(vec![x.finish().unwrap()]);
-    assert!(matches!(e, CheckError::HelperNotAllowed { helper: "skb_ecn_set_ce", .. }), "{e}");
+    assert!(
+        matches!(
+            e,
+            CheckError::HelperNotAllowed {
+                helper: "skb_ecn_set_ce",
+                ..
+            }
+        ),
+        "{e}"
+    );
 }
 
 #[test]
@@ -253,17 +315,31 @@ fn packet_pointers_die_at_helpers_that_move_packet_data() {
     let buf = f.stack_slot(8);
     f.stack_store(buf, 0, 0, Size::DW);
     let bp = f.stack_addr(buf);
-    f.call(&hooks::SKB_STORE_BYTES, &[ctx.into(), 0.into(), bp.into(), 4.into(), 0.into()]);
+    f.call(
+        &hooks::SKB_STORE_BYTES,
+        &[ctx.into(), 0.into(), bp.into(), 4.into(), 0.into()],
+    );
     let v = f.load(data, 0, Size::B);
     f.ret(v);
     let (_, e) = check_err(vec![f.finish().unwrap()]);
-    assert_eq!(e, CheckError::PacketInvalidated { value: data, helper: "skb_store_bytes" });
+    assert_eq!(
+        e,
+        CheckError::PacketInvalidated {
+            value: data,
+            helper: "skb_store_bytes"
+        }
+    );
 }
 
 #[test]
 fn ringbuf_record_must_be_released_on_every_path() {
     let mut f = FunctionBuilder::new("r", Hook::TcIngress);
-    let rb = f.map(MapDecl { name: "events".into(), kind: MapKind::RingBuf, key_size: 0, value_size: 0 });
+    let rb = f.map(MapDecl {
+        name: "events".into(),
+        kind: MapKind::RingBuf,
+        key_size: 0,
+        value_size: 0,
+    });
     let m = f.load_map(rb);
     let rec = f.call(&hooks::RINGBUF_RESERVE, &[m.into(), 16.into(), 0.into()]);
     let (none, some) = (f.block(), f.block());
@@ -281,7 +357,12 @@ fn ringbuf_record_must_be_released_on_every_path() {
 #[test]
 fn void_helper_result_cannot_be_used() {
     let mut f = FunctionBuilder::new("t", Hook::TcIngress);
-    let pa = f.map(MapDecl { name: "jmp".into(), kind: MapKind::ProgArray, key_size: 4, value_size: 4 });
+    let pa = f.map(MapDecl {
+        name: "jmp".into(),
+        kind: MapKind::ProgArray,
+        key_size: 4,
+        value_size: 4,
+    });
     let ctx = f.ctx();
     let m = f.load_map(pa);
     let r = f.call(&hooks::TAIL_CALL, &[ctx.into(), m.into(), 0.into()]);
@@ -297,7 +378,17 @@ fn tail_call_needs_a_prog_array() {
     f.tail_call(map, 0);
     f.ret(TC_ACT_OK);
     let (_, e) = check_err(vec![f.finish().unwrap()]);
-    assert!(matches!(e, CheckError::HelperArg { helper: "tail_call", index: 2, .. }), "{e}");
+    assert!(
+        matches!(
+            e,
+            CheckError::HelperArg {
+                helper: "tail_call",
+                index: 2,
+                ..
+            }
+        ),
+        "{e}"
+    );
 }
 
 #[test]
@@ -305,12 +396,22 @@ fn builder_misuse_is_reported_by_finish() {
     let mut f = FunctionBuilder::new("b", Hook::TcIngress);
     f.load_ctx("no_such_field");
     f.ret(0);
-    assert!(f.finish().unwrap_err().to_string().contains("no_such_field"));
+    assert!(
+        f.finish()
+            .unwrap_err()
+            .to_string()
+            .contains("no_such_field")
+    );
 
     let mut f = FunctionBuilder::new("b", Hook::TcIngress);
     f.ret(0);
     f.ret(1);
-    assert!(f.finish().unwrap_err().to_string().contains("second terminator"));
+    assert!(
+        f.finish()
+            .unwrap_err()
+            .to_string()
+            .contains("second terminator")
+    );
 
     let mut f = FunctionBuilder::new("b", Hook::TcIngress);
     let next = f.block();
@@ -330,11 +431,23 @@ fn subprogram_calls_are_checked_against_their_parameters() {
     f.call_local("add1", &[ctx]);
     f.ret(0);
     let (_, e) = check_err(vec![f.finish().unwrap(), callee.finish().unwrap()]);
-    assert!(matches!(&e, CheckError::WrongType { expected: "a scalar", .. }), "{e}");
+    assert!(
+        matches!(
+            &e,
+            CheckError::WrongType {
+                expected: "a scalar",
+                ..
+            }
+        ),
+        "{e}"
+    );
 
     let mut f = FunctionBuilder::new("main", Hook::TcIngress);
     let m = f.load_ctx("mark");
     f.call_local("missing", &[m]);
     f.ret(0);
-    assert!(matches!(err_of(vec![f.finish().unwrap()]), CodegenError::UnknownFunction { .. }));
+    assert!(matches!(
+        err_of(vec![f.finish().unwrap()]),
+        CodegenError::UnknownFunction { .. }
+    ));
 }

@@ -9,8 +9,8 @@ use std::collections::HashMap;
 use ciliumc_targets::codegen::interp::{CtxInput, run_ir};
 use ciliumc_targets::codegen::testgen::{GenConfig, PACKET_MIN, generate};
 use ciliumc_targets::codegen::{
-    AluOp, CodegenOptions, Cond, Function, FunctionBuilder, LinkOptions, MapDecl, MapKind, ParamKind, Size, compile,
-    compile_with,
+    AluOp, CodegenOptions, Cond, Function, FunctionBuilder, LinkOptions, MapDecl, MapKind,
+    ParamKind, Size, compile, compile_with,
 };
 use ciliumc_targets::hooks::{self, Hook, TC_ACT_OK, TC_ACT_SHOT};
 use ciliumc_targets::isa::RawInsn;
@@ -19,7 +19,11 @@ use ciliumc_targets::program::{FunctionCode, RelocTarget};
 fn bpf(cmd: i32, attr: &mut [u8]) -> Result<i32, i32> {
     // SAFETY: attr is a live, zero-padded buffer of the size passed.
     let r = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr.as_mut_ptr(), attr.len()) };
-    if r < 0 { Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(0)) } else { Ok(r as i32) }
+    if r < 0 {
+        Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(0))
+    } else {
+        Ok(r as i32)
+    }
 }
 
 fn put32(a: &mut [u8], off: usize, v: u32) {
@@ -43,7 +47,10 @@ fn kernel_available() -> bool {
             unsafe { libc::close(fd) };
             true
         }
-        Err(e) if (e == libc::EPERM || e == libc::ENOSYS) && std::env::var("CILIUMC_REQUIRE_KERNEL").as_deref() != Ok("1") => {
+        Err(e)
+            if (e == libc::EPERM || e == libc::ENOSYS)
+                && std::env::var("CILIUMC_REQUIRE_KERNEL").as_deref() != Ok("1") =>
+        {
             eprintln!("skipping kernel test: bpf() refused (errno {e})");
             false
         }
@@ -87,7 +94,11 @@ fn map_create(decl: &MapDecl) -> Fd {
 }
 
 /// Concatenates `entry` with the subprograms it reaches and resolves relocations.
-fn link_for_kernel(code: &[FunctionCode], entry: &str, maps: &HashMap<String, i32>) -> Vec<RawInsn> {
+fn link_for_kernel(
+    code: &[FunctionCode],
+    entry: &str,
+    maps: &HashMap<String, i32>,
+) -> Vec<RawInsn> {
     let by_name: HashMap<&str, &FunctionCode> = code.iter().map(|c| (c.name.as_str(), c)).collect();
     let mut order = vec![entry.to_string()];
     let mut i = 0;
@@ -112,7 +123,9 @@ fn link_for_kernel(code: &[FunctionCode], entry: &str, maps: &HashMap<String, i3
         for r in &by_name[name.as_str()].relocs {
             let at = base + r.insn;
             match &r.target {
-                RelocTarget::Subprogram(s) => insns[at].imm = (start[s] as i64 - at as i64 - 1) as i32,
+                RelocTarget::Subprogram(s) => {
+                    insns[at].imm = (start[s] as i64 - at as i64 - 1) as i32
+                }
                 RelocTarget::Map(m) => insns[at].imm = maps[m],
             }
         }
@@ -142,7 +155,10 @@ fn prog_load(insns: &[RawInsn], prog_type: u32) -> Result<Fd, String> {
             let end = log.iter().position(|&b| b == 0).unwrap_or(log.len());
             let text = String::from_utf8_lossy(&log[..end]);
             let tail: Vec<&str> = text.lines().rev().take(25).collect();
-            Err(format!("errno {e}; verifier log tail:\n{}", tail.into_iter().rev().collect::<Vec<_>>().join("\n")))
+            Err(format!(
+                "errno {e}; verifier log tail:\n{}",
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            ))
         }
     }
 }
@@ -206,8 +222,17 @@ fn random_programs_pass_the_verifier_and_match_the_interpreter() {
     }
     let configs = [
         GenConfig::default(),
-        GenConfig { ops: 250, fold_width: 40, ..GenConfig::default() },
-        GenConfig { ops: 40, packet: false, subprograms: false, ..GenConfig::default() },
+        GenConfig {
+            ops: 250,
+            fold_width: 40,
+            ..GenConfig::default()
+        },
+        GenConfig {
+            ops: 40,
+            packet: false,
+            subprograms: false,
+            ..GenConfig::default()
+        },
     ];
     let mut checked = 0;
     for (ci, cfg) in configs.iter().enumerate() {
@@ -219,7 +244,11 @@ fn random_programs_pass_the_verifier_and_match_the_interpreter() {
             for (k, len) in [(1u64, PACKET_MIN as usize + 10), (2, 20)] {
                 let input = packet(seed * 7 + k, len);
                 let want = run_ir(&module, "gen_main", &input).unwrap() as u32;
-                assert_eq!(test_run(&prog, &input), want, "config {ci}, seed {seed}, input {k}");
+                assert_eq!(
+                    test_run(&prog, &input),
+                    want,
+                    "config {ci}, seed {seed}, input {k}"
+                );
                 checked += 1;
             }
         }
@@ -240,7 +269,12 @@ fn policy_like(rules: usize) -> Vec<Function> {
     let saddr = f.load(data, 26, Size::W);
     let dport_be = f.load(data, 36, Size::H);
     let dport = f.bswap(16, dport_be);
-    let ipcache = f.map(MapDecl { name: "ipcache".into(), kind: MapKind::Hash, key_size: 4, value_size: 8 });
+    let ipcache = f.map(MapDecl {
+        name: "ipcache".into(),
+        kind: MapKind::Hash,
+        key_size: 4,
+        value_size: 8,
+    });
     let key = f.stack_slot(8);
     f.stack_store(key, 0, saddr, Size::W);
     let key_ptr = f.stack_addr(key);
@@ -284,7 +318,10 @@ fn tcp_to_port(port: u16) -> CtxInput {
     p[23] = 6;
     p[26..30].copy_from_slice(&[192, 0, 2, 1]);
     p[36..38].copy_from_slice(&port.to_be_bytes());
-    CtxInput { packet: p, ..CtxInput::default() }
+    CtxInput {
+        packet: p,
+        ..CtxInput::default()
+    }
 }
 
 /// `rules` rules of ~6 instructions and one branch each (the verifier's pending-branch limit is
@@ -305,7 +342,11 @@ fn long_chain(rules: usize, allowed: usize, port: u16) -> Vec<Function> {
         let t = f.alu(AluOp::And, t, 0xffff);
         let t = f.alu(AluOp::Add, t, r as i64);
         let t = f.alu(AluOp::Mul, t, 3);
-        let key = if r == allowed { (((i64::from(port) ^ k) & 0xffff) + r as i64) * 3 } else { 0x7fff_0000 + r as i64 };
+        let key = if r == allowed {
+            (((i64::from(port) ^ k) & 0xffff) + r as i64) * 3
+        } else {
+            0x7fff_0000 + r as i64
+        };
         f.branch(Cond::Eq, t, key, allow, next);
         f.switch_to(next);
     }
@@ -324,12 +365,20 @@ fn program_over_40000_insns_with_gotol_passes_the_verifier() {
     }
     let module = long_chain(7_000, 6_500, 8080);
     let (code, stats) = compile_with(&module, CodegenOptions::default()).unwrap();
-    assert!(code[0].insns.len() > 40_000, "{} insns", code[0].insns.len());
+    assert!(
+        code[0].insns.len() > 40_000,
+        "{} insns",
+        code[0].insns.len()
+    );
     assert!(stats[0].long_jumps > 0);
-    let (prog, _maps) = load(&module, &code, "chain").unwrap_or_else(|e| panic!("verifier refused: {e}"));
+    let (prog, _maps) =
+        load(&module, &code, "chain").unwrap_or_else(|e| panic!("verifier refused: {e}"));
     assert_eq!(test_run(&prog, &tcp_to_port(8080)) as i32, TC_ACT_OK);
     assert_eq!(test_run(&prog, &tcp_to_port(8081)) as i32, TC_ACT_SHOT);
-    let short = CtxInput { packet: vec![0u8; 20], ..CtxInput::default() };
+    let short = CtxInput {
+        packet: vec![0u8; 20],
+        ..CtxInput::default()
+    };
     assert_eq!(test_run(&prog, &short) as i32, TC_ACT_SHOT);
     // The IR interpreter agrees.
     let want = run_ir(&module, "chain", &tcp_to_port(8080)).unwrap();
@@ -342,12 +391,20 @@ fn short_jump_limit_forces_gotol_in_a_small_program() {
         return;
     }
     let module = policy_like(40);
-    let opts = CodegenOptions { link: LinkOptions { short_jump_limit: 8 } };
+    let opts = CodegenOptions {
+        link: LinkOptions {
+            short_jump_limit: 8,
+        },
+    };
     let (code, stats) = compile_with(&module, opts).unwrap();
     assert!(stats[0].long_jumps > 10);
-    let (prog, _maps) = load(&module, &code, "policy").unwrap_or_else(|e| panic!("verifier refused: {e}"));
+    let (prog, _maps) =
+        load(&module, &code, "policy").unwrap_or_else(|e| panic!("verifier refused: {e}"));
     assert_eq!(test_run(&prog, &tcp_to_port(7 * 30 + 1)) as i32, TC_ACT_OK);
-    assert_eq!(test_run(&prog, &tcp_to_port(7 * 30 + 4)) as i32, TC_ACT_SHOT);
+    assert_eq!(
+        test_run(&prog, &tcp_to_port(7 * 30 + 4)) as i32,
+        TC_ACT_SHOT
+    );
 }
 
 #[test]
@@ -356,7 +413,12 @@ fn ringbuf_reserve_submit_and_helpers_pass_the_verifier() {
         return;
     }
     let mut f = FunctionBuilder::new("events", Hook::TcIngress);
-    let rb = f.map(MapDecl { name: "events".into(), kind: MapKind::RingBuf, key_size: 0, value_size: 0 });
+    let rb = f.map(MapDecl {
+        name: "events".into(),
+        kind: MapKind::RingBuf,
+        key_size: 0,
+        value_size: 0,
+    });
     let m = f.load_map(rb);
     let rec = f.call(&hooks::RINGBUF_RESERVE, &[m.into(), 16.into(), 0.into()]);
     let (none, some, done) = (f.block(), f.block(), f.block());
@@ -375,12 +437,19 @@ fn ringbuf_reserve_submit_and_helpers_pass_the_verifier() {
     f.ret(TC_ACT_OK);
     let module = vec![f.finish().unwrap()];
     let code = compile(&module).unwrap();
-    let (prog, _maps) = load(&module, &code, "events").unwrap_or_else(|e| panic!("verifier refused: {e}"));
+    let (prog, _maps) =
+        load(&module, &code, "events").unwrap_or_else(|e| panic!("verifier refused: {e}"));
     assert_eq!(test_run(&prog, &packet(1, 60)) as i32, TC_ACT_OK);
 }
 
 fn raw(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> RawInsn {
-    RawInsn { code, dst, src, off, imm }
+    RawInsn {
+        code,
+        dst,
+        src,
+        off,
+        imm,
+    }
 }
 
 #[test]
@@ -398,7 +467,14 @@ fn context_field_table_matches_what_the_kernel_allows() {
                 raw(BPF_JMP | BPF_EXIT, 0, 0, 0, 0),
             ];
             let loaded = prog_load(&prog, prog_type);
-            assert_eq!(loaded.is_ok(), field.readable, "{hook:?} field {} at {}: {:?}", field.name, field.offset, loaded.err());
+            assert_eq!(
+                loaded.is_ok(),
+                field.readable,
+                "{hook:?} field {} at {}: {:?}",
+                field.name,
+                field.offset,
+                loaded.err()
+            );
         }
     }
 }
@@ -454,15 +530,23 @@ fn variable_offset_parsing_passes_on_tc_and_xdp() {
     let code = compile(&tc).unwrap();
     let (prog, _m) = load(&tc, &code, "l4port").unwrap_or_else(|e| panic!("verifier refused: {e}"));
     for (ihl, port) in [(5u8, 443u16), (6, 80), (15, 8080)] {
-        let input = CtxInput { packet: ipv4_with_options(ihl, port), ..CtxInput::default() };
+        let input = CtxInput {
+            packet: ipv4_with_options(ihl, port),
+            ..CtxInput::default()
+        };
         assert_eq!(test_run(&prog, &input), u32::from(port));
         assert_eq!(run_ir(&tc, "l4port", &input).unwrap(), u64::from(port));
     }
     let xdp = l4_port_program(Hook::Xdp);
     let code = compile(&xdp).unwrap();
-    let (prog, _m) = load(&xdp, &code, "l4port").unwrap_or_else(|e| panic!("verifier refused: {e}"));
+    let (prog, _m) =
+        load(&xdp, &code, "l4port").unwrap_or_else(|e| panic!("verifier refused: {e}"));
     assert_eq!(xdp_run(&prog, &ipv4_with_options(7, 53)), 53);
-    assert_eq!(xdp_run(&prog, &ipv4_with_options(15, 53)[..70]), 0, "options run past the end");
+    assert_eq!(
+        xdp_run(&prog, &ipv4_with_options(15, 53)[..70]),
+        0,
+        "options run past the end"
+    );
 }
 
 #[test]
@@ -472,8 +556,18 @@ fn helper_signatures_are_accepted_by_the_kernel() {
     }
     let mut f = FunctionBuilder::new("helpers", Hook::TcIngress);
     let ctx = f.ctx();
-    let counters = f.map(MapDecl { name: "counters".into(), kind: MapKind::Hash, key_size: 4, value_size: 8 });
-    let jmp = f.map(MapDecl { name: "jmp".into(), kind: MapKind::ProgArray, key_size: 4, value_size: 4 });
+    let counters = f.map(MapDecl {
+        name: "counters".into(),
+        kind: MapKind::Hash,
+        key_size: 4,
+        value_size: 8,
+    });
+    let jmp = f.map(MapDecl {
+        name: "jmp".into(),
+        kind: MapKind::ProgArray,
+        key_size: 4,
+        value_size: 4,
+    });
     // map_update_elem(&counters, &key, &value, BPF_ANY) with stack key and value.
     let key = f.stack_slot(4);
     let val = f.stack_slot(8);
@@ -483,25 +577,40 @@ fn helper_signatures_are_accepted_by_the_kernel() {
     let kp = f.stack_addr(key);
     let vp = f.stack_addr(val);
     let m = f.load_map(counters);
-    f.call(&hooks::MAP_UPDATE_ELEM, &[m.into(), kp.into(), vp.into(), 0.into()]);
+    f.call(
+        &hooks::MAP_UPDATE_ELEM,
+        &[m.into(), kp.into(), vp.into(), 0.into()],
+    );
     // skb_load_bytes into an uninitialized stack buffer, then read it.
     let buf = f.stack_slot(16);
     let bp = f.stack_addr(buf);
-    let rc = f.call(&hooks::SKB_LOAD_BYTES, &[ctx.into(), 0.into(), bp.into(), 16.into()]);
+    let rc = f.call(
+        &hooks::SKB_LOAD_BYTES,
+        &[ctx.into(), 0.into(), bp.into(), 16.into()],
+    );
     let first = f.stack_load(buf, 0, Size::B);
     // csum_diff(NULL, 0, &buf, 16, 0).
     let bp2 = f.stack_addr(buf);
-    let sum = f.call(&hooks::CSUM_DIFF, &[0.into(), 0.into(), bp2.into(), 16.into(), 0.into()]);
+    let sum = f.call(
+        &hooks::CSUM_DIFF,
+        &[0.into(), 0.into(), bp2.into(), 16.into(), 0.into()],
+    );
     // fib_lookup with initialized params.
     let params = f.stack_slot(hooks::BPF_FIB_LOOKUP_SIZE);
     for off in (0..hooks::BPF_FIB_LOOKUP_SIZE).step_by(8) {
         f.stack_store(params, off, 0, Size::DW);
     }
     let pp = f.stack_addr(params);
-    let fib = f.call(&hooks::FIB_LOOKUP, &[ctx.into(), pp.into(), 64.into(), 0.into()]);
+    let fib = f.call(
+        &hooks::FIB_LOOKUP,
+        &[ctx.into(), pp.into(), 64.into(), 0.into()],
+    );
     // skb_store_bytes moves packet data: reload data afterwards.
     let src = f.stack_addr(val);
-    f.call(&hooks::SKB_STORE_BYTES, &[ctx.into(), 0.into(), src.into(), 4.into(), 0.into()]);
+    f.call(
+        &hooks::SKB_STORE_BYTES,
+        &[ctx.into(), 0.into(), src.into(), 4.into(), 0.into()],
+    );
     let drop = f.block();
     let data = f.load_ctx("data");
     let end = f.load_ctx("data_end");
@@ -521,7 +630,8 @@ fn helper_signatures_are_accepted_by_the_kernel() {
     f.ret(TC_ACT_SHOT);
     let module = vec![f.finish().unwrap()];
     let code = compile(&module).unwrap();
-    let (prog, _m) = load(&module, &code, "helpers").unwrap_or_else(|e| panic!("verifier refused: {e}"));
+    let (prog, _m) =
+        load(&module, &code, "helpers").unwrap_or_else(|e| panic!("verifier refused: {e}"));
     let input = packet(9, 64);
     assert_eq!(test_run(&prog, &input) as i32, TC_ACT_OK);
 }
@@ -531,7 +641,11 @@ fn subprogram_taking_the_context_passes_the_verifier() {
     if !kernel_available() {
         return;
     }
-    let mut g = FunctionBuilder::subprogram("mark_plus", Hook::TcIngress, &[ParamKind::Ctx, ParamKind::Scalar]);
+    let mut g = FunctionBuilder::subprogram(
+        "mark_plus",
+        Hook::TcIngress,
+        &[ParamKind::Ctx, ParamKind::Scalar],
+    );
     let m = g.load_ctx("mark");
     let p = g.param(1).unwrap();
     let t = g.call(&hooks::KTIME_GET_NS, &[]);
@@ -547,7 +661,94 @@ fn subprogram_taking_the_context_passes_the_verifier() {
     f.ret(r2);
     let module = vec![f.finish().unwrap(), g.finish().unwrap()];
     let code = compile(&module).unwrap();
-    let (prog, _m) = load(&module, &code, "main").unwrap_or_else(|e| panic!("verifier refused: {e}"));
-    let input = CtxInput { packet: vec![0; 20], mark: 1000, priority: 7, cb: [0; 5] };
+    let (prog, _m) =
+        load(&module, &code, "main").unwrap_or_else(|e| panic!("verifier refused: {e}"));
+    let input = CtxInput {
+        packet: vec![0; 20],
+        mark: 1000,
+        priority: 7,
+        cb: [0; 5],
+    };
     assert_eq!(test_run(&prog, &input), 2007);
+}
+
+#[test]
+fn bounded_loop_passes_the_verifier_and_matches_the_interpreter() {
+    if !kernel_available() {
+        return;
+    }
+    let mut f = FunctionBuilder::new("loop", Hook::TcIngress);
+    let (body, done) = (f.block(), f.block());
+    let i = f.vreg();
+    let acc = f.vreg();
+    f.assign_const(i, 0);
+    let mark = f.load_ctx("mark");
+    f.assign(acc, mark);
+    f.jump(body);
+    f.switch_to(body);
+    let t = f.alu(AluOp::Mul, acc, 31);
+    f.alu_into(acc, AluOp::Add, ciliumc_targets::codegen::Width::W64, t, i);
+    let k = f.call(&hooks::GET_PRANDOM_U32, &[]);
+    let z = f.alu(AluOp::And, k, 0);
+    f.alu_into(
+        acc,
+        AluOp::Xor,
+        ciliumc_targets::codegen::Width::W64,
+        acc,
+        z,
+    );
+    f.alu_into(i, AluOp::Add, ciliumc_targets::codegen::Width::W64, i, 1);
+    f.branch(Cond::Lt, i, 10, body, done);
+    f.switch_to(done);
+    f.ret(acc);
+    let module = vec![f.finish().unwrap()];
+    let code = compile(&module).unwrap();
+    ciliumc_targets::codegen::regcheck::check_defined(&code[0].insns, 1).unwrap();
+    let (prog, _m) =
+        load(&module, &code, "loop").unwrap_or_else(|e| panic!("verifier refused: {e}"));
+    let input = CtxInput {
+        packet: vec![0; 20],
+        mark: 12345,
+        ..CtxInput::default()
+    };
+    let want = run_ir(&module, "loop", &input).unwrap();
+    assert_eq!(u64::from(test_run(&prog, &input)), want & 0xffff_ffff);
+    assert_eq!(
+        ciliumc_targets::codegen::interp::run_bpf(&code, "loop", &input).unwrap(),
+        want
+    );
+}
+
+/// Writes objects through the ELF writer for manual loading with `bpftool prog loadall` and
+/// `tc ... bpf obj`: `CILIUMC_DUMP_DIR=/tmp/x cargo test -p ciliumc-targets --test codegen_kernel
+/// -- --ignored dump_objects`.
+#[test]
+#[ignore]
+fn dump_objects() {
+    use ciliumc_targets::elf::{MapDef, ObjectWriter, TypeDesc};
+    let Ok(dir) = std::env::var("CILIUMC_DUMP_DIR") else {
+        eprintln!("set CILIUMC_DUMP_DIR");
+        return;
+    };
+    let mut modules = vec![
+        ("chain", long_chain(7_000, 6_500, 8080)),
+        ("policy", policy_like(200)),
+        ("l4port_xdp", l4_port_program(Hook::Xdp)),
+    ];
+    for seed in 0..5 {
+        modules.push(("random", generate(seed, &GenConfig::default())));
+    }
+    for (i, (name, module)) in modules.into_iter().enumerate() {
+        let code = compile(&module).unwrap();
+        let mut maps: Vec<MapDef> = Vec::new();
+        for f in &module {
+            for m in &f.maps {
+                if maps.iter().all(|d| d.name != m.name) {
+                    maps.push(MapDef::hash(&m.name, TypeDesc::Bytes(m.key_size), TypeDesc::Bytes(m.value_size), 16));
+                }
+            }
+        }
+        let bytes = ObjectWriter::new().functions(code).maps(maps).license("GPL").write().unwrap();
+        std::fs::write(format!("{dir}/{i:02}_{name}.o"), bytes).unwrap();
+    }
 }

@@ -3,7 +3,7 @@
 
 use ciliumc_targets::codegen::interp::{CtxInput, run_bpf, run_ir};
 use ciliumc_targets::codegen::testgen::{GenConfig, PACKET_MIN, generate};
-use ciliumc_targets::codegen::{compile, compile_with, regcheck, CodegenOptions};
+use ciliumc_targets::codegen::{CodegenOptions, compile, compile_with, regcheck};
 use proptest::prelude::*;
 
 fn input(seed: u64, len: usize) -> CtxInput {
@@ -31,8 +31,10 @@ fn run_case(seed: u64, cfg: &GenConfig) {
     }
     for (k, len) in [(1u64, PACKET_MIN as usize + 20), (2, 64), (3, 20)] {
         let inp = input(seed.wrapping_mul(31).wrapping_add(k), len);
-        let want = run_ir(&module, "gen_main", &inp).unwrap_or_else(|e| panic!("seed {seed}: ir: {e}"));
-        let got = run_bpf(&code, "gen_main", &inp).unwrap_or_else(|e| panic!("seed {seed}: bpf: {e}"));
+        let want =
+            run_ir(&module, "gen_main", &inp).unwrap_or_else(|e| panic!("seed {seed}: ir: {e}"));
+        let got =
+            run_bpf(&code, "gen_main", &inp).unwrap_or_else(|e| panic!("seed {seed}: bpf: {e}"));
         assert_eq!(got, want, "seed {seed}, input {k}");
     }
 }
@@ -46,7 +48,10 @@ fn first_seeds_agree() {
 
 #[test]
 fn nondeterministic_helpers_agree_between_interpreters() {
-    let cfg = GenConfig { deterministic: false, ..GenConfig::default() };
+    let cfg = GenConfig {
+        deterministic: false,
+        ..GenConfig::default()
+    };
     for seed in 0..100 {
         run_case(seed, &cfg);
     }
@@ -54,7 +59,11 @@ fn nondeterministic_helpers_agree_between_interpreters() {
 
 #[test]
 fn register_pressure_spills_and_still_agrees() {
-    let cfg = GenConfig { ops: 200, fold_width: 40, ..GenConfig::default() };
+    let cfg = GenConfig {
+        ops: 200,
+        fold_width: 40,
+        ..GenConfig::default()
+    };
     let mut spilled = 0;
     for seed in 0..60 {
         run_case(seed, &cfg);

@@ -5,8 +5,8 @@ use ciliumc_targets::codegen::emit::{EBlock, ETerm, Emitted};
 use ciliumc_targets::codegen::link::link;
 use ciliumc_targets::codegen::liveness::{liveness, reverse_postorder};
 use ciliumc_targets::codegen::{
-    AluOp, BlockId, CodegenError, CodegenOptions, Cond, FunctionBuilder, LinkOptions, ParamKind, Size, compile,
-    compile_with, regcheck,
+    AluOp, BlockId, CodegenError, CodegenOptions, Cond, FunctionBuilder, LinkOptions, ParamKind,
+    Size, compile, compile_with, regcheck,
 };
 use ciliumc_targets::hooks::{self, Hook};
 use ciliumc_targets::isa::RawInsn;
@@ -42,7 +42,11 @@ fn liveness_over_a_diamond() {
     assert_eq!(set(t), vec![b.0 as usize]);
     assert_eq!(set(e), Vec::<usize>::new());
     assert_eq!(set(j), vec![x.0 as usize]);
-    assert_eq!(set(BlockId(0)), vec![0], "only the ctx parameter is live into the entry");
+    assert_eq!(
+        set(BlockId(0)),
+        vec![0],
+        "only the ctx parameter is live into the entry"
+    );
 }
 
 #[test]
@@ -68,11 +72,18 @@ fn values_live_across_calls_get_callee_saved_registers() {
     f.ret(acc);
     let code = compile(&[f.finish().unwrap()]).unwrap();
     let insns = &code[0].insns;
-    let call = insns.iter().position(|i| i.code == BPF_JMP | BPF_CALL).unwrap();
+    let call = insns
+        .iter()
+        .position(|i| i.code == BPF_JMP | BPF_CALL)
+        .unwrap();
     // Every register written before the call and read after it is r6..r9.
     for i in &insns[call + 1..] {
         if i.code & 0x07 == BPF_ALU64 && i.code & BPF_X != 0 && i.code & 0xf0 == BPF_ADD {
-            assert!((6..=9).contains(&i.src), "read of r{} after the call", i.src);
+            assert!(
+                (6..=9).contains(&i.src),
+                "read of r{} after the call",
+                i.src
+            );
         }
     }
     regcheck::check_defined(insns, 1).unwrap();
@@ -89,9 +100,13 @@ fn pressure_across_a_call_spills_with_aligned_64_bit_slots() {
     }
     f.ret(acc);
     let (code, stats) = compile_with(&[f.finish().unwrap()], CodegenOptions::default()).unwrap();
-    assert!(stats[0].spills >= 8, "12 values across a call with 4 callee-saved registers: {stats:?}");
+    assert!(
+        stats[0].spills >= 8,
+        "12 values across a call with 4 callee-saved registers: {stats:?}"
+    );
     for i in &code[0].insns {
-        let is_stack = (i.code & 0x07 == BPF_STX && i.dst == BPF_REG_FP) || (i.code & 0x07 == BPF_LDX && i.src == BPF_REG_FP);
+        let is_stack = (i.code & 0x07 == BPF_STX && i.dst == BPF_REG_FP)
+            || (i.code & 0x07 == BPF_LDX && i.src == BPF_REG_FP);
         if is_stack {
             assert_eq!(i.code & 0x18, BPF_DW, "spill with a 64-bit access");
             assert_eq!(i.off % 8, 0, "8-aligned slot");
@@ -110,7 +125,17 @@ fn frame_overflow_fails_cleanly() {
     f.stack_store(b, 0, 1, Size::DW);
     f.ret(0);
     let e = compile(&[f.finish().unwrap()]).unwrap_err();
-    assert!(matches!(e, CodegenError::StackOverflow { needed: 608, limit: 512, .. }), "{e}");
+    assert!(
+        matches!(
+            e,
+            CodegenError::StackOverflow {
+                needed: 608,
+                limit: 512,
+                ..
+            }
+        ),
+        "{e}"
+    );
 }
 
 #[test]
@@ -136,14 +161,24 @@ fn call_chain_stack_and_recursion_are_checked() {
     };
     compile(&[entry("a"), sub("a", Some("b"), 200), sub("b", None, 200)]).unwrap();
     let e = compile(&[entry("a"), sub("a", Some("b"), 300), sub("b", None, 300)]).unwrap_err();
-    assert!(matches!(&e, CodegenError::CallChainStack { chain, .. } if chain == "main -> a -> b"), "{e}");
+    assert!(
+        matches!(&e, CodegenError::CallChainStack { chain, .. } if chain == "main -> a -> b"),
+        "{e}"
+    );
     let e = compile(&[entry("a"), sub("a", Some("b"), 8), sub("b", Some("a"), 8)]).unwrap_err();
-    assert!(matches!(&e, CodegenError::Recursion { chain } if chain == "main -> a -> b -> a"), "{e}");
+    assert!(
+        matches!(&e, CodegenError::Recursion { chain } if chain == "main -> a -> b -> a"),
+        "{e}"
+    );
 }
 
 #[test]
 fn subprogram_calls_become_relocations() {
-    let mut g = FunctionBuilder::subprogram("helper_fn", Hook::TcIngress, &[ParamKind::Ctx, ParamKind::Scalar]);
+    let mut g = FunctionBuilder::subprogram(
+        "helper_fn",
+        Hook::TcIngress,
+        &[ParamKind::Ctx, ParamKind::Scalar],
+    );
     let c = g.ctx();
     let m = g.load_ctx("mark");
     let p = g.param(1).unwrap();
@@ -161,7 +196,10 @@ fn subprogram_calls_become_relocations() {
     let rel = &code[0].relocs[0];
     assert_eq!(rel.target, RelocTarget::Subprogram("helper_fn".into()));
     let call = code[0].insns[rel.insn];
-    assert_eq!((call.code, call.src, call.imm), (BPF_JMP | BPF_CALL, BPF_PSEUDO_CALL, -1));
+    assert_eq!(
+        (call.code, call.src, call.imm),
+        (BPF_JMP | BPF_CALL, BPF_PSEUDO_CALL, -1)
+    );
     regcheck::check_defined(&code[1].insns, 2).unwrap();
 }
 
@@ -188,7 +226,11 @@ fn map_references_are_ld_imm64_relocations() {
     let code = compile(&[f.finish().unwrap()]).unwrap();
     assert_eq!(code[0].relocs.len(), 1);
     let i = code[0].insns[code[0].relocs[0].insn];
-    assert_eq!((i.code, i.src, i.dst), (BPF_LD | BPF_DW | BPF_IMM, BPF_PSEUDO_MAP_FD, 1), "loaded straight into r1");
+    assert_eq!(
+        (i.code, i.src, i.dst),
+        (BPF_LD | BPF_DW | BPF_IMM, BPF_PSEUDO_MAP_FD, 1),
+        "loaded straight into r1"
+    );
     regcheck::check_defined(&code[0].insns, 1).unwrap();
 }
 
@@ -205,9 +247,16 @@ fn u32_constants_use_32_bit_subregisters() {
     f.ret(0);
     let code = compile(&[f.finish().unwrap()]).unwrap();
     let insns = &code[0].insns;
-    assert!(insns.iter().all(|i| i.code != BPF_LD | BPF_DW | BPF_IMM), "no ld_imm64: {insns:?}");
+    assert!(
+        insns.iter().all(|i| i.code != BPF_LD | BPF_DW | BPF_IMM),
+        "no ld_imm64: {insns:?}"
+    );
     assert!(insns.iter().any(|i| i.code == BPF_JMP32 | BPF_JEQ | BPF_K || i.code == BPF_JMP32 | BPF_JNE | BPF_K));
-    assert!(insns.iter().any(|i| i.code == BPF_ALU | BPF_MOV | BPF_K && i.imm == i32::MIN));
+    assert!(
+        insns
+            .iter()
+            .any(|i| i.code == BPF_ALU | BPF_MOV | BPF_K && i.imm == i32::MIN)
+    );
 }
 
 #[test]
@@ -229,32 +278,54 @@ fn wide_constants_in_64_bit_compares_are_materialized() {
 /// Emitted blocks with `body` filler instructions each (plus `exit` for `ETerm::Exit`) and a map
 /// relocation on each block's first instruction.
 fn emitted(specs: Vec<(u32, usize, ETerm)>) -> Emitted {
-    let nop = RawInsn { code: BPF_ALU64 | BPF_MOV | BPF_K, dst: 0, src: 0, off: 0, imm: 0 };
+    let nop = RawInsn {
+        code: BPF_ALU64 | BPF_MOV | BPF_K,
+        dst: 0,
+        src: 0,
+        off: 0,
+        imm: 0,
+    };
     let mut e = Emitted::default();
     for (id, body, term) in specs {
         let start = e.insns.len();
         e.insns.extend(std::iter::repeat_n(nop, body));
         if term == ETerm::Exit {
-            e.insns.push(RawInsn { code: EXIT, ..RawInsn::default() });
+            e.insns.push(RawInsn {
+                code: EXIT,
+                ..RawInsn::default()
+            });
         }
         if e.insns.len() > start {
             e.relocs.push((start, RelocTarget::Map("m".into())));
         }
-        e.blocks.push(EBlock { id: BlockId(id), start, end: e.insns.len(), term });
+        e.blocks.push(EBlock {
+            id: BlockId(id),
+            start,
+            end: e.insns.len(),
+            term,
+        });
     }
     e
 }
 
 fn cond(op: u8, then_: u32, else_: u32) -> ETerm {
-    ETerm::Cond { jmp32: false, op, dst: 1, src: None, imm: 7, then_: BlockId(then_), else_: BlockId(else_) }
+    ETerm::Cond {
+        jmp32: false,
+        op,
+        dst: 1,
+        src: None,
+        imm: 7,
+        then_: BlockId(then_),
+        else_: BlockId(else_),
+    }
 }
 
 #[test]
 fn linker_falls_through_and_inverts() {
     let blocks = emitted(vec![
-        (0, 1, cond(BPF_JEQ, 1, 2)), // then is next: inverted to jne → 2
+        (0, 1, cond(BPF_JEQ, 1, 2)),     // then is next: inverted to jne → 2
         (1, 1, ETerm::Jump(BlockId(2))), // jump to next: removed
-        (2, 1, cond(BPF_JGT, 3, 1)), // then=3 is next: inverted to jle → 1
+        (2, 1, cond(BPF_JGT, 3, 1)),     // then=3 is next: inverted to jle → 1
         (3, 1, ETerm::Exit),
     ]);
     let code = link("f", "classifier", blocks, 4, LinkOptions::default()).unwrap();
@@ -265,7 +336,10 @@ fn linker_falls_through_and_inverts() {
     // Block 2: then=3 is next, so the branch is inverted to jle → 1, no extra ja.
     assert_eq!(i[4].code, BPF_JMP | BPF_JLE | BPF_K);
     assert_eq!(4 + 1 + i64::from(i[4].off), 2);
-    assert_eq!(code.relocs.iter().map(|r| r.insn).collect::<Vec<_>>(), vec![0, 2, 3, 5]);
+    assert_eq!(
+        code.relocs.iter().map(|r| r.insn).collect::<Vec<_>>(),
+        vec![0, 2, 3, 5]
+    );
 }
 
 #[test]
@@ -277,7 +351,16 @@ fn linker_relaxes_far_branches_to_gotol() {
         (2, far, ETerm::Jump(BlockId(3))),
         (3, 1, ETerm::Jump(BlockId(0))), // a far backward jump too
     ]);
-    let code = link("f", "classifier", blocks, 4, LinkOptions { short_jump_limit: 32767 }).unwrap();
+    let code = link(
+        "f",
+        "classifier",
+        blocks,
+        4,
+        LinkOptions {
+            short_jump_limit: 32767,
+        },
+    )
+    .unwrap();
     let i = &code.insns;
     // Block 0: jne +1 over a gotol.
     assert_eq!(i[1].code, BPF_JMP | BPF_JNE | BPF_K);
@@ -313,7 +396,16 @@ fn relaxation_cascades() {
     specs.push((8, 3, ETerm::Exit));
     specs.push((9, 0, ETerm::Exit));
     let blocks = emitted(specs);
-    let code = link("f", "classifier", blocks, 10, LinkOptions { short_jump_limit: limit }).unwrap();
+    let code = link(
+        "f",
+        "classifier",
+        blocks,
+        10,
+        LinkOptions {
+            short_jump_limit: limit,
+        },
+    )
+    .unwrap();
     let mut pc = 0;
     let i = &code.insns;
     while pc < i.len() {
@@ -321,7 +413,11 @@ fn relaxation_cascades() {
         if x.code == GOTOL {
             assert!((pc as i64 + 1 + i64::from(x.imm)) as usize == i.len() - 1);
         } else if x.code & 0x07 == BPF_JMP && x.code & 0xf0 != BPF_EXIT {
-            assert!(i64::from(x.off).abs() <= i64::from(limit), "short jump at {pc} with {}", x.off);
+            assert!(
+                i64::from(x.off).abs() <= i64::from(limit),
+                "short jump at {pc} with {}",
+                x.off
+            );
         }
         pc += 1;
     }
@@ -336,7 +432,13 @@ fn jump_to_a_missing_block_is_an_error_not_a_panic() {
 
 #[test]
 fn regcheck_catches_reads_of_clobbered_registers() {
-    let ins = |code, dst, src, imm| RawInsn { code, dst, src, off: 0, imm };
+    let ins = |code, dst, src, imm| RawInsn {
+        code,
+        dst,
+        src,
+        off: 0,
+        imm,
+    };
     let prog = [
         ins(BPF_ALU64 | BPF_MOV | BPF_K, 1, 0, 5),
         ins(BPF_JMP | BPF_CALL, 0, 0, 5), // ktime_get_ns clobbers r1-r5
@@ -345,12 +447,24 @@ fn regcheck_catches_reads_of_clobbered_registers() {
     ];
     let e = regcheck::check_defined(&prog, 1).unwrap_err();
     assert!(e.contains("insn 2") && e.contains("r1"), "{e}");
-    let ok = [ins(BPF_ALU64 | BPF_MOV | BPF_X, 6, 1, 0), ins(BPF_JMP | BPF_CALL, 0, 0, 5), ins(BPF_ALU64 | BPF_MOV | BPF_X, 0, 6, 0), ins(EXIT, 0, 0, 0)];
+    let ok = [
+        ins(BPF_ALU64 | BPF_MOV | BPF_X, 6, 1, 0),
+        ins(BPF_JMP | BPF_CALL, 0, 0, 5),
+        ins(BPF_ALU64 | BPF_MOV | BPF_X, 0, 6, 0),
+        ins(EXIT, 0, 0, 0),
+    ];
     regcheck::check_defined(&ok, 1).unwrap();
-    let uninit_stack = [ins(BPF_LDX | BPF_MEM | BPF_DW, 0, BPF_REG_FP, 0), ins(EXIT, 0, 0, 0)];
+    let uninit_stack = [
+        ins(BPF_LDX | BPF_MEM | BPF_DW, 0, BPF_REG_FP, 0),
+        ins(EXIT, 0, 0, 0),
+    ];
     let mut u = uninit_stack;
     u[0].off = -8;
-    assert!(regcheck::check_defined(&u, 1).unwrap_err().contains("stack"));
+    assert!(
+        regcheck::check_defined(&u, 1)
+            .unwrap_err()
+            .contains("stack")
+    );
 }
 
 #[test]

@@ -2,6 +2,7 @@
 //! with the sizes, type, flags and entries we wrote (sizes computed by aya from our BTF), every
 //! program with its exact size; output is deterministic. Also: llvm-objdump-19 reads the objects.
 
+use ciliumc_targets::btf::read::ParsedBtf;
 use ciliumc_targets::elf::{MapDef, MapType, ObjectWriter, TypeDesc};
 use ciliumc_targets::isa::RawInsn;
 use ciliumc_targets::isa::opcode::*;
@@ -184,6 +185,20 @@ proptest! {
             prop_assert_eq!(got.value_size(), m.value_size(), "value of {}", m.name);
             prop_assert_eq!(got.max_entries(), m.max_entries);
             prop_assert_eq!(got.map_flags(), m.map_flags);
+        }
+        // Our own reader agrees with aya-obj and with the definitions.
+        let file = object::File::parse(&*bytes).unwrap();
+        if let Some(btf) = object::Object::section_by_name(&file, ".BTF") {
+            let parsed = ParsedBtf::parse(object::ObjectSection::data(&btf).unwrap()).unwrap();
+            let defs = parsed.map_definitions().unwrap();
+            prop_assert_eq!(defs.len(), maps.len());
+            for (d, m) in defs.iter().zip(&maps) {
+                prop_assert_eq!(&d.name, &m.name);
+                prop_assert_eq!((d.map_type, d.key_size, d.value_size), (m.map_type.id(), m.key_size(), m.value_size()));
+                prop_assert_eq!((d.max_entries, d.map_flags, d.pinning), (m.max_entries, m.map_flags, m.pinning as u32));
+            }
+        } else {
+            prop_assert!(maps.is_empty() && !bytes.windows(4).any(|w| w == b".BTF"));
         }
         for f in functions.iter().filter(|f| f.section != ".text") {
             let p = &obj.programs[&f.name];

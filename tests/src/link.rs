@@ -73,7 +73,7 @@ fn parse_ext(data: &[u8], btf: &ParsedBtf) -> Result<(ExtRecords, ExtRecords), L
         let mut recs = ExtRecords::new();
         if len > 0 {
             let rec_size = word(start)? as usize;
-            if rec_size < 8 || rec_size % 4 != 0 {
+            if rec_size < 8 || !rec_size.is_multiple_of(4) {
                 return Err(bad("bad record size"));
             }
             let mut at = start + 4;

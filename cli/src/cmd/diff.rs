@@ -75,7 +75,12 @@ fn describe(paths: &[PathBuf]) -> String {
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let (old, new) = sides(&args)?;
-    let is_out = |paths: &[PathBuf]| paths.iter().map(|p| diff::is_output_dir(p)).collect::<Vec<_>>();
+    let is_out = |paths: &[PathBuf]| {
+        paths
+            .iter()
+            .map(|p| diff::is_output_dir(p))
+            .collect::<Vec<_>>()
+    };
     let (old_out, new_out) = (is_out(&old), is_out(&new));
     let all = |v: &[bool]| v.iter().all(|b| *b);
     let none = |v: &[bool]| v.iter().all(|b| !*b);

@@ -135,7 +135,10 @@ impl DiffReport {
     pub fn has_changes(&self) -> bool {
         match self.mode {
             Mode::Inputs => !self.connections.is_empty(),
-            Mode::Outputs => self.programs.as_ref().is_some_and(ManifestDiff::has_changes),
+            Mode::Outputs => self
+                .programs
+                .as_ref()
+                .is_some_and(ManifestDiff::has_changes),
         }
     }
 }
@@ -151,14 +154,16 @@ pub fn diff_inputs(
     new: &[LoadedObject],
     opts: &DiffOptions,
 ) -> Result<DiffReport, DiffError> {
-    let old_cluster = resolve::resolve(old, &opts.resolve).map_err(|source| DiffError::Resolve {
-        side: Side::Old,
-        source,
-    })?;
-    let new_cluster = resolve::resolve(new, &opts.resolve).map_err(|source| DiffError::Resolve {
-        side: Side::New,
-        source,
-    })?;
+    let old_cluster =
+        resolve::resolve(old, &opts.resolve).map_err(|source| DiffError::Resolve {
+            side: Side::Old,
+            source,
+        })?;
+    let new_cluster =
+        resolve::resolve(new, &opts.resolve).map_err(|source| DiffError::Resolve {
+            side: Side::New,
+            source,
+        })?;
     let object_diff = objects::diff_objects(old, new);
     let semantic = semantic::diff_clusters(&old_cluster, &new_cluster, &object_diff);
     let identities = programs::diff_identities(
@@ -166,6 +171,18 @@ pub fn diff_inputs(
         &programs::identity_rows(&new_cluster),
     );
     let mut notes = Vec::new();
+    // Warnings both sides share are the unchanged background; list NEW's, and OLD's that went away.
+    for (side, cluster, other) in [
+        (Side::Old, &old_cluster, &new_cluster),
+        (Side::New, &new_cluster, &old_cluster),
+    ] {
+        for w in &cluster.warnings {
+            if side == Side::Old && other.warnings.contains(w) {
+                continue;
+            }
+            notes.push(format!("{side}: warning: {}: {}", w.object, w.message));
+        }
+    }
     let programs = if opts.compare_programs {
         match (
             programs::compile_side(&old_cluster),

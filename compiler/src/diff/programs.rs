@@ -161,8 +161,8 @@ pub fn compile_side(cluster: &ResolvedCluster) -> Result<ProgramSide, String> {
 /// Reads `DIR/manifest.json` and every endpoint's object.
 pub fn read_output_dir(dir: &Path) -> Result<ProgramSide, String> {
     let path = dir.join("manifest.json");
-    let text = std::fs::read_to_string(&path)
-        .map_err(|e| format!("reading {}: {e}", path.display()))?;
+    let text =
+        std::fs::read_to_string(&path).map_err(|e| format!("reading {}: {e}", path.display()))?;
     let manifest: Manifest = serde_json::from_str(&text)
         .map_err(|e| format!("{}: not a ciliumc manifest: {e}", path.display()))?;
     let mut objects = BTreeMap::new();
@@ -355,8 +355,19 @@ fn diff_rules(old: &Manifest, new: &Manifest) -> RuleTableDiff {
     };
     let (o, n) = (index(old), index(new));
     let same_rule = |a: &ManifestRule, b: &ManifestRule| {
-        (&a.policy_kind, &a.namespace, &a.name, &a.section, a.rule_index)
-            == (&b.policy_kind, &b.namespace, &b.name, &b.section, b.rule_index)
+        (
+            &a.policy_kind,
+            &a.namespace,
+            &a.name,
+            &a.section,
+            a.rule_index,
+        ) == (
+            &b.policy_kind,
+            &b.namespace,
+            &b.name,
+            &b.section,
+            b.rule_index,
+        )
     };
     let mut out = RuleTableDiff {
         added: n.keys().filter(|k| !o.contains_key(*k)).count(),

@@ -59,10 +59,7 @@ pub fn summary_line(report: &DiffReport) -> String {
         }
     }
     match &report.programs {
-        Some(_) => parts.push(format!(
-            "{} endpoint program(s) change",
-            s.programs_changed
-        )),
+        Some(_) => parts.push(format!("{} endpoint program(s) change", s.programs_changed)),
         None => parts.push("programs not compared".to_string()),
     }
     if report.mode == Mode::Inputs {
@@ -95,7 +92,10 @@ impl RuleRef {
 }
 
 fn decisions(d: &[Decision]) -> String {
-    d.iter().map(|d| d.describe()).collect::<Vec<_>>().join(" / ")
+    d.iter()
+        .map(|d| d.describe())
+        .collect::<Vec<_>>()
+        .join(" / ")
 }
 
 fn cause_head(c: &Cause) -> String {
@@ -133,7 +133,11 @@ fn text(report: &DiffReport) -> String {
             continue;
         }
         let _ = writeln!(s, "\n{}:", change_title(kind));
-        let sign = if kind == ChangeKind::Allowed { '+' } else { '-' };
+        let sign = if kind == ChangeKind::Allowed {
+            '+'
+        } else {
+            '-'
+        };
         for c in rows {
             let _ = writeln!(s, "  {sign} {} => {} : {}", c.src, c.dst, c.conns);
             for cause in &c.causes {
@@ -186,7 +190,12 @@ fn text_programs(s: &mut String, p: &ManifestDiff) {
     if !p.endpoints.is_empty() {
         let _ = writeln!(s, "\nendpoints whose programs change:");
         for e in &p.endpoints {
-            let mut line = format!("  {} {} ({})", program_sign(e.change), e.endpoint, e.change.as_str());
+            let mut line = format!(
+                "  {} {} ({})",
+                program_sign(e.change),
+                e.endpoint,
+                e.change.as_str()
+            );
             if !e.details.is_empty() {
                 let _ = write!(line, ": {}", e.details.join(", "));
             }
@@ -374,7 +383,8 @@ fn markdown(report: &DiffReport) -> String {
         let _ = writeln!(s);
     }
     let id = &report.identities;
-    let others = report.objects.len() + report.workloads.added.len() + report.workloads.removed.len();
+    let others =
+        report.objects.len() + report.workloads.added.len() + report.workloads.removed.len();
     if !id.is_empty() || others > 0 {
         let _ = writeln!(s, "<details><summary>Other changes</summary>\n");
         for o in &report.objects {

@@ -16,7 +16,9 @@ pub mod peers;
 use std::collections::{BTreeMap, BTreeSet};
 
 use ciliumc_ir::evaluator::verdict_direction;
-use ciliumc_ir::{AllowBasis, Direction, DropReason, PeerInfo, Protocol, RuleId, RuleKind, Verdict};
+use ciliumc_ir::{
+    AllowBasis, Direction, DropReason, PeerInfo, Protocol, RuleId, RuleKind, Verdict,
+};
 use serde::Serialize;
 
 use super::WorkloadDiff;
@@ -248,13 +250,24 @@ impl Evaluator<'_> {
         let c = self.side.cluster;
         let mut out = Outcome::default();
         let egress = |out: &mut Outcome, i: usize, peer: PeerInfo| {
-            let v = verdict_direction(&c.policies[i].egress, Direction::Egress, peer, protocol, port);
+            let v = verdict_direction(
+                &c.policies[i].egress,
+                Direction::Egress,
+                peer,
+                protocol,
+                port,
+            );
             self.record(out, i, Direction::Egress, &v);
             v.is_allow()
         };
         let ingress = |out: &mut Outcome, i: usize, peer: PeerInfo| {
-            let v =
-                verdict_direction(&c.policies[i].ingress, Direction::Ingress, peer, protocol, port);
+            let v = verdict_direction(
+                &c.policies[i].ingress,
+                Direction::Ingress,
+                peer,
+                protocol,
+                port,
+            );
             self.record(out, i, Direction::Ingress, &v);
             v.is_allow()
         };

@@ -52,9 +52,16 @@ impl FunctionBuilder {
                 name: name.to_string(),
                 hook,
                 is_entry,
-                section: if is_entry { hook.section().to_string() } else { ".text".to_string() },
+                section: if is_entry {
+                    hook.section().to_string()
+                } else {
+                    ".text".to_string()
+                },
                 params: Vec::new(),
-                blocks: vec![Block { insts: Vec::new(), term: Terminator::None }],
+                blocks: vec![Block {
+                    insts: Vec::new(),
+                    term: Terminator::None,
+                }],
                 slots: Vec::new(),
                 maps: Vec::new(),
                 num_vregs: 0,
@@ -63,7 +70,8 @@ impl FunctionBuilder {
             errors: Vec::new(),
         };
         if params.len() > 5 {
-            b.errors.push(format!("{} parameters (at most 5)", params.len()));
+            b.errors
+                .push(format!("{} parameters (at most 5)", params.len()));
         }
         for &p in params {
             let v = b.vreg();
@@ -83,7 +91,8 @@ impl FunctionBuilder {
         match self.func.params.iter().find(|(_, k)| *k == ParamKind::Ctx) {
             Some((v, _)) => *v,
             None => {
-                self.errors.push("ctx() in a function without a ctx parameter".into());
+                self.errors
+                    .push("ctx() in a function without a ctx parameter".into());
                 self.vreg()
             }
         }
@@ -103,7 +112,10 @@ impl FunctionBuilder {
 
     /// A new, empty block (does not switch to it).
     pub fn block(&mut self) -> BlockId {
-        self.func.blocks.push(Block { insts: Vec::new(), term: Terminator::None });
+        self.func.blocks.push(Block {
+            insts: Vec::new(),
+            term: Terminator::None,
+        });
         BlockId(self.func.blocks.len() as u32 - 1)
     }
 
@@ -129,7 +141,8 @@ impl FunctionBuilder {
         let cur = self.cur;
         let block = &mut self.func.blocks[cur.0 as usize];
         if block.term != Terminator::None {
-            self.errors.push(format!("instruction after the terminator of {cur}"));
+            self.errors
+                .push(format!("instruction after the terminator of {cur}"));
             return;
         }
         block.insts.push(inst);
@@ -172,19 +185,37 @@ impl FunctionBuilder {
     /// 64-bit `a op b`.
     pub fn alu(&mut self, op: AluOp, a: VReg, b: impl Into<Operand>) -> VReg {
         let b = b.into();
-        self.def(|dst| Inst::Alu { op, width: Width::W64, dst, a, b })
+        self.def(|dst| Inst::Alu {
+            op,
+            width: Width::W64,
+            dst,
+            a,
+            b,
+        })
     }
 
     /// 32-bit `a op b` (result zero-extended).
     pub fn alu32(&mut self, op: AluOp, a: VReg, b: impl Into<Operand>) -> VReg {
         let b = b.into();
-        self.def(|dst| Inst::Alu { op, width: Width::W32, dst, a, b })
+        self.def(|dst| Inst::Alu {
+            op,
+            width: Width::W32,
+            dst,
+            a,
+            b,
+        })
     }
 
     /// `dst = a op b` into an existing register.
     pub fn alu_into(&mut self, dst: VReg, op: AluOp, width: Width, a: VReg, b: impl Into<Operand>) {
         let b = b.into();
-        self.push(Inst::Alu { op, width, dst, a, b });
+        self.push(Inst::Alu {
+            op,
+            width,
+            dst,
+            a,
+            b,
+        });
     }
 
     pub fn neg(&mut self, width: Width, src: VReg) -> VReg {
@@ -194,7 +225,8 @@ impl FunctionBuilder {
     /// Byte-swap of the low `bits` (16, 32 or 64): network ↔ host order.
     pub fn bswap(&mut self, bits: u8, src: VReg) -> VReg {
         if !matches!(bits, 16 | 32 | 64) {
-            self.errors.push(format!("bswap of {bits} bits (16, 32 or 64)"));
+            self.errors
+                .push(format!("bswap of {bits} bits (16, 32 or 64)"));
         }
         self.def(|dst| Inst::Bswap { bits, dst, src })
     }
@@ -205,11 +237,17 @@ impl FunctionBuilder {
         match self.func.hook.ctx_field(field) {
             Some(field) if field.readable => self.def(|dst| Inst::LoadCtx { dst, ctx, field }),
             Some(_) => {
-                self.errors.push(format!("{:?} programs may not read context field {field:?}", self.func.hook));
+                self.errors.push(format!(
+                    "{:?} programs may not read context field {field:?}",
+                    self.func.hook
+                ));
                 self.constant(0)
             }
             None => {
-                self.errors.push(format!("{:?} has no context field {field:?}", self.func.hook));
+                self.errors.push(format!(
+                    "{:?} has no context field {field:?}",
+                    self.func.hook
+                ));
                 self.constant(0)
             }
         }
@@ -217,13 +255,23 @@ impl FunctionBuilder {
 
     /// `*(size *)(ptr + off)`.
     pub fn load(&mut self, ptr: VReg, off: i32, size: Size) -> VReg {
-        self.def(|dst| Inst::Load { dst, ptr, off, size })
+        self.def(|dst| Inst::Load {
+            dst,
+            ptr,
+            off,
+            size,
+        })
     }
 
     /// `*(size *)(ptr + off) = value`.
     pub fn store(&mut self, ptr: VReg, off: i32, value: impl Into<Operand>, size: Size) {
         let value = value.into();
-        self.push(Inst::Store { ptr, off, value, size });
+        self.push(Inst::Store {
+            ptr,
+            off,
+            value,
+            size,
+        });
     }
 
     /// `ptr + offset` (pointer arithmetic).
@@ -243,19 +291,32 @@ impl FunctionBuilder {
     }
 
     pub fn stack_load(&mut self, slot: SlotId, off: u32, size: Size) -> VReg {
-        self.def(|dst| Inst::StackLoad { dst, slot, off, size })
+        self.def(|dst| Inst::StackLoad {
+            dst,
+            slot,
+            off,
+            size,
+        })
     }
 
     pub fn stack_store(&mut self, slot: SlotId, off: u32, value: impl Into<Operand>, size: Size) {
         let value = value.into();
-        self.push(Inst::StackStore { slot, off, value, size });
+        self.push(Inst::StackStore {
+            slot,
+            off,
+            value,
+            size,
+        });
     }
 
     /// Declares a map this function references (the same name twice yields the same id).
     pub fn map(&mut self, decl: MapDecl) -> MapId {
         if let Some(i) = self.func.maps.iter().position(|m| m.name == decl.name) {
             if self.func.maps[i] != decl {
-                self.errors.push(format!("map {} declared twice with different shapes", decl.name));
+                self.errors.push(format!(
+                    "map {} declared twice with different shapes",
+                    decl.name
+                ));
             }
             return MapId(i as u32);
         }
@@ -273,10 +334,18 @@ impl FunctionBuilder {
     pub fn call(&mut self, helper: &'static HelperSig, args: &[Operand]) -> VReg {
         let args = args.to_vec();
         if helper.ret == hooks::RetKind::Void {
-            self.push(Inst::Call { dst: None, helper, args });
+            self.push(Inst::Call {
+                dst: None,
+                helper,
+                args,
+            });
             return self.vreg();
         }
-        self.def(|dst| Inst::Call { dst: Some(dst), helper, args })
+        self.def(|dst| Inst::Call {
+            dst: Some(dst),
+            helper,
+            args,
+        })
     }
 
     /// `map_lookup_elem(&map, key)`: a map value or null; null-check it with [`Self::branch_null`].
@@ -290,14 +359,22 @@ impl FunctionBuilder {
         let ctx = self.ctx();
         let m = self.load_map(map);
         let index = index.into();
-        self.push(Inst::Call { dst: None, helper: &hooks::TAIL_CALL, args: vec![ctx.into(), m.into(), index] });
+        self.push(Inst::Call {
+            dst: None,
+            helper: &hooks::TAIL_CALL,
+            args: vec![ctx.into(), m.into(), index],
+        });
     }
 
     /// A bpf-to-bpf call of function `func` of the same module; returns its r0.
     pub fn call_local(&mut self, func: &str, args: &[VReg]) -> VReg {
         let args = args.to_vec();
         let func = func.to_string();
-        self.def(|dst| Inst::CallLocal { dst: Some(dst), func, args })
+        self.def(|dst| Inst::CallLocal {
+            dst: Some(dst),
+            func,
+            args,
+        })
     }
 
     pub fn jump(&mut self, target: BlockId) {
@@ -305,15 +382,43 @@ impl FunctionBuilder {
     }
 
     /// 64-bit `if a cond b goto then_ else goto else_`.
-    pub fn branch(&mut self, cond: Cond, a: VReg, b: impl Into<Operand>, then_: BlockId, else_: BlockId) {
+    pub fn branch(
+        &mut self,
+        cond: Cond,
+        a: VReg,
+        b: impl Into<Operand>,
+        then_: BlockId,
+        else_: BlockId,
+    ) {
         let b = b.into();
-        self.terminate(Terminator::Branch { cond, width: Width::W64, a, b, then_, else_ });
+        self.terminate(Terminator::Branch {
+            cond,
+            width: Width::W64,
+            a,
+            b,
+            then_,
+            else_,
+        });
     }
 
     /// 32-bit compare of the low halves (JMP32).
-    pub fn branch32(&mut self, cond: Cond, a: VReg, b: impl Into<Operand>, then_: BlockId, else_: BlockId) {
+    pub fn branch32(
+        &mut self,
+        cond: Cond,
+        a: VReg,
+        b: impl Into<Operand>,
+        then_: BlockId,
+        else_: BlockId,
+    ) {
         let b = b.into();
-        self.terminate(Terminator::Branch { cond, width: Width::W32, a, b, then_, else_ });
+        self.terminate(Terminator::Branch {
+            cond,
+            width: Width::W32,
+            a,
+            b,
+            then_,
+            else_,
+        });
     }
 
     /// `if v == NULL goto is_null else goto not_null`; in `not_null` a map value or record is usable.
@@ -323,9 +428,21 @@ impl FunctionBuilder {
 
     /// `if ptr + len > end goto fail`; continues in a new block where `len` bytes from `ptr` are
     /// readable, and returns it.
-    pub fn check_packet_bounds(&mut self, ptr: VReg, end: VReg, len: u32, fail: BlockId) -> BlockId {
+    pub fn check_packet_bounds(
+        &mut self,
+        ptr: VReg,
+        end: VReg,
+        len: u32,
+        fail: BlockId,
+    ) -> BlockId {
         let ok = self.block();
-        self.terminate(Terminator::CheckPacketBounds { ptr, end, len, ok, fail });
+        self.terminate(Terminator::CheckPacketBounds {
+            ptr,
+            end,
+            len,
+            ok,
+            fail,
+        });
         self.cur = ok;
         ok
     }

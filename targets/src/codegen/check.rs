@@ -15,77 +15,15 @@ use std::collections::HashMap;
 use super::error::{CheckError, CodegenError};
 use super::ir::*;
 use super::liveness::Liveness;
-use crate::hooks::{ArgKind, CtxFieldKind, HelperSig, RetKind};
+use crate::hooks::CtxFieldKind;
 
-/// The verifier-level type of a virtual register at one program point.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Ty {
-    /// Not defined on some path here.
-    Undef,
-    /// Different, incompatible types on different paths.
-    Conflict,
-    /// An integer below 2^bits.
-    Scalar { bits: u8 },
-    Ctx,
-    /// `base + off` where `base` is packet data plus a variable part (`base` 0: none);
-    /// bytes `[0, range)` from `base` are proven readable; the variable part is at most `var_max`.
-    Packet { base: u32, off: i32, var_max: u32, range: u32 },
-    PacketEnd,
-    PacketMeta,
-    /// A packet pointer after a helper that may move packet data.
-    Invalid { helper: &'static str },
-    MapPtr { map: MapId },
-    MapValueOrNull { map: MapId, id: u32 },
-    MapValue { map: MapId, off: i32 },
-    Stack { slot: SlotId, off: i32 },
-    RecordOrNull { id: u32, size: u32 },
-    Record { id: u32, size: u32, off: i32 },
-}
+#[path = "check_call.rs"]
+mod call;
+#[path = "check_ty.rs"]
+mod ty;
 
-impl Ty {
-    fn describe(&self, func: &Function) -> String {
-        match *self {
-            Ty::Undef => "an undefined value".into(),
-            Ty::Conflict => "different types on different paths".into(),
-            Ty::Scalar { bits } => format!("a {bits}-bit scalar"),
-            Ty::Ctx => "the context".into(),
-            Ty::Packet { .. } => "a packet pointer".into(),
-            Ty::PacketEnd => "the packet end".into(),
-            Ty::PacketMeta => "the packet metadata pointer".into(),
-            Ty::Invalid { helper } => format!("a packet pointer invalidated by {helper}"),
-            Ty::MapPtr { map } => format!("map '{}'", map_name(func, map)),
-            Ty::MapValueOrNull { map, .. } => format!("a value of map '{}' or null", map_name(func, map)),
-            Ty::MapValue { map, .. } => format!("a value of map '{}'", map_name(func, map)),
-            Ty::Stack { slot, .. } => format!("a pointer to {slot}"),
-            Ty::RecordOrNull { .. } => "a ring-buffer record or null".into(),
-            Ty::Record { .. } => "a ring-buffer record".into(),
-        }
-    }
-}
-
-fn map_name(func: &Function, map: MapId) -> &str {
-    func.maps.get(map.0 as usize).map(|m| m.name.as_str()).unwrap_or("?")
-}
-
-fn join(a: Ty, b: Ty) -> Ty {
-    match (a, b) {
-        _ if a == b => a,
-        (Ty::Undef, _) | (_, Ty::Undef) => Ty::Undef,
-        (Ty::Scalar { bits: x }, Ty::Scalar { bits: y }) => Ty::Scalar { bits: x.max(y) },
-        (
-            Ty::Packet { base, off, var_max, range: r1 },
-            Ty::Packet { base: b2, off: o2, var_max: v2, range: r2 },
-        ) if base == b2 && off == o2 && var_max == v2 => Ty::Packet { base, off, var_max, range: r1.min(r2) },
-        (Ty::MapValueOrNull { map, id }, Ty::MapValue { map: m2, off: 0 })
-        | (Ty::MapValue { map: m2, off: 0 }, Ty::MapValueOrNull { map, id })
-            if map == m2 =>
-        {
-            Ty::MapValueOrNull { map, id }
-        }
-        (Ty::Invalid { helper }, _) | (_, Ty::Invalid { helper }) => Ty::Invalid { helper },
-        _ => Ty::Conflict,
-    }
-}
+pub use ty::Ty;
+use ty::{StackInit, bits_of, join, map_name};
 
 /// What the rest of the pipeline needs from the module's other functions.
 #[derive(Clone, Debug)]
@@ -105,10 +43,6 @@ pub struct CheckInfo {
 
 const MAX_PACKET_OFF: u32 = 0xffff;
 
-fn bits_of(v: u64) -> u8 {
-    (64 - v.leading_zeros()) as u8
-}
-
 struct State {
     tys: Vec<Ty>,
     touched: Vec<u32>,
@@ -116,31 +50,6 @@ struct State {
     refs: Vec<(u32, VReg)>,
     /// Initialized bytes of the user stack area (slot `i` starts at `slot_base[i]`).
     stack: StackInit,
-}
-
-
-/// One bit per byte of the 512-byte frame.
-#[derive(Clone, Copy, PartialEq, Eq, Default)]
-struct StackInit([u64; 8]);
-
-impl StackInit {
-    fn write(&mut self, from: u32, len: u32) {
-        for b in from..from + len {
-            self.0[(b / 64) as usize] |= 1 << (b % 64);
-        }
-    }
-
-    fn all_written(&self, from: u32, len: u32) -> bool {
-        (from..from + len).all(|b| self.0[(b / 64) as usize] & (1 << (b % 64)) != 0)
-    }
-
-    fn meet(&self, o: &StackInit) -> StackInit {
-        let mut r = *self;
-        for (a, b) in r.0.iter_mut().zip(&o.0) {
-            *a &= b;
-        }
-        r
-    }
 }
 
 struct Checker<'a> {
@@ -181,7 +90,11 @@ impl Checker<'_> {
     }
 
     fn wrong(&self, v: VReg, expected: &'static str, found: Ty) -> CheckError {
-        CheckError::WrongType { value: v.to_string(), expected, found: found.describe(self.func) }
+        CheckError::WrongType {
+            value: v.to_string(),
+            expected,
+            found: found.describe(self.func),
+        }
     }
 
     fn scalar(&self, v: VReg) -> R<u8> {
@@ -202,28 +115,57 @@ impl Checker<'_> {
 
     /// Checks that `size` bytes at `off` from pointer `ptr` may be accessed; `init` whether they
     /// must have been written (stack reads).
-    fn access(&mut self, ptr: VReg, value: VReg, off: i64, size: u32, write: bool, init: bool) -> R<()> {
+    fn access(
+        &mut self,
+        ptr: VReg,
+        value: VReg,
+        off: i64,
+        size: u32,
+        write: bool,
+        init: bool,
+    ) -> R<()> {
         let access = if write { "store" } else { "load" };
         match self.defined(ptr)? {
-            Ty::Packet { off: poff, range, .. } => {
+            Ty::Packet {
+                off: poff, range, ..
+            } => {
                 let start = i64::from(poff) + off;
                 if start < 0 || start + i64::from(size) > i64::from(range) {
-                    return Err(CheckError::PacketOutOfRange { value, access, size, off: start, proven: range });
+                    return Err(CheckError::PacketOutOfRange {
+                        value,
+                        access,
+                        size,
+                        off: start,
+                        proven: range,
+                    });
                 }
                 Ok(())
             }
-            Ty::MapValueOrNull { map, .. } => {
-                Err(CheckError::NullDeref { value: ptr, map: map_name(self.func, map).to_string() })
-            }
-            Ty::RecordOrNull { .. } => Err(CheckError::NullDeref { value: ptr, map: "ring buffer".into() }),
+            Ty::MapValueOrNull { map, .. } => Err(CheckError::NullDeref {
+                value: ptr,
+                map: map_name(self.func, map).to_string(),
+            }),
+            Ty::RecordOrNull { .. } => Err(CheckError::NullDeref {
+                value: ptr,
+                map: "ring buffer".into(),
+            }),
             Ty::MapValue { map, off: moff } => {
                 let limit = self.func.maps[map.0 as usize].value_size;
                 let start = i64::from(moff) + off;
                 bounds(value, access, start, size, limit, "map value")
             }
-            Ty::Record { size: limit, off: roff, .. } => {
-                bounds(value, access, i64::from(roff) + off, size, limit, "ring-buffer record")
-            }
+            Ty::Record {
+                size: limit,
+                off: roff,
+                ..
+            } => bounds(
+                value,
+                access,
+                i64::from(roff) + off,
+                size,
+                limit,
+                "ring-buffer record",
+            ),
             Ty::Stack { slot, off: soff } => {
                 let limit = self.func.slots[slot.0 as usize].size;
                 let start = i64::from(soff) + off;
@@ -232,7 +174,11 @@ impl Checker<'_> {
                 if write {
                     self.st.stack.write(at, size);
                 } else if init && !self.st.stack.all_written(at, size) {
-                    return Err(CheckError::StackUninit { slot, off: start as u32, size });
+                    return Err(CheckError::StackUninit {
+                        slot,
+                        off: start as u32,
+                        size,
+                    });
                 }
                 Ok(())
             }
@@ -243,7 +189,11 @@ impl Checker<'_> {
     fn inst(&mut self, inst: &Inst) -> R<()> {
         match inst {
             Inst::Const { dst, value } => {
-                let bits = if *value < 0 { 64 } else { bits_of(*value as u64) };
+                let bits = if *value < 0 {
+                    64
+                } else {
+                    bits_of(*value as u64)
+                };
                 self.set(*dst, Ty::Scalar { bits });
             }
             Inst::Copy { dst, src } => {
@@ -253,7 +203,13 @@ impl Checker<'_> {
                 }
                 self.set(*dst, t);
             }
-            Inst::Alu { op, width, dst, a, b } => {
+            Inst::Alu {
+                op,
+                width,
+                dst,
+                a,
+                b,
+            } => {
                 let x = self.scalar(*a)?;
                 let y = self.operand_bits(*b, *width)?;
                 let imm = match b {
@@ -262,11 +218,17 @@ impl Checker<'_> {
                 };
                 let limit = if *width == Width::W32 { 32 } else { 64 };
                 match (op, imm) {
-                    (AluOp::Lsh | AluOp::Rsh | AluOp::Arsh, Some(k)) if !(0..limit).contains(&k) => {
-                        return Err(CheckError::Other(format!("{dst}: shift by {k} (must be below {limit})")));
+                    (AluOp::Lsh | AluOp::Rsh | AluOp::Arsh, Some(k))
+                        if !(0..limit).contains(&k) =>
+                    {
+                        return Err(CheckError::Other(format!(
+                            "{dst}: shift by {k} (must be below {limit})"
+                        )));
                     }
                     (AluOp::Div | AluOp::Mod, Some(0)) => {
-                        return Err(CheckError::Other(format!("{dst}: division by the constant 0")));
+                        return Err(CheckError::Other(format!(
+                            "{dst}: division by the constant 0"
+                        )));
                     }
                     _ => {}
                 }
@@ -292,12 +254,21 @@ impl Checker<'_> {
                         _ => full,
                     },
                 };
-                let bits = if *width == Width::W32 { bits.min(32) } else { bits };
+                let bits = if *width == Width::W32 {
+                    bits.min(32)
+                } else {
+                    bits
+                };
                 self.set(*dst, Ty::Scalar { bits });
             }
             Inst::Neg { width, dst, src } => {
                 self.scalar(*src)?;
-                self.set(*dst, Ty::Scalar { bits: if *width == Width::W32 { 32 } else { 64 } });
+                self.set(
+                    *dst,
+                    Ty::Scalar {
+                        bits: if *width == Width::W32 { 32 } else { 64 },
+                    },
+                );
             }
             Inst::Bswap { bits, dst, src } => {
                 self.scalar(*src)?;
@@ -309,18 +280,40 @@ impl Checker<'_> {
                     t => return Err(self.wrong(*ctx, "the context", t)),
                 }
                 let t = match field.kind {
-                    CtxFieldKind::Scalar => Ty::Scalar { bits: field.size * 8 },
-                    CtxFieldKind::PacketStart => Ty::Packet { base: 0, off: 0, var_max: 0, range: 0 },
+                    CtxFieldKind::Scalar => Ty::Scalar {
+                        bits: field.size * 8,
+                    },
+                    CtxFieldKind::PacketStart => Ty::Packet {
+                        base: 0,
+                        off: 0,
+                        var_max: 0,
+                        range: 0,
+                    },
                     CtxFieldKind::PacketEnd => Ty::PacketEnd,
                     CtxFieldKind::PacketMeta => Ty::PacketMeta,
                 };
                 self.set(*dst, t);
             }
-            Inst::Load { dst, ptr, off, size } => {
+            Inst::Load {
+                dst,
+                ptr,
+                off,
+                size,
+            } => {
                 self.access(*ptr, *dst, i64::from(*off), size.bytes(), false, true)?;
-                self.set(*dst, Ty::Scalar { bits: (size.bytes() * 8) as u8 });
+                self.set(
+                    *dst,
+                    Ty::Scalar {
+                        bits: (size.bytes() * 8) as u8,
+                    },
+                );
             }
-            Inst::Store { ptr, off, value, size } => {
+            Inst::Store {
+                ptr,
+                off,
+                value,
+                size,
+            } => {
                 if let Operand::Reg(v) = value {
                     self.scalar(*v)?;
                 }
@@ -330,12 +323,33 @@ impl Checker<'_> {
                 let t = self.ptr_add(*dst, *ptr, *offset)?;
                 self.set(*dst, t);
             }
-            Inst::StackAddr { dst, slot } => self.set(*dst, Ty::Stack { slot: *slot, off: 0 }),
-            Inst::StackLoad { dst, slot, off, size } => {
+            Inst::StackAddr { dst, slot } => self.set(
+                *dst,
+                Ty::Stack {
+                    slot: *slot,
+                    off: 0,
+                },
+            ),
+            Inst::StackLoad {
+                dst,
+                slot,
+                off,
+                size,
+            } => {
                 self.stack_access(*slot, *dst, *off, size.bytes(), false)?;
-                self.set(*dst, Ty::Scalar { bits: (size.bytes() * 8) as u8 });
+                self.set(
+                    *dst,
+                    Ty::Scalar {
+                        bits: (size.bytes() * 8) as u8,
+                    },
+                );
             }
-            Inst::StackStore { slot, off, value, size } => {
+            Inst::StackStore {
+                slot,
+                off,
+                value,
+                size,
+            } => {
                 if let Operand::Reg(v) = value {
                     self.scalar(*v)?;
                 }
@@ -348,7 +362,10 @@ impl Checker<'_> {
             Inst::LoadMap { dst, map } => self.set(*dst, Ty::MapPtr { map: *map }),
             Inst::Call { dst, helper, args } => self.call(*dst, helper, args)?,
             Inst::CallLocal { dst, func, args } => {
-                let sig = self.callees.get(func).ok_or_else(|| CheckError::Other(format!("unknown function {func}")))?;
+                let sig = self
+                    .callees
+                    .get(func)
+                    .ok_or_else(|| CheckError::Other(format!("unknown function {func}")))?;
                 if sig.params.len() != args.len() {
                     return Err(CheckError::Other(format!(
                         "{func} takes {} arguments, got {}",
@@ -374,9 +391,23 @@ impl Checker<'_> {
         Ok(())
     }
 
-    fn stack_access(&mut self, slot: SlotId, value: VReg, off: u32, size: u32, write: bool) -> R<()> {
+    fn stack_access(
+        &mut self,
+        slot: SlotId,
+        value: VReg,
+        off: u32,
+        size: u32,
+        write: bool,
+    ) -> R<()> {
         let limit = self.func.slots[slot.0 as usize].size;
-        bounds(value, if write { "store" } else { "load" }, i64::from(off), size, limit, "stack slot")?;
+        bounds(
+            value,
+            if write { "store" } else { "load" },
+            i64::from(off),
+            size,
+            limit,
+            "stack slot",
+        )?;
         let at = self.slot_base[slot.0 as usize] + off;
         if write {
             self.st.stack.write(at, size);
@@ -386,219 +417,27 @@ impl Checker<'_> {
         Ok(())
     }
 
-    fn ptr_add(&mut self, dst: VReg, ptr: VReg, offset: Operand) -> R<Ty> {
-        let t = self.defined(ptr)?;
-        let bad_off = |o: i64| CheckError::Other(format!("{dst}: pointer offset {o} out of range"));
-        Ok(match (t, offset) {
-            (Ty::Packet { base, off, var_max, range }, Operand::Imm(k)) => {
-                let o = i64::from(off) + k;
-                if !(0..=i64::from(MAX_PACKET_OFF)).contains(&o) {
-                    return Err(bad_off(o));
-                }
-                Ty::Packet { base, off: o as i32, var_max, range }
-            }
-            (Ty::Packet { off, var_max, .. }, Operand::Reg(v)) => {
-                let bits = self.scalar(v)?;
-                if bits > 16 {
-                    return Err(CheckError::UnboundedOffset { value: v, bits });
-                }
-                let var_max = var_max.saturating_add((1u32 << bits) - 1);
-                if var_max > MAX_PACKET_OFF {
-                    return Err(CheckError::UnboundedOffset { value: v, bits });
-                }
-                Ty::Packet { base: self.fresh(), off, var_max, range: 0 }
-            }
-            (Ty::MapValue { map, off }, Operand::Imm(k)) => {
-                let o = i64::from(off) + k;
-                if o < 0 || o > i64::from(self.func.maps[map.0 as usize].value_size) {
-                    return Err(bad_off(o));
-                }
-                Ty::MapValue { map, off: o as i32 }
-            }
-            (Ty::Stack { slot, off }, Operand::Imm(k)) => {
-                let o = i64::from(off) + k;
-                if o < 0 || o > i64::from(self.func.slots[slot.0 as usize].size) {
-                    return Err(bad_off(o));
-                }
-                Ty::Stack { slot, off: o as i32 }
-            }
-            (Ty::Record { id, size, off }, Operand::Imm(k)) => {
-                let o = i64::from(off) + k;
-                if o < 0 || o > i64::from(size) {
-                    return Err(bad_off(o));
-                }
-                Ty::Record { id, size, off: o as i32 }
-            }
-            (t, Operand::Reg(_)) => return Err(self.wrong(ptr, "a packet pointer (variable offsets)", t)),
-            (t, Operand::Imm(_)) => return Err(self.wrong(ptr, "a pointer", t)),
-        })
-    }
-
-    fn invalidate_packet(&mut self, helper: &'static str) {
-        for &v in &self.st.touched {
-            let t = &mut self.st.tys[v as usize];
-            if matches!(t, Ty::Packet { .. } | Ty::PacketEnd | Ty::PacketMeta) {
-                *t = Ty::Invalid { helper };
-            }
-        }
-    }
-
-    fn call(&mut self, dst: Option<VReg>, helper: &'static HelperSig, args: &[Operand]) -> R<()> {
-        if !self.func.hook.allows_helper(helper) {
-            return Err(CheckError::HelperNotAllowed { helper: helper.name, hook: format!("{:?}", self.func.hook) });
-        }
-        if args.len() != helper.args.len() {
-            return Err(CheckError::HelperArity { helper: helper.name, expected: helper.args.len(), found: args.len() });
-        }
-        let mut map: Option<MapId> = None;
-        let mut alloc = 0u32;
-        let mut released = None;
-        let mut uninit_writes = Vec::new();
-        for (i, (&a, &kind)) in args.iter().zip(helper.args).enumerate() {
-            let arg_err = |_: &Self, expected: String, found: String| CheckError::HelperArg {
-                value: a.to_string(),
-                helper: helper.name,
-                index: i + 1,
-                expected,
-                found,
-            };
-            let ty = match a {
-                Operand::Reg(v) => self.defined(v)?,
-                Operand::Imm(k) => Ty::Scalar { bits: if k < 0 { 64 } else { bits_of(k as u64) } },
-            };
-            let found = ty.describe(self.func);
-            let next_size = || match args.get(i + 1) {
-                Some(Operand::Imm(k)) if (0..=512).contains(k) => Some(*k as u32),
-                _ => None,
-            };
-            match kind {
-                ArgKind::Ctx => {
-                    if ty != Ty::Ctx {
-                        return Err(arg_err(self, "the context".into(), found));
-                    }
-                }
-                ArgKind::Map | ArgKind::ProgArray | ArgKind::RingBuf => {
-                    let Ty::MapPtr { map: m } = ty else {
-                        return Err(arg_err(self, "a map".into(), found));
-                    };
-                    let k = self.func.maps[m.0 as usize].kind;
-                    let ok = match kind {
-                        ArgKind::ProgArray => k == MapKind::ProgArray,
-                        ArgKind::RingBuf => k == MapKind::RingBuf,
-                        _ => !matches!(k, MapKind::ProgArray | MapKind::RingBuf),
-                    };
-                    if !ok {
-                        return Err(arg_err(self, format!("a map usable here ({kind:?})"), format!("{found} ({k:?})")));
-                    }
-                    map = Some(m);
-                }
-                ArgKind::MapKey | ArgKind::MapValue => {
-                    let Some(m) = map else {
-                        return Err(CheckError::Other(format!("helper {}: key without a map", helper.name)));
-                    };
-                    let decl = &self.func.maps[m.0 as usize];
-                    let size = if kind == ArgKind::MapKey { decl.key_size } else { decl.value_size };
-                    self.mem_arg(a, size, false).map_err(|e| arg_err(self, format!("{size} readable bytes"), e))?;
-                }
-                ArgKind::Mem | ArgKind::MemOrNull | ArgKind::UninitMem => {
-                    let Some(size) = next_size() else {
-                        return Err(arg_err(self, "memory followed by a constant size (0..=512)".into(), found));
-                    };
-                    if kind == ArgKind::MemOrNull && a == Operand::Imm(0) {
-                        if size != 0 {
-                            return Err(arg_err(self, "size 0 with a null pointer".into(), found));
-                        }
-                        continue;
-                    }
-                    if size == 0 {
-                        return Err(arg_err(self, "a non-zero size".into(), found));
-                    }
-                    let write = kind == ArgKind::UninitMem;
-                    self.mem_arg(a, size, write).map_err(|e| arg_err(self, format!("{size} accessible bytes"), e))?;
-                    if write {
-                        uninit_writes.push((a, size));
-                    }
-                }
-                ArgKind::Size => {
-                    if !matches!(a, Operand::Imm(0..=512)) {
-                        return Err(arg_err(self, "a constant size".into(), found));
-                    }
-                }
-                ArgKind::AllocSize => match a {
-                    Operand::Imm(k @ 1..=0x7fff_ffff) => alloc = k as u32,
-                    _ => return Err(arg_err(self, "a constant size".into(), found)),
-                },
-                ArgKind::RingBufRecord => match ty {
-                    Ty::Record { id, off: 0, .. } => released = Some(id),
-                    _ => return Err(arg_err(self, "a non-null ring-buffer record".into(), found)),
-                },
-                ArgKind::Scalar => {
-                    if !matches!(ty, Ty::Scalar { .. }) {
-                        return Err(arg_err(self, "a scalar".into(), found));
-                    }
-                }
-            }
-        }
-        if helper.id == crate::hooks::TAIL_CALL.id
-            && let Some(&(_, v)) = self.st.refs.first()
-        {
-            return Err(CheckError::RecordLeak { value: v });
-        }
-        if let Some(id) = released {
-            self.st.refs.retain(|r| r.0 != id);
-            for &v in &self.st.touched {
-                let t = &mut self.st.tys[v as usize];
-                if matches!(t, Ty::Record { id: i, .. } if *i == id) {
-                    *t = Ty::Undef;
-                }
-            }
-        }
-        if helper.changes_packet {
-            self.invalidate_packet(helper.name);
-        }
-        if let Some(d) = dst {
-            let t = match helper.ret {
-                RetKind::Scalar => Ty::Scalar { bits: if matches!(helper.id, 7 | 8) { 32 } else { 64 } },
-                RetKind::MapValueOrNull => match map {
-                    Some(map) => Ty::MapValueOrNull { map, id: self.fresh() },
-                    None => return Err(CheckError::Other(format!("helper {}: no map argument", helper.name))),
-                },
-                RetKind::Void => {
-                    return Err(CheckError::Other(format!("{d}: helper {} returns nothing", helper.name)));
-                }
-                RetKind::RingBufRecordOrNull => {
-                    let id = self.fresh();
-                    self.st.refs.push((id, d));
-                    Ty::RecordOrNull { id, size: alloc }
-                }
-            };
-            self.set(d, t);
-        } else if helper.ret == RetKind::RingBufRecordOrNull {
-            return Err(CheckError::Other(format!("result of {} must be kept", helper.name)));
-        }
-        Ok(())
-    }
-
-    /// A pointer argument: `size` bytes accessible (and initialized unless written by the helper).
-    fn mem_arg(&mut self, a: Operand, size: u32, write: bool) -> Result<(), String> {
-        let Operand::Reg(v) = a else {
-            return Err("a constant".into());
-        };
-        self.access(v, v, 0, size, write, !write).map_err(|e| e.to_string())
-    }
-
     fn terminator(&mut self, term: &Terminator) -> R<()> {
         match term {
             Terminator::None | Terminator::Jump(_) => {}
-            Terminator::Branch { cond, width, a, b, .. } => {
+            Terminator::Branch {
+                cond, width, a, b, ..
+            } => {
                 let ta = self.defined(*a)?;
                 match ta {
                     Ty::Scalar { .. } => {
                         self.operand_bits(*b, *width)?;
                     }
-                    Ty::MapValueOrNull { .. } | Ty::RecordOrNull { .. } | Ty::MapValue { .. } | Ty::Record { .. }
-                        if *b == Operand::Imm(0) && matches!(cond, Cond::Eq | Cond::Ne) && *width == Width::W64 => {}
-                    t => return Err(self.wrong(*a, "a scalar (or a null check of a map value)", t)),
+                    Ty::MapValueOrNull { .. }
+                    | Ty::RecordOrNull { .. }
+                    | Ty::MapValue { .. }
+                    | Ty::Record { .. }
+                        if *b == Operand::Imm(0)
+                            && matches!(cond, Cond::Eq | Cond::Ne)
+                            && *width == Width::W64 => {}
+                    t => {
+                        return Err(self.wrong(*a, "a scalar (or a null check of a map value)", t));
+                    }
                 }
             }
             Terminator::CheckPacketBounds { ptr, end, len, .. } => {
@@ -632,9 +471,14 @@ impl Checker<'_> {
     /// The type of `v` on the edge `term` → `succ`.
     fn refine(&self, term: &Terminator, succ: BlockId, t: Ty) -> Ty {
         match *term {
-            Terminator::Branch { cond, a, b: Operand::Imm(0), then_, else_, .. }
-                if matches!(cond, Cond::Eq | Cond::Ne) && then_ != else_ =>
-            {
+            Terminator::Branch {
+                cond,
+                a,
+                b: Operand::Imm(0),
+                then_,
+                else_,
+                ..
+            } if matches!(cond, Cond::Eq | Cond::Ne) && then_ != else_ => {
                 let null_edge = (cond == Cond::Eq) == (succ == then_);
                 let id = match self.get(a) {
                     Ty::MapValueOrNull { id, .. } | Ty::RecordOrNull { id, .. } => id,
@@ -642,30 +486,58 @@ impl Checker<'_> {
                 };
                 match t {
                     Ty::MapValueOrNull { map, id: i } if i == id => {
-                        if null_edge { Ty::Scalar { bits: 0 } } else { Ty::MapValue { map, off: 0 } }
+                        if null_edge {
+                            Ty::Scalar { bits: 0 }
+                        } else {
+                            Ty::MapValue { map, off: 0 }
+                        }
                     }
                     Ty::RecordOrNull { id: i, size } if i == id => {
-                        if null_edge { Ty::Scalar { bits: 0 } } else { Ty::Record { id, size, off: 0 } }
+                        if null_edge {
+                            Ty::Scalar { bits: 0 }
+                        } else {
+                            Ty::Record { id, size, off: 0 }
+                        }
                     }
                     _ => t,
                 }
             }
-            Terminator::CheckPacketBounds { ptr, len, ok, fail, .. } if succ == ok && ok != fail => {
-                match (self.get(ptr), t) {
-                    (Ty::Packet { base, off, .. }, Ty::Packet { base: b2, off: o2, var_max, range }) if base == b2 => {
-                        let proven = (off as u32).saturating_add(len);
-                        Ty::Packet { base, off: o2, var_max, range: range.max(proven) }
+            Terminator::CheckPacketBounds {
+                ptr, len, ok, fail, ..
+            } if succ == ok && ok != fail => match (self.get(ptr), t) {
+                (
+                    Ty::Packet { base, off, .. },
+                    Ty::Packet {
+                        base: b2,
+                        off: o2,
+                        var_max,
+                        range,
+                    },
+                ) if base == b2 => {
+                    let proven = (off as u32).saturating_add(len);
+                    Ty::Packet {
+                        base,
+                        off: o2,
+                        var_max,
+                        range: range.max(proven),
                     }
-                    _ => t,
                 }
-            }
+                _ => t,
+            },
             _ => t,
         }
     }
 
     fn edge_refs(&self, term: &Terminator, succ: BlockId) -> Vec<(u32, VReg)> {
         let mut refs = self.st.refs.clone();
-        if let Terminator::Branch { cond, a, b: Operand::Imm(0), then_, else_, .. } = *term
+        if let Terminator::Branch {
+            cond,
+            a,
+            b: Operand::Imm(0),
+            then_,
+            else_,
+            ..
+        } = *term
             && matches!(cond, Cond::Eq | Cond::Ne)
             && then_ != else_
             && (cond == Cond::Eq) == (succ == then_)
@@ -677,9 +549,23 @@ impl Checker<'_> {
     }
 }
 
-fn bounds(value: VReg, access: &'static str, start: i64, size: u32, limit: u32, what: &'static str) -> R<()> {
+fn bounds(
+    value: VReg,
+    access: &'static str,
+    start: i64,
+    size: u32,
+    limit: u32,
+    what: &'static str,
+) -> R<()> {
     if start < 0 || start + i64::from(size) > i64::from(limit) {
-        return Err(CheckError::OutOfBounds { value, access, size, off: start, limit, what });
+        return Err(CheckError::OutOfBounds {
+            value,
+            access,
+            size,
+            off: start,
+            limit,
+            what,
+        });
     }
     Ok(())
 }
@@ -692,7 +578,9 @@ pub fn check_function(
     callees: &HashMap<String, CalleeSig>,
 ) -> Result<CheckInfo, CodegenError> {
     let nb = func.blocks.len();
-    let mut info = CheckInfo { narrow_branch: vec![false; nb] };
+    let mut info = CheckInfo {
+        narrow_branch: vec![false; nb],
+    };
     let mut first_inst = vec![0u32; nb];
     let mut count = 0u32;
     for (i, block) in func.blocks.iter().enumerate() {
@@ -703,8 +591,8 @@ pub fn check_function(
     // `in_vregs[in_off[b]..in_off[b + 1]]` and `in_tys[..]` (no allocation per block or edge).
     let mut in_off = vec![0usize; nb + 1];
     let mut in_vregs: Vec<u32> = Vec::new();
-    for b in 0..nb {
-        in_off[b] = in_vregs.len();
+    for (b, off) in in_off.iter_mut().enumerate().take(nb) {
+        *off = in_vregs.len();
         in_vregs.extend(live.live_in(BlockId(b as u32)).map(|v| v as u32));
     }
     in_off[nb] = in_vregs.len();
@@ -728,7 +616,11 @@ pub fn check_function(
         total = total.saturating_add(s.size.div_ceil(8) * 8);
     }
     if total > 512 {
-        return Err(CodegenError::StackOverflow { func: func.name.clone(), needed: total, limit: 512 });
+        return Err(CodegenError::StackOverflow {
+            func: func.name.clone(),
+            needed: total,
+            limit: 512,
+        });
     }
     let mut ck = Checker {
         func,
@@ -742,7 +634,11 @@ pub fn check_function(
             stack: StackInit::default(),
         },
     };
-    let fail = |b: BlockId, error| CodegenError::Check { func: func.name.clone(), block: b, error };
+    let fail = |b: BlockId, error| CodegenError::Check {
+        func: func.name.clone(),
+        block: b,
+        error,
+    };
     let mut dirty = vec![false; nb];
     dirty[0] = true;
     for _pass in 0..64 {
@@ -778,7 +674,15 @@ pub fn check_function(
                 let mut changed = first;
                 for k in in_off[si]..in_off[si + 1] {
                     let t = ck.refine(&block.term, s, ck.get(VReg(in_vregs[k])));
-                    let n = if first { t } else { join(in_tys[k], t) };
+                    let n = match (first, join(in_tys[k], t)) {
+                        (true, _) => t,
+                        // Widen scalars that grow at a merge (loops): their bit width would
+                        // otherwise creep up by one per pass.
+                        (false, Ty::Scalar { bits }) if in_tys[k] != (Ty::Scalar { bits }) => {
+                            Ty::Scalar { bits: 64 }
+                        }
+                        (false, j) => j,
+                    };
                     changed |= n != in_tys[k];
                     in_tys[k] = n;
                 }
@@ -807,5 +711,8 @@ pub fn check_function(
             return Ok(info);
         }
     }
-    Err(CodegenError::Internal { func: func.name.clone(), msg: "type check did not converge (loop)".into() })
+    Err(CodegenError::Internal {
+        func: func.name.clone(),
+        msg: "type check did not converge (loop)".into(),
+    })
 }

@@ -18,7 +18,15 @@ pub enum ETerm {
     Exit,
     Jump(BlockId),
     /// `if dst op src/imm goto then_ else goto else_`.
-    Cond { jmp32: bool, op: u8, dst: u8, src: Option<u8>, imm: i32, then_: BlockId, else_: BlockId },
+    Cond {
+        jmp32: bool,
+        op: u8,
+        dst: u8,
+        src: Option<u8>,
+        imm: i32,
+        then_: BlockId,
+        else_: BlockId,
+    },
 }
 
 /// A block's body is `Emitted::insns[start..end]`.
@@ -40,7 +48,13 @@ pub struct Emitted {
 }
 
 fn ins(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> RawInsn {
-    RawInsn { code, dst, src, off, imm }
+    RawInsn {
+        code,
+        dst,
+        src,
+        off,
+        imm,
+    }
 }
 
 struct Emitter<'a> {
@@ -60,7 +74,8 @@ impl Emitter<'_> {
         match self.loc(v) {
             Some(Loc::Reg(r)) => r,
             Some(Loc::Spill(off)) => {
-                self.out.push(ins(BPF_LDX | BPF_MEM | BPF_DW, scratch, BPF_REG_FP, off, 0));
+                self.out
+                    .push(ins(BPF_LDX | BPF_MEM | BPF_DW, scratch, BPF_REG_FP, off, 0));
                 scratch
             }
             None => scratch,
@@ -78,17 +93,21 @@ impl Emitter<'_> {
     /// Stores `reg` back when `v` is spilled.
     fn commit(&mut self, v: VReg, reg: u8) {
         if let Some(Loc::Spill(off)) = self.loc(v) {
-            self.out.push(ins(BPF_STX | BPF_MEM | BPF_DW, BPF_REG_FP, reg, off, 0));
+            self.out
+                .push(ins(BPF_STX | BPF_MEM | BPF_DW, BPF_REG_FP, reg, off, 0));
         }
     }
 
     fn mov_imm64(&mut self, dst: u8, value: i64) {
         if let Ok(k) = i32::try_from(value) {
-            self.out.push(ins(BPF_ALU64 | BPF_MOV | BPF_K, dst, 0, 0, k));
+            self.out
+                .push(ins(BPF_ALU64 | BPF_MOV | BPF_K, dst, 0, 0, k));
         } else if let Ok(u) = u32::try_from(value) {
-            self.out.push(ins(BPF_ALU | BPF_MOV | BPF_K, dst, 0, 0, u as i32));
+            self.out
+                .push(ins(BPF_ALU | BPF_MOV | BPF_K, dst, 0, 0, u as i32));
         } else {
-            self.out.push(ins(BPF_LD | BPF_DW | BPF_IMM, dst, 0, 0, value as i32));
+            self.out
+                .push(ins(BPF_LD | BPF_DW | BPF_IMM, dst, 0, 0, value as i32));
             self.out.push(ins(0, 0, 0, 0, (value >> 32) as i32));
         }
     }
@@ -98,7 +117,10 @@ impl Emitter<'_> {
     fn parallel_move(&mut self, mut moves: Vec<(u8, u8)>) {
         moves.retain(|(d, s)| d != s);
         while !moves.is_empty() {
-            if let Some(i) = moves.iter().position(|&(d, _)| !moves.iter().any(|&(_, s)| s == d)) {
+            if let Some(i) = moves
+                .iter()
+                .position(|&(d, _)| !moves.iter().any(|&(_, s)| s == d))
+            {
                 let (d, s) = moves.remove(i);
                 self.out.push(ins(BPF_ALU64 | BPF_MOV | BPF_X, d, s, 0, 0));
             } else {
@@ -124,7 +146,8 @@ impl Emitter<'_> {
             }
             MInst::LdImm64 { dst, imm } => {
                 let r = self.target(*dst, s0);
-                self.out.push(ins(BPF_LD | BPF_DW | BPF_IMM, r, 0, 0, *imm as i32));
+                self.out
+                    .push(ins(BPF_LD | BPF_DW | BPF_IMM, r, 0, 0, *imm as i32));
                 self.out.push(ins(0, 0, 0, 0, (*imm >> 32) as i32));
                 self.commit(*dst, r);
             }
@@ -132,7 +155,8 @@ impl Emitter<'_> {
                 let r = self.target(*dst, s0);
                 let name = self.maps.get(*map as usize).cloned().unwrap_or_default();
                 self.relocs.push((self.out.len(), RelocTarget::Map(name)));
-                self.out.push(ins(BPF_LD | BPF_DW | BPF_IMM, r, BPF_PSEUDO_MAP_FD, 0, 0));
+                self.out
+                    .push(ins(BPF_LD | BPF_DW | BPF_IMM, r, BPF_PSEUDO_MAP_FD, 0, 0));
                 self.out.push(ins(0, 0, 0, 0, 0));
                 self.commit(*dst, r);
             }
@@ -142,7 +166,8 @@ impl Emitter<'_> {
                 }
                 let rs = self.read(*src, s1);
                 if let (Some(Loc::Spill(off)), false) = (self.loc(*dst), *w32) {
-                    self.out.push(ins(BPF_STX | BPF_MEM | BPF_DW, BPF_REG_FP, rs, off, 0));
+                    self.out
+                        .push(ins(BPF_STX | BPF_MEM | BPF_DW, BPF_REG_FP, rs, off, 0));
                     return;
                 }
                 let rd = self.target(*dst, s0);
@@ -170,40 +195,69 @@ impl Emitter<'_> {
             }
             MInst::Bswap { dst, bits } => {
                 let rd = self.read(*dst, s0);
-                self.out.push(ins(BPF_ALU | BPF_END | BPF_TO_BE, rd, 0, 0, i32::from(*bits)));
+                self.out.push(ins(
+                    BPF_ALU | BPF_END | BPF_TO_BE,
+                    rd,
+                    0,
+                    0,
+                    i32::from(*bits),
+                ));
                 self.commit(*dst, rd);
             }
-            MInst::Ldx { dst, base, off, size } => {
+            MInst::Ldx {
+                dst,
+                base,
+                off,
+                size,
+            } => {
                 let rb = self.read(*base, s1);
                 let rd = self.target(*dst, s0);
-                self.out.push(ins(BPF_LDX | BPF_MEM | size, rd, rb, *off, 0));
+                self.out
+                    .push(ins(BPF_LDX | BPF_MEM | size, rd, rb, *off, 0));
                 self.commit(*dst, rd);
             }
-            MInst::Stx { base, off, src, size } => {
+            MInst::Stx {
+                base,
+                off,
+                src,
+                size,
+            } => {
                 let rb = self.read(*base, s0);
                 let rs = self.read(*src, s1);
-                self.out.push(ins(BPF_STX | BPF_MEM | size, rb, rs, *off, 0));
+                self.out
+                    .push(ins(BPF_STX | BPF_MEM | size, rb, rs, *off, 0));
             }
-            MInst::St { base, off, imm, size } => {
+            MInst::St {
+                base,
+                off,
+                imm,
+                size,
+            } => {
                 let rb = self.read(*base, s0);
-                self.out.push(ins(BPF_ST | BPF_MEM | size, rb, 0, *off, *imm));
+                self.out
+                    .push(ins(BPF_ST | BPF_MEM | size, rb, 0, *off, *imm));
             }
             MInst::LdxFp { dst, off, size } => {
                 let rd = self.target(*dst, s0);
-                self.out.push(ins(BPF_LDX | BPF_MEM | size, rd, BPF_REG_FP, *off, 0));
+                self.out
+                    .push(ins(BPF_LDX | BPF_MEM | size, rd, BPF_REG_FP, *off, 0));
                 self.commit(*dst, rd);
             }
             MInst::StxFp { off, src, size } => {
                 let rs = self.read(*src, s0);
-                self.out.push(ins(BPF_STX | BPF_MEM | size, BPF_REG_FP, rs, *off, 0));
+                self.out
+                    .push(ins(BPF_STX | BPF_MEM | size, BPF_REG_FP, rs, *off, 0));
             }
             MInst::StFp { off, imm, size } => {
-                self.out.push(ins(BPF_ST | BPF_MEM | size, BPF_REG_FP, 0, *off, *imm));
+                self.out
+                    .push(ins(BPF_ST | BPF_MEM | size, BPF_REG_FP, 0, *off, *imm));
             }
             MInst::FpAddr { dst, off } => {
                 let rd = self.target(*dst, s0);
-                self.out.push(ins(BPF_ALU64 | BPF_MOV | BPF_X, rd, BPF_REG_FP, 0, 0));
-                self.out.push(ins(BPF_ALU64 | BPF_ADD | BPF_K, rd, 0, 0, i32::from(*off)));
+                self.out
+                    .push(ins(BPF_ALU64 | BPF_MOV | BPF_X, rd, BPF_REG_FP, 0, 0));
+                self.out
+                    .push(ins(BPF_ALU64 | BPF_ADD | BPF_K, rd, 0, 0, i32::from(*off)));
                 self.commit(*dst, rd);
             }
             MInst::Call { callee, args, ret } => {
@@ -223,21 +277,31 @@ impl Emitter<'_> {
                 self.parallel_move(moves);
                 for (d, src) in later {
                     match src {
-                        Ok(off) => self.out.push(ins(BPF_LDX | BPF_MEM | BPF_DW, d, BPF_REG_FP, off, 0)),
+                        Ok(off) => {
+                            self.out
+                                .push(ins(BPF_LDX | BPF_MEM | BPF_DW, d, BPF_REG_FP, off, 0))
+                        }
                         Err(k) => self.mov_imm64(d, k),
                     }
                 }
                 match callee {
                     Callee::Helper(id) => self.out.push(ins(BPF_JMP | BPF_CALL, 0, 0, 0, *id)),
                     Callee::Local(name) => {
-                        self.relocs.push((self.out.len(), RelocTarget::Subprogram(name.clone())));
-                        self.out.push(ins(BPF_JMP | BPF_CALL, 0, BPF_PSEUDO_CALL, 0, -1));
+                        self.relocs
+                            .push((self.out.len(), RelocTarget::Subprogram(name.clone())));
+                        self.out
+                            .push(ins(BPF_JMP | BPF_CALL, 0, BPF_PSEUDO_CALL, 0, -1));
                     }
                 }
                 if let Some(r) = ret {
                     match self.loc(*r) {
-                        Some(Loc::Reg(d)) => self.out.push(ins(BPF_ALU64 | BPF_MOV | BPF_X, d, 0, 0, 0)),
-                        Some(Loc::Spill(off)) => self.out.push(ins(BPF_STX | BPF_MEM | BPF_DW, BPF_REG_FP, 0, off, 0)),
+                        Some(Loc::Reg(d)) => {
+                            self.out.push(ins(BPF_ALU64 | BPF_MOV | BPF_X, d, 0, 0, 0))
+                        }
+                        Some(Loc::Spill(off)) => {
+                            self.out
+                                .push(ins(BPF_STX | BPF_MEM | BPF_DW, BPF_REG_FP, 0, off, 0))
+                        }
                         None => {}
                     }
                 }
@@ -249,19 +313,39 @@ impl Emitter<'_> {
         let [s0, s1] = self.alloc.scratch;
         match term {
             MTerm::Jump(t) => ETerm::Jump(*t),
-            MTerm::Branch { op, w32, a, b, then_, else_ } => {
+            MTerm::Branch {
+                op,
+                w32,
+                a,
+                b,
+                then_,
+                else_,
+            } => {
                 let ra = self.read(*a, s0);
                 let (src, imm) = match b {
                     MSrc::Reg(v) => (Some(self.read(*v, s1)), 0),
                     MSrc::Imm(k) => (None, *k),
                 };
-                ETerm::Cond { jmp32: *w32, op: *op, dst: ra, src, imm, then_: *then_, else_: *else_ }
+                ETerm::Cond {
+                    jmp32: *w32,
+                    op: *op,
+                    dst: ra,
+                    src,
+                    imm,
+                    then_: *then_,
+                    else_: *else_,
+                }
             }
             MTerm::Return(value) => {
                 match value {
                     MArg::Reg(v) => match self.loc(*v) {
-                        Some(Loc::Reg(r)) => self.out.push(ins(BPF_ALU64 | BPF_MOV | BPF_X, 0, r, 0, 0)),
-                        Some(Loc::Spill(off)) => self.out.push(ins(BPF_LDX | BPF_MEM | BPF_DW, 0, BPF_REG_FP, off, 0)),
+                        Some(Loc::Reg(r)) => {
+                            self.out.push(ins(BPF_ALU64 | BPF_MOV | BPF_X, 0, r, 0, 0))
+                        }
+                        Some(Loc::Spill(off)) => {
+                            self.out
+                                .push(ins(BPF_LDX | BPF_MEM | BPF_DW, 0, BPF_REG_FP, off, 0))
+                        }
                         None => self.out.push(ins(BPF_ALU64 | BPF_MOV | BPF_K, 0, 0, 0, 0)),
                     },
                     MArg::Imm(k) => self.mov_imm64(0, *k),
@@ -276,17 +360,27 @@ impl Emitter<'_> {
 /// Emits every block of `m` in layout order; `params[i]` arrives in r(i+1) and is moved to its
 /// location at the top of the entry block.
 pub fn emit(m: &MFunction, alloc: &Allocation, params: &[VReg], maps: &[String]) -> Emitted {
-    let mut em = Emitter { alloc, maps, out: Vec::with_capacity(m.insts.len() + m.insts.len() / 4), relocs: Vec::new() };
+    let mut em = Emitter {
+        alloc,
+        maps,
+        out: Vec::with_capacity(m.insts.len() + m.insts.len() / 4),
+        relocs: Vec::new(),
+    };
     let mut blocks = Vec::with_capacity(m.order.len());
     for (i, &b) in m.order.iter().enumerate() {
-        let Some(block) = &m.blocks[b.0 as usize] else { continue };
+        let Some(block) = &m.blocks[b.0 as usize] else {
+            continue;
+        };
         let start = em.out.len();
         if i == 0 {
             let mut moves = Vec::new();
             for (k, p) in params.iter().enumerate() {
                 let from = k as u8 + 1;
                 match em.loc(*p) {
-                    Some(Loc::Spill(off)) => em.out.push(ins(BPF_STX | BPF_MEM | BPF_DW, BPF_REG_FP, from, off, 0)),
+                    Some(Loc::Spill(off)) => {
+                        em.out
+                            .push(ins(BPF_STX | BPF_MEM | BPF_DW, BPF_REG_FP, from, off, 0))
+                    }
                     Some(Loc::Reg(r)) => moves.push((r, from)),
                     None => {}
                 }
@@ -297,7 +391,16 @@ pub fn emit(m: &MFunction, alloc: &Allocation, params: &[VReg], maps: &[String])
             em.inst(inst);
         }
         let term = em.term(&block.term);
-        blocks.push(EBlock { id: b, start, end: em.out.len(), term });
+        blocks.push(EBlock {
+            id: b,
+            start,
+            end: em.out.len(),
+            term,
+        });
     }
-    Emitted { insns: em.out, relocs: em.relocs, blocks }
+    Emitted {
+        insns: em.out,
+        relocs: em.relocs,
+        blocks,
+    }
 }

@@ -56,7 +56,14 @@ impl<'a> Machine<'a> {
         for (i, c) in input.cb.iter().enumerate() {
             put(48 + 4 * i, *c);
         }
-        Machine { input, ctx, packet: input.packet.clone(), stacks: Vec::new(), calls: 0, steps: 0 }
+        Machine {
+            input,
+            ctx,
+            packet: input.packet.clone(),
+            stacks: Vec::new(),
+            calls: 0,
+            steps: 0,
+        }
     }
 
     fn push_frame(&mut self) -> u64 {
@@ -74,7 +81,9 @@ impl<'a> Machine<'a> {
             let o = (addr - CTX) as usize;
             return Ok(&mut self.ctx[o..o + size as usize]);
         }
-        if (PKT..PKT + self.packet.len() as u64).contains(&addr) && addr + size <= PKT + self.packet.len() as u64 {
+        if (PKT..PKT + self.packet.len() as u64).contains(&addr)
+            && addr + size <= PKT + self.packet.len() as u64
+        {
             let o = (addr - PKT) as usize;
             return Ok(&mut self.packet[o..o + size as usize]);
         }
@@ -86,7 +95,9 @@ impl<'a> Machine<'a> {
                 return Ok(&mut self.stacks[frame - 1][o..o + size as usize]);
             }
         }
-        Err(format!("access of {size} bytes at {addr:#x} outside memory"))
+        Err(format!(
+            "access of {size} bytes at {addr:#x} outside memory"
+        ))
     }
 
     fn load(&mut self, addr: u64, size: u32) -> R<u64> {
@@ -167,7 +178,12 @@ fn alu(op: AluOp, w32: bool, a: u64, b: u64) -> u64 {
 
 fn cond(c: Cond, w32: bool, a: u64, b: u64) -> bool {
     let (ua, ub, sa, sb) = if w32 {
-        (u64::from(a as u32), u64::from(b as u32), i64::from(a as i32), i64::from(b as i32))
+        (
+            u64::from(a as u32),
+            u64::from(b as u32),
+            i64::from(a as i32),
+            i64::from(b as i32),
+        )
     } else {
         (a, b, a as i64, b as i64)
     };
@@ -198,11 +214,18 @@ fn bswap(bits: u8, a: u64) -> u64 {
 pub fn run_ir(module: &[Function], entry: &str, input: &CtxInput) -> R<u64> {
     let funcs: HashMap<&str, &Function> = module.iter().map(|f| (f.name.as_str(), f)).collect();
     let mut m = Machine::new(input);
-    let f = funcs.get(entry).ok_or_else(|| format!("no function {entry}"))?;
+    let f = funcs
+        .get(entry)
+        .ok_or_else(|| format!("no function {entry}"))?;
     ir_call(&mut m, &funcs, f, &[CTX])
 }
 
-fn ir_call(m: &mut Machine, funcs: &HashMap<&str, &Function>, f: &Function, args: &[u64]) -> R<u64> {
+fn ir_call(
+    m: &mut Machine,
+    funcs: &HashMap<&str, &Function>,
+    f: &Function,
+    args: &[u64],
+) -> R<u64> {
     let fp = m.push_frame();
     let (slot_off, _) = slot_offsets(f);
     let mut regs = vec![POISON; f.num_vregs as usize];
@@ -221,39 +244,79 @@ fn ir_call(m: &mut Machine, funcs: &HashMap<&str, &Function>, f: &Function, args
             match inst {
                 Inst::Const { dst, value } => regs[dst.0 as usize] = *value as u64,
                 Inst::Copy { dst, src } => regs[dst.0 as usize] = regs[src.0 as usize],
-                Inst::Alu { op: o, width, dst, a, b } => {
-                    regs[dst.0 as usize] = alu(*o, *width == Width::W32, regs[a.0 as usize], op(&regs, *b))
+                Inst::Alu {
+                    op: o,
+                    width,
+                    dst,
+                    a,
+                    b,
+                } => {
+                    regs[dst.0 as usize] =
+                        alu(*o, *width == Width::W32, regs[a.0 as usize], op(&regs, *b))
                 }
                 Inst::Neg { width, dst, src } => {
                     let a = regs[src.0 as usize];
-                    regs[dst.0 as usize] =
-                        if *width == Width::W32 { u64::from((a as u32).wrapping_neg()) } else { a.wrapping_neg() };
+                    regs[dst.0 as usize] = if *width == Width::W32 {
+                        u64::from((a as u32).wrapping_neg())
+                    } else {
+                        a.wrapping_neg()
+                    };
                 }
-                Inst::Bswap { bits, dst, src } => regs[dst.0 as usize] = bswap(*bits, regs[src.0 as usize]),
+                Inst::Bswap { bits, dst, src } => {
+                    regs[dst.0 as usize] = bswap(*bits, regs[src.0 as usize])
+                }
                 Inst::LoadCtx { dst, ctx, field } => {
-                    regs[dst.0 as usize] = m.load(regs[ctx.0 as usize] + u64::from(field.offset), u32::from(field.size))?
+                    regs[dst.0 as usize] = m.load(
+                        regs[ctx.0 as usize] + u64::from(field.offset),
+                        u32::from(field.size),
+                    )?
                 }
-                Inst::Load { dst, ptr, off, size } => {
-                    regs[dst.0 as usize] = m.load(regs[ptr.0 as usize].wrapping_add(*off as u64), size.bytes())?
+                Inst::Load {
+                    dst,
+                    ptr,
+                    off,
+                    size,
+                } => {
+                    regs[dst.0 as usize] =
+                        m.load(regs[ptr.0 as usize].wrapping_add(*off as u64), size.bytes())?
                 }
-                Inst::Store { ptr, off, value, size } => {
-                    m.store(regs[ptr.0 as usize].wrapping_add(*off as u64), size.bytes(), op(&regs, *value))?
-                }
+                Inst::Store {
+                    ptr,
+                    off,
+                    value,
+                    size,
+                } => m.store(
+                    regs[ptr.0 as usize].wrapping_add(*off as u64),
+                    size.bytes(),
+                    op(&regs, *value),
+                )?,
                 Inst::PtrAdd { dst, ptr, offset } => {
                     regs[dst.0 as usize] = regs[ptr.0 as usize].wrapping_add(op(&regs, *offset))
                 }
                 Inst::StackAddr { dst, slot } => {
                     regs[dst.0 as usize] = fp.wrapping_add(slot_off[slot.0 as usize] as u64)
                 }
-                Inst::StackLoad { dst, slot, off, size } => {
+                Inst::StackLoad {
+                    dst,
+                    slot,
+                    off,
+                    size,
+                } => {
                     let addr = fp.wrapping_add(slot_off[slot.0 as usize] as u64) + u64::from(*off);
                     regs[dst.0 as usize] = m.load(addr, size.bytes())?;
                 }
-                Inst::StackStore { slot, off, value, size } => {
+                Inst::StackStore {
+                    slot,
+                    off,
+                    value,
+                    size,
+                } => {
                     let addr = fp.wrapping_add(slot_off[slot.0 as usize] as u64) + u64::from(*off);
                     m.store(addr, size.bytes(), op(&regs, *value))?;
                 }
-                Inst::LoadMap { .. } => return Err("maps are not supported by the interpreter".into()),
+                Inst::LoadMap { .. } => {
+                    return Err("maps are not supported by the interpreter".into());
+                }
                 Inst::Call { dst, helper, .. } => {
                     let r = m.helper(helper.id)?;
                     if let Some(d) = dst {
@@ -261,7 +324,9 @@ fn ir_call(m: &mut Machine, funcs: &HashMap<&str, &Function>, f: &Function, args
                     }
                 }
                 Inst::CallLocal { dst, func, args } => {
-                    let g = funcs.get(func.as_str()).ok_or_else(|| format!("no function {func}"))?;
+                    let g = funcs
+                        .get(func.as_str())
+                        .ok_or_else(|| format!("no function {func}"))?;
                     let vals: Vec<u64> = args.iter().map(|a| regs[a.0 as usize]).collect();
                     let r = ir_call(m, funcs, g, &vals)?;
                     if let Some(d) = dst {
@@ -274,12 +339,33 @@ fn ir_call(m: &mut Machine, funcs: &HashMap<&str, &Function>, f: &Function, args
         b = match &block.term {
             Terminator::None => return Err(format!("{b} has no terminator")),
             Terminator::Jump(t) => *t,
-            Terminator::Branch { cond: c, width, a, b: o, then_, else_ } => {
+            Terminator::Branch {
+                cond: c,
+                width,
+                a,
+                b: o,
+                then_,
+                else_,
+            } => {
                 let w32 = *width == Width::W32;
-                if cond(*c, w32, regs[a.0 as usize], op(&regs, *o)) { *then_ } else { *else_ }
+                if cond(*c, w32, regs[a.0 as usize], op(&regs, *o)) {
+                    *then_
+                } else {
+                    *else_
+                }
             }
-            Terminator::CheckPacketBounds { ptr, end, len, ok, fail } => {
-                if regs[ptr.0 as usize].wrapping_add(u64::from(*len)) > regs[end.0 as usize] { *fail } else { *ok }
+            Terminator::CheckPacketBounds {
+                ptr,
+                end,
+                len,
+                ok,
+                fail,
+            } => {
+                if regs[ptr.0 as usize].wrapping_add(u64::from(*len)) > regs[end.0 as usize] {
+                    *fail
+                } else {
+                    *ok
+                }
             }
             Terminator::Return(o) => break op(&regs, *o),
         };
@@ -292,7 +378,9 @@ fn ir_call(m: &mut Machine, funcs: &HashMap<&str, &Function>, f: &Function, args
 pub fn run_bpf(code: &[FunctionCode], entry: &str, input: &CtxInput) -> R<u64> {
     let funcs: HashMap<&str, &FunctionCode> = code.iter().map(|f| (f.name.as_str(), f)).collect();
     let mut m = Machine::new(input);
-    let f = funcs.get(entry).ok_or_else(|| format!("no function {entry}"))?;
+    let f = funcs
+        .get(entry)
+        .ok_or_else(|| format!("no function {entry}"))?;
     let mut args = [POISON; 5];
     args[0] = CTX;
     bpf_call(&mut m, &funcs, f, args)
@@ -341,7 +429,12 @@ fn size_bytes(code: u8) -> u32 {
     }
 }
 
-fn bpf_call(m: &mut Machine, funcs: &HashMap<&str, &FunctionCode>, f: &FunctionCode, args: [u64; 5]) -> R<u64> {
+fn bpf_call(
+    m: &mut Machine,
+    funcs: &HashMap<&str, &FunctionCode>,
+    f: &FunctionCode,
+    args: [u64; 5],
+) -> R<u64> {
     let mut r = [POISON; 11];
     r[1..6].copy_from_slice(&args);
     r[10] = m.push_frame();
@@ -349,7 +442,9 @@ fn bpf_call(m: &mut Machine, funcs: &HashMap<&str, &FunctionCode>, f: &FunctionC
     let mut pc = 0usize;
     let result = loop {
         m.tick()?;
-        let i = *insns.get(pc).ok_or_else(|| format!("{}: pc {pc} out of range", f.name))?;
+        let i = *insns
+            .get(pc)
+            .ok_or_else(|| format!("{}: pc {pc} out of range", f.name))?;
         let (d, s) = (i.dst as usize, i.src as usize);
         if d > 10 || s > 10 {
             return Err(format!("pc {pc}: bad register"));
@@ -361,7 +456,13 @@ fn bpf_call(m: &mut Machine, funcs: &HashMap<&str, &FunctionCode>, f: &FunctionC
         match class {
             BPF_ALU | BPF_ALU64 => {
                 let w32 = class == BPF_ALU;
-                let src = if x { r[s] } else if w32 { u64::from(i.imm as u32) } else { i.imm as i64 as u64 };
+                let src = if x {
+                    r[s]
+                } else if w32 {
+                    u64::from(i.imm as u32)
+                } else {
+                    i.imm as i64 as u64
+                };
                 r[d] = match op {
                     BPF_MOV if w32 => u64::from(src as u32),
                     BPF_MOV => src,
@@ -369,7 +470,12 @@ fn bpf_call(m: &mut Machine, funcs: &HashMap<&str, &FunctionCode>, f: &FunctionC
                     BPF_NEG => r[d].wrapping_neg(),
                     BPF_END if i.code & BPF_TO_BE != 0 => bswap(i.imm as u8, r[d]),
                     BPF_END => r[d] & (u64::MAX >> (64 - i.imm.clamp(1, 64))),
-                    _ => alu(alu_op(op).ok_or_else(|| format!("pc {}: alu op {op:#x}", pc - 1))?, w32, r[d], src),
+                    _ => alu(
+                        alu_op(op).ok_or_else(|| format!("pc {}: alu op {op:#x}", pc - 1))?,
+                        w32,
+                        r[d],
+                        src,
+                    ),
                 };
             }
             BPF_LD => {
@@ -381,13 +487,25 @@ fn bpf_call(m: &mut Machine, funcs: &HashMap<&str, &FunctionCode>, f: &FunctionC
                 pc += 1;
             }
             BPF_LDX => r[d] = m.load(r[s].wrapping_add(i.off as i64 as u64), size_bytes(i.code))?,
-            BPF_ST => m.store(r[d].wrapping_add(i.off as i64 as u64), size_bytes(i.code), i.imm as i64 as u64)?,
-            BPF_STX => m.store(r[d].wrapping_add(i.off as i64 as u64), size_bytes(i.code), r[s])?,
+            BPF_ST => m.store(
+                r[d].wrapping_add(i.off as i64 as u64),
+                size_bytes(i.code),
+                i.imm as i64 as u64,
+            )?,
+            BPF_STX => m.store(
+                r[d].wrapping_add(i.off as i64 as u64),
+                size_bytes(i.code),
+                r[s],
+            )?,
             BPF_JMP | BPF_JMP32 => {
                 let w32 = class == BPF_JMP32;
                 match op {
                     BPF_JA => {
-                        let off = if w32 { i64::from(i.imm) } else { i64::from(i.off) };
+                        let off = if w32 {
+                            i64::from(i.imm)
+                        } else {
+                            i64::from(i.off)
+                        };
                         pc = (pc as i64 + off) as usize;
                     }
                     BPF_EXIT => break r[0],
@@ -398,11 +516,15 @@ fn bpf_call(m: &mut Machine, funcs: &HashMap<&str, &FunctionCode>, f: &FunctionC
                                 .relocs
                                 .iter()
                                 .find_map(|rel| match &rel.target {
-                                    RelocTarget::Subprogram(n) if rel.insn == at => Some(n.as_str()),
+                                    RelocTarget::Subprogram(n) if rel.insn == at => {
+                                        Some(n.as_str())
+                                    }
                                     _ => None,
                                 })
                                 .ok_or_else(|| format!("pc {at}: call without relocation"))?;
-                            let g = funcs.get(name).ok_or_else(|| format!("no function {name}"))?;
+                            let g = funcs
+                                .get(name)
+                                .ok_or_else(|| format!("no function {name}"))?;
                             bpf_call(m, funcs, g, [r[1], r[2], r[3], r[4], r[5]])?
                         } else {
                             m.helper(i.imm)?
@@ -412,8 +534,15 @@ fn bpf_call(m: &mut Machine, funcs: &HashMap<&str, &FunctionCode>, f: &FunctionC
                         }
                     }
                     _ => {
-                        let c = jmp_cond(op).ok_or_else(|| format!("pc {}: jump op {op:#x}", pc - 1))?;
-                        let b = if x { r[s] } else if w32 { u64::from(i.imm as u32) } else { i.imm as i64 as u64 };
+                        let c = jmp_cond(op)
+                            .ok_or_else(|| format!("pc {}: jump op {op:#x}", pc - 1))?;
+                        let b = if x {
+                            r[s]
+                        } else if w32 {
+                            u64::from(i.imm as u32)
+                        } else {
+                            i.imm as i64 as u64
+                        };
                         if cond(c, w32, r[d], b) {
                             pc = (pc as i64 + i64::from(i.off)) as usize;
                         }

@@ -196,32 +196,74 @@ pub enum Inst {
     /// `dst = src` (any type; the copy keeps the source's type).
     Copy { dst: VReg, src: VReg },
     /// `dst = a op b`. Immediates of 32-bit operations are taken modulo 2^32.
-    Alu { op: AluOp, width: Width, dst: VReg, a: VReg, b: Operand },
+    Alu {
+        op: AluOp,
+        width: Width,
+        dst: VReg,
+        a: VReg,
+        b: Operand,
+    },
     /// `dst = -src`.
     Neg { width: Width, dst: VReg, src: VReg },
     /// `dst = byte-swap(src)` of the low `bits` (16, 32, 64): network ↔ host order on little-endian.
     Bswap { bits: u8, dst: VReg, src: VReg },
     /// `dst = ctx->field`.
-    LoadCtx { dst: VReg, ctx: VReg, field: &'static CtxField },
+    LoadCtx {
+        dst: VReg,
+        ctx: VReg,
+        field: &'static CtxField,
+    },
     /// `dst = *(size *)(ptr + off)`: packet, map value, stack or ring-buffer record.
-    Load { dst: VReg, ptr: VReg, off: i32, size: Size },
+    Load {
+        dst: VReg,
+        ptr: VReg,
+        off: i32,
+        size: Size,
+    },
     /// `*(size *)(ptr + off) = value` (map values, stack, records, packet on tc).
-    Store { ptr: VReg, off: i32, value: Operand, size: Size },
+    Store {
+        ptr: VReg,
+        off: i32,
+        value: Operand,
+        size: Size,
+    },
     /// `dst = ptr + offset`: pointer arithmetic (a variable offset only on packet pointers, where
     /// the offset must have a known bit width so the verifier can bound it).
-    PtrAdd { dst: VReg, ptr: VReg, offset: Operand },
+    PtrAdd {
+        dst: VReg,
+        ptr: VReg,
+        offset: Operand,
+    },
     /// `dst = &slot`.
     StackAddr { dst: VReg, slot: SlotId },
     /// `dst = *(size *)(&slot + off)`.
-    StackLoad { dst: VReg, slot: SlotId, off: u32, size: Size },
+    StackLoad {
+        dst: VReg,
+        slot: SlotId,
+        off: u32,
+        size: Size,
+    },
     /// `*(size *)(&slot + off) = value`.
-    StackStore { slot: SlotId, off: u32, value: Operand, size: Size },
+    StackStore {
+        slot: SlotId,
+        off: u32,
+        value: Operand,
+        size: Size,
+    },
     /// `dst = &map` (ld_imm64 with a map relocation).
     LoadMap { dst: VReg, map: MapId },
     /// `dst = helper(args...)`.
-    Call { dst: Option<VReg>, helper: &'static HelperSig, args: Vec<Operand> },
+    Call {
+        dst: Option<VReg>,
+        helper: &'static HelperSig,
+        args: Vec<Operand>,
+    },
     /// `dst = func(args...)`: a bpf-to-bpf call of another function of the module.
-    CallLocal { dst: Option<VReg>, func: String, args: Vec<VReg> },
+    CallLocal {
+        dst: Option<VReg>,
+        func: String,
+        args: Vec<VReg>,
+    },
 }
 
 impl Inst {
@@ -252,7 +294,10 @@ impl Inst {
             }
         };
         match self {
-            Inst::Const { .. } | Inst::StackAddr { .. } | Inst::StackLoad { .. } | Inst::LoadMap { .. } => {}
+            Inst::Const { .. }
+            | Inst::StackAddr { .. }
+            | Inst::StackLoad { .. }
+            | Inst::LoadMap { .. } => {}
             Inst::Copy { src, .. } | Inst::Neg { src, .. } | Inst::Bswap { src, .. } => f(*src),
             Inst::Alu { a, b, .. } => {
                 f(*a);
@@ -282,10 +327,23 @@ pub enum Terminator {
     None,
     Jump(BlockId),
     /// `if a cond b goto then_ else goto else_`.
-    Branch { cond: Cond, width: Width, a: VReg, b: Operand, then_: BlockId, else_: BlockId },
+    Branch {
+        cond: Cond,
+        width: Width,
+        a: VReg,
+        b: Operand,
+        then_: BlockId,
+        else_: BlockId,
+    },
     /// `if ptr + len > end goto fail else goto ok`: proves `len` bytes readable from `ptr` (and from
     /// every pointer with the same variable part) in `ok`.
-    CheckPacketBounds { ptr: VReg, end: VReg, len: u32, ok: BlockId, fail: BlockId },
+    CheckPacketBounds {
+        ptr: VReg,
+        end: VReg,
+        len: u32,
+        ok: BlockId,
+        fail: BlockId,
+    },
     Return(Operand),
 }
 

@@ -36,24 +36,83 @@ pub enum Callee {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum MInst {
     /// `mov dst, imm` (64-bit: sign-extended; `w32`: zero-extended).
-    MovImm { dst: VReg, imm: i32, w32: bool },
-    LdImm64 { dst: VReg, imm: i64 },
-    LdMap { dst: VReg, map: u32 },
-    Mov { dst: VReg, src: VReg, w32: bool },
+    MovImm {
+        dst: VReg,
+        imm: i32,
+        w32: bool,
+    },
+    LdImm64 {
+        dst: VReg,
+        imm: i64,
+    },
+    LdMap {
+        dst: VReg,
+        map: u32,
+    },
+    Mov {
+        dst: VReg,
+        src: VReg,
+        w32: bool,
+    },
     /// `dst op= src` (`op` one of the `BPF_ADD`.. constants).
-    Alu { op: u8, dst: VReg, src: MSrc, w32: bool },
-    Neg { dst: VReg, w32: bool },
+    Alu {
+        op: u8,
+        dst: VReg,
+        src: MSrc,
+        w32: bool,
+    },
+    Neg {
+        dst: VReg,
+        w32: bool,
+    },
     /// Host → big endian of the low `bits` (`be16/32/64`).
-    Bswap { dst: VReg, bits: u8 },
-    Ldx { dst: VReg, base: VReg, off: i16, size: u8 },
-    Stx { base: VReg, off: i16, src: VReg, size: u8 },
-    St { base: VReg, off: i16, imm: i32, size: u8 },
+    Bswap {
+        dst: VReg,
+        bits: u8,
+    },
+    Ldx {
+        dst: VReg,
+        base: VReg,
+        off: i16,
+        size: u8,
+    },
+    Stx {
+        base: VReg,
+        off: i16,
+        src: VReg,
+        size: u8,
+    },
+    St {
+        base: VReg,
+        off: i16,
+        imm: i32,
+        size: u8,
+    },
     /// Frame-pointer relative (user stack slots).
-    LdxFp { dst: VReg, off: i16, size: u8 },
-    StxFp { off: i16, src: VReg, size: u8 },
-    StFp { off: i16, imm: i32, size: u8 },
-    FpAddr { dst: VReg, off: i16 },
-    Call { callee: Callee, args: Vec<MArg>, ret: Option<VReg> },
+    LdxFp {
+        dst: VReg,
+        off: i16,
+        size: u8,
+    },
+    StxFp {
+        off: i16,
+        src: VReg,
+        size: u8,
+    },
+    StFp {
+        off: i16,
+        imm: i32,
+        size: u8,
+    },
+    FpAddr {
+        dst: VReg,
+        off: i16,
+    },
+    Call {
+        callee: Callee,
+        args: Vec<MArg>,
+        ret: Option<VReg>,
+    },
 }
 
 impl MInst {
@@ -76,7 +135,10 @@ impl MInst {
 
     pub fn for_each_use(&self, mut f: impl FnMut(VReg)) {
         match self {
-            MInst::MovImm { .. } | MInst::LdImm64 { .. } | MInst::LdMap { .. } | MInst::FpAddr { .. } => {}
+            MInst::MovImm { .. }
+            | MInst::LdImm64 { .. }
+            | MInst::LdMap { .. }
+            | MInst::FpAddr { .. } => {}
             MInst::LdxFp { .. } | MInst::StFp { .. } => {}
             MInst::Mov { src, .. } => f(*src),
             MInst::Alu { dst, src, .. } => {
@@ -105,7 +167,14 @@ impl MInst {
 pub enum MTerm {
     Jump(BlockId),
     /// `if a op b goto then_ else goto else_` (`op` one of `BPF_JEQ`..; `w32`: JMP32 class).
-    Branch { op: u8, w32: bool, a: VReg, b: MSrc, then_: BlockId, else_: BlockId },
+    Branch {
+        op: u8,
+        w32: bool,
+        a: VReg,
+        b: MSrc,
+        then_: BlockId,
+        else_: BlockId,
+    },
     Return(MArg),
 }
 
@@ -200,9 +269,17 @@ impl Lower {
 
     fn constant(&mut self, dst: VReg, value: i64) {
         if let Ok(imm) = i32::try_from(value) {
-            self.out.push(MInst::MovImm { dst, imm, w32: false });
+            self.out.push(MInst::MovImm {
+                dst,
+                imm,
+                w32: false,
+            });
         } else if let Ok(u) = u32::try_from(value) {
-            self.out.push(MInst::MovImm { dst, imm: u as i32, w32: true });
+            self.out.push(MInst::MovImm {
+                dst,
+                imm: u as i32,
+                w32: true,
+            });
         } else {
             self.out.push(MInst::LdImm64 { dst, imm: value });
         }
@@ -229,12 +306,29 @@ impl Lower {
         let src = self.src(b, w32);
         if src == MSrc::Reg(dst) && a != dst {
             let t = self.temp();
-            self.out.push(MInst::Mov { dst: t, src: a, w32: false });
-            self.out.push(MInst::Alu { op, dst: t, src, w32 });
-            self.out.push(MInst::Mov { dst, src: t, w32: false });
+            self.out.push(MInst::Mov {
+                dst: t,
+                src: a,
+                w32: false,
+            });
+            self.out.push(MInst::Alu {
+                op,
+                dst: t,
+                src,
+                w32,
+            });
+            self.out.push(MInst::Mov {
+                dst,
+                src: t,
+                w32: false,
+            });
         } else {
             if a != dst {
-                self.out.push(MInst::Mov { dst, src: a, w32: false });
+                self.out.push(MInst::Mov {
+                    dst,
+                    src: a,
+                    w32: false,
+                });
             }
             self.out.push(MInst::Alu { op, dst, src, w32 });
         }
@@ -242,7 +336,11 @@ impl Lower {
 
     fn unary(&mut self, dst: VReg, src: VReg, inst: MInst) {
         if src != dst {
-            self.out.push(MInst::Mov { dst, src, w32: false });
+            self.out.push(MInst::Mov {
+                dst,
+                src,
+                w32: false,
+            });
         }
         self.out.push(inst);
     }
@@ -253,8 +351,17 @@ impl Lower {
             Ok(o) => (ptr, o),
             Err(_) => {
                 let t = self.temp();
-                self.out.push(MInst::Mov { dst: t, src: ptr, w32: false });
-                self.out.push(MInst::Alu { op: BPF_ADD, dst: t, src: MSrc::Imm(off), w32: false });
+                self.out.push(MInst::Mov {
+                    dst: t,
+                    src: ptr,
+                    w32: false,
+                });
+                self.out.push(MInst::Alu {
+                    op: BPF_ADD,
+                    dst: t,
+                    src: MSrc::Imm(off),
+                    w32: false,
+                });
                 (t, 0)
             }
         }
@@ -299,7 +406,10 @@ pub fn select(func: &Function, order: &[BlockId], info: &CheckInfo) -> MFunction
         (slot_off[slot.0 as usize] + off as i32).clamp(i32::from(i16::MIN), 0) as i16
     };
     let total: usize = order.iter().map(|b| func.block(*b).insts.len()).sum();
-    let mut lw = Lower { next: func.num_vregs, out: Vec::with_capacity(total + total / 2) };
+    let mut lw = Lower {
+        next: func.num_vregs,
+        out: Vec::with_capacity(total + total / 2),
+    };
     let mut blocks: Vec<Option<MBlock>> = vec![None; func.blocks.len()];
     for &bid in order {
         let block = func.block(bid);
@@ -309,46 +419,119 @@ pub fn select(func: &Function, order: &[BlockId], info: &CheckInfo) -> MFunction
                 Inst::Const { dst, value } => lw.constant(*dst, *value),
                 Inst::Copy { dst, src } => {
                     if dst != src {
-                        lw.out.push(MInst::Mov { dst: *dst, src: *src, w32: false });
+                        lw.out.push(MInst::Mov {
+                            dst: *dst,
+                            src: *src,
+                            w32: false,
+                        });
                     }
                 }
-                Inst::Alu { op, width, dst, a, b } => lw.alu(alu_code(*op), *width == Width::W32, *dst, *a, *b),
-                Inst::Neg { width, dst, src } => {
-                    lw.unary(*dst, *src, MInst::Neg { dst: *dst, w32: *width == Width::W32 })
-                }
-                Inst::Bswap { bits, dst, src } => lw.unary(*dst, *src, MInst::Bswap { dst: *dst, bits: *bits }),
+                Inst::Alu {
+                    op,
+                    width,
+                    dst,
+                    a,
+                    b,
+                } => lw.alu(alu_code(*op), *width == Width::W32, *dst, *a, *b),
+                Inst::Neg { width, dst, src } => lw.unary(
+                    *dst,
+                    *src,
+                    MInst::Neg {
+                        dst: *dst,
+                        w32: *width == Width::W32,
+                    },
+                ),
+                Inst::Bswap { bits, dst, src } => lw.unary(
+                    *dst,
+                    *src,
+                    MInst::Bswap {
+                        dst: *dst,
+                        bits: *bits,
+                    },
+                ),
                 Inst::LoadCtx { dst, ctx, field } => lw.out.push(MInst::Ldx {
                     dst: *dst,
                     base: *ctx,
                     off: field.offset as i16,
                     size: if field.size == 8 { BPF_DW } else { BPF_W },
                 }),
-                Inst::Load { dst, ptr, off, size } => {
+                Inst::Load {
+                    dst,
+                    ptr,
+                    off,
+                    size,
+                } => {
                     let (base, off) = lw.addr(*ptr, *off);
-                    lw.out.push(MInst::Ldx { dst: *dst, base, off, size: size_code(*size) });
+                    lw.out.push(MInst::Ldx {
+                        dst: *dst,
+                        base,
+                        off,
+                        size: size_code(*size),
+                    });
                 }
-                Inst::Store { ptr, off, value, size } => {
+                Inst::Store {
+                    ptr,
+                    off,
+                    value,
+                    size,
+                } => {
                     let (base, off) = lw.addr(*ptr, *off);
                     let size_c = size_code(*size);
                     match lw.store_value(*value, *size) {
-                        Ok(imm) => lw.out.push(MInst::St { base, off, imm, size: size_c }),
-                        Err(src) => lw.out.push(MInst::Stx { base, off, src, size: size_c }),
+                        Ok(imm) => lw.out.push(MInst::St {
+                            base,
+                            off,
+                            imm,
+                            size: size_c,
+                        }),
+                        Err(src) => lw.out.push(MInst::Stx {
+                            base,
+                            off,
+                            src,
+                            size: size_c,
+                        }),
                     }
                 }
                 Inst::PtrAdd { dst, ptr, offset } => lw.alu(BPF_ADD, false, *dst, *ptr, *offset),
-                Inst::StackAddr { dst, slot } => lw.out.push(MInst::FpAddr { dst: *dst, off: fp(*slot, 0) }),
-                Inst::StackLoad { dst, slot, off, size } => {
-                    lw.out.push(MInst::LdxFp { dst: *dst, off: fp(*slot, *off), size: size_code(*size) })
-                }
-                Inst::StackStore { slot, off, value, size } => {
+                Inst::StackAddr { dst, slot } => lw.out.push(MInst::FpAddr {
+                    dst: *dst,
+                    off: fp(*slot, 0),
+                }),
+                Inst::StackLoad {
+                    dst,
+                    slot,
+                    off,
+                    size,
+                } => lw.out.push(MInst::LdxFp {
+                    dst: *dst,
+                    off: fp(*slot, *off),
+                    size: size_code(*size),
+                }),
+                Inst::StackStore {
+                    slot,
+                    off,
+                    value,
+                    size,
+                } => {
                     let off = fp(*slot, *off);
                     let size_c = size_code(*size);
                     match lw.store_value(*value, *size) {
-                        Ok(imm) => lw.out.push(MInst::StFp { off, imm, size: size_c }),
-                        Err(src) => lw.out.push(MInst::StxFp { off, src, size: size_c }),
+                        Ok(imm) => lw.out.push(MInst::StFp {
+                            off,
+                            imm,
+                            size: size_c,
+                        }),
+                        Err(src) => lw.out.push(MInst::StxFp {
+                            off,
+                            src,
+                            size: size_c,
+                        }),
                     }
                 }
-                Inst::LoadMap { dst, map } => lw.out.push(MInst::LdMap { dst: *dst, map: map.0 }),
+                Inst::LoadMap { dst, map } => lw.out.push(MInst::LdMap {
+                    dst: *dst,
+                    map: map.0,
+                }),
                 Inst::Call { dst, helper, args } => {
                     let args = args
                         .iter()
@@ -357,7 +540,11 @@ pub fn select(func: &Function, order: &[BlockId], info: &CheckInfo) -> MFunction
                             Operand::Imm(i) => MArg::Imm(*i),
                         })
                         .collect();
-                    lw.out.push(MInst::Call { callee: Callee::Helper(helper.id), args, ret: *dst });
+                    lw.out.push(MInst::Call {
+                        callee: Callee::Helper(helper.id),
+                        args,
+                        ret: *dst,
+                    });
                 }
                 Inst::CallLocal { dst, func, args } => lw.out.push(MInst::Call {
                     callee: Callee::Local(func.clone()),
@@ -371,29 +558,76 @@ pub fn select(func: &Function, order: &[BlockId], info: &CheckInfo) -> MFunction
             Terminator::Jump(t) => MTerm::Jump(*t),
             Terminator::Return(Operand::Reg(v)) => MTerm::Return(MArg::Reg(*v)),
             Terminator::Return(Operand::Imm(i)) => MTerm::Return(MArg::Imm(*i)),
-            Terminator::Branch { cond, width, a, b, then_, else_ } => {
+            Terminator::Branch {
+                cond,
+                width,
+                a,
+                b,
+                then_,
+                else_,
+            } => {
                 let op = jmp_code(*cond);
                 let (w32, b) = match (*width, *b) {
                     (Width::W32, o) => (true, lw.src(o, true)),
-                    (Width::W64, Operand::Imm(i)) if i32::try_from(i).is_err()
-                        && info.narrow_branch[bid.0 as usize]
-                        && !cond.is_signed()
-                        && u32::try_from(i).is_ok() =>
+                    (Width::W64, Operand::Imm(i))
+                        if i32::try_from(i).is_err()
+                            && info.narrow_branch[bid.0 as usize]
+                            && !cond.is_signed()
+                            && u32::try_from(i).is_ok() =>
                     {
                         (true, MSrc::Imm(i as u32 as i32))
                     }
                     (Width::W64, o) => (false, lw.src(o, false)),
                 };
-                MTerm::Branch { op, w32, a: *a, b, then_: *then_, else_: *else_ }
+                MTerm::Branch {
+                    op,
+                    w32,
+                    a: *a,
+                    b,
+                    then_: *then_,
+                    else_: *else_,
+                }
             }
-            Terminator::CheckPacketBounds { ptr, end, len, ok, fail } => {
+            Terminator::CheckPacketBounds {
+                ptr,
+                end,
+                len,
+                ok,
+                fail,
+            } => {
                 let t = lw.temp();
-                lw.out.push(MInst::Mov { dst: t, src: *ptr, w32: false });
-                lw.out.push(MInst::Alu { op: BPF_ADD, dst: t, src: MSrc::Imm(*len as i32), w32: false });
-                MTerm::Branch { op: BPF_JGT, w32: false, a: t, b: MSrc::Reg(*end), then_: *fail, else_: *ok }
+                lw.out.push(MInst::Mov {
+                    dst: t,
+                    src: *ptr,
+                    w32: false,
+                });
+                lw.out.push(MInst::Alu {
+                    op: BPF_ADD,
+                    dst: t,
+                    src: MSrc::Imm(*len as i32),
+                    w32: false,
+                });
+                MTerm::Branch {
+                    op: BPF_JGT,
+                    w32: false,
+                    a: t,
+                    b: MSrc::Reg(*end),
+                    then_: *fail,
+                    else_: *ok,
+                }
             }
         };
-        blocks[bid.0 as usize] = Some(MBlock { start, end: lw.out.len(), term });
+        blocks[bid.0 as usize] = Some(MBlock {
+            start,
+            end: lw.out.len(),
+            term,
+        });
     }
-    MFunction { insts: lw.out, blocks, order: order.to_vec(), num_vregs: lw.next, user_stack }
+    MFunction {
+        insts: lw.out,
+        blocks,
+        order: order.to_vec(),
+        num_vregs: lw.next,
+        user_stack,
+    }
 }

@@ -31,15 +31,27 @@ pub struct LinkOptions {
 impl Default for LinkOptions {
     fn default() -> Self {
         // 3x expansion under constant blinding: 32767 / 3, rounded down for slack.
-        LinkOptions { short_jump_limit: 10_000 }
+        LinkOptions {
+            short_jump_limit: 10_000,
+        }
     }
 }
 
 /// A jump to place at the end of a block.
 #[derive(Clone, Copy, Debug)]
 enum Site {
-    Ja { target: usize },
-    Cond { jmp32: bool, op: u8, dst: u8, src: Option<u8>, imm: i32, target: usize, long: bool },
+    Ja {
+        target: usize,
+    },
+    Cond {
+        jmp32: bool,
+        op: u8,
+        dst: u8,
+        src: Option<u8>,
+        imm: i32,
+        target: usize,
+        long: bool,
+    },
 }
 
 impl Site {
@@ -89,7 +101,12 @@ pub fn link(
     for (i, b) in blocks.iter().enumerate() {
         match index.get_mut(b.id.0 as usize) {
             Some(slot) => *slot = i,
-            None => return Err(internal(name, format!("block id {} beyond {num_block_ids}", b.id))),
+            None => {
+                return Err(internal(
+                    name,
+                    format!("block id {} beyond {num_block_ids}", b.id),
+                ));
+            }
         }
     }
     let idx = |b: BlockId| -> Result<usize, CodegenError> {
@@ -114,18 +131,50 @@ pub fn link(
                     sites.push(Site::Ja { target: t });
                 }
             }
-            ETerm::Cond { jmp32, op, dst, src, imm, then_, else_ } => {
+            ETerm::Cond {
+                jmp32,
+                op,
+                dst,
+                src,
+                imm,
+                then_,
+                else_,
+            } => {
                 let (t, e) = (idx(then_)?, idx(else_)?);
                 if t == e {
                     if t != next {
                         sites.push(Site::Ja { target: t });
                     }
                 } else if e == next {
-                    sites.push(Site::Cond { jmp32, op, dst, src, imm, target: t, long: false });
+                    sites.push(Site::Cond {
+                        jmp32,
+                        op,
+                        dst,
+                        src,
+                        imm,
+                        target: t,
+                        long: false,
+                    });
                 } else if let (true, Some(inv)) = (t == next, invert(op)) {
-                    sites.push(Site::Cond { jmp32, op: inv, dst, src, imm, target: e, long: false });
+                    sites.push(Site::Cond {
+                        jmp32,
+                        op: inv,
+                        dst,
+                        src,
+                        imm,
+                        target: e,
+                        long: false,
+                    });
                 } else {
-                    sites.push(Site::Cond { jmp32, op, dst, src, imm, target: t, long: false });
+                    sites.push(Site::Cond {
+                        jmp32,
+                        op,
+                        dst,
+                        src,
+                        imm,
+                        target: t,
+                        long: false,
+                    });
                     sites.push(Site::Ja { target: e });
                 }
             }
@@ -138,7 +187,11 @@ pub fn link(
         let mut pos = 0usize;
         for (i, b) in blocks.iter().enumerate() {
             start[i] = pos;
-            pos += b.end - b.start + sites[site_off[i]..site_off[i + 1]].iter().map(Site::size).sum::<usize>();
+            pos += b.end - b.start
+                + sites[site_off[i]..site_off[i + 1]]
+                    .iter()
+                    .map(Site::size)
+                    .sum::<usize>();
         }
         start[nb] = pos;
         let mut changed = false;
@@ -170,7 +223,12 @@ pub fn link(
         let off = to as i64 - (from as i64 + 1);
         match i16::try_from(off) {
             Ok(o) if off.abs() <= limit => Ok(o),
-            _ => Err(CodegenError::JumpOutOfRange { func: name.to_string(), from, to, why: "16-bit offset" }),
+            _ => Err(CodegenError::JumpOutOfRange {
+                func: name.to_string(),
+                from,
+                to,
+                why: "16-bit offset",
+            }),
         }
     };
     let long = |from: usize, to: usize| -> Result<i32, CodegenError> {
@@ -187,11 +245,19 @@ pub fn link(
             if *at >= b.end {
                 break;
             }
-            let (at, target) = pending_relocs.next().ok_or_else(|| internal(name, "reloc".into()))?;
+            let (at, target) = pending_relocs
+                .next()
+                .ok_or_else(|| internal(name, "reloc".into()))?;
             if at < b.start {
-                return Err(internal(name, format!("relocation at {at} outside every block")));
+                return Err(internal(
+                    name,
+                    format!("relocation at {at} outside every block"),
+                ));
             }
-            relocs.push(Reloc { insn: base + (at - b.start), target });
+            relocs.push(Reloc {
+                insn: base + (at - b.start),
+                target,
+            });
         }
         insns.extend_from_slice(&code.insns[b.start..b.end]);
         for site in &sites[site_off[i]..site_off[i + 1]] {
@@ -201,12 +267,32 @@ pub fn link(
                     let to = start[target];
                     let off = to as i64 - (at as i64 + 1);
                     if off.abs() <= limit {
-                        insns.push(RawInsn { code: BPF_JMP | BPF_JA, dst: 0, src: 0, off: short(at, to)?, imm: 0 });
+                        insns.push(RawInsn {
+                            code: BPF_JMP | BPF_JA,
+                            dst: 0,
+                            src: 0,
+                            off: short(at, to)?,
+                            imm: 0,
+                        });
                     } else {
-                        insns.push(RawInsn { code: BPF_JMP32 | BPF_JA, dst: 0, src: 0, off: 0, imm: long(at, to)? });
+                        insns.push(RawInsn {
+                            code: BPF_JMP32 | BPF_JA,
+                            dst: 0,
+                            src: 0,
+                            off: 0,
+                            imm: long(at, to)?,
+                        });
                     }
                 }
-                Site::Cond { jmp32, op, dst, src, imm, target, long: is_long } => {
+                Site::Cond {
+                    jmp32,
+                    op,
+                    dst,
+                    src,
+                    imm,
+                    target,
+                    long: is_long,
+                } => {
                     let class = if jmp32 { BPF_JMP32 } else { BPF_JMP };
                     let (x, s) = match src {
                         Some(r) => (BPF_X, r),
@@ -214,28 +300,80 @@ pub fn link(
                     };
                     let to = start[target];
                     if !is_long {
-                        insns.push(RawInsn { code: class | op | x, dst, src: s, off: short(at, to)?, imm });
+                        insns.push(RawInsn {
+                            code: class | op | x,
+                            dst,
+                            src: s,
+                            off: short(at, to)?,
+                            imm,
+                        });
                     } else if let Some(inv) = invert(op) {
-                        insns.push(RawInsn { code: class | inv | x, dst, src: s, off: 1, imm });
-                        insns.push(RawInsn { code: BPF_JMP32 | BPF_JA, dst: 0, src: 0, off: 0, imm: long(at + 1, to)? });
+                        insns.push(RawInsn {
+                            code: class | inv | x,
+                            dst,
+                            src: s,
+                            off: 1,
+                            imm,
+                        });
+                        insns.push(RawInsn {
+                            code: BPF_JMP32 | BPF_JA,
+                            dst: 0,
+                            src: 0,
+                            off: 0,
+                            imm: long(at + 1, to)?,
+                        });
                     } else {
-                        insns.push(RawInsn { code: class | op | x, dst, src: s, off: 1, imm });
-                        insns.push(RawInsn { code: BPF_JMP | BPF_JA, dst: 0, src: 0, off: 1, imm: 0 });
-                        insns.push(RawInsn { code: BPF_JMP32 | BPF_JA, dst: 0, src: 0, off: 0, imm: long(at + 2, to)? });
+                        insns.push(RawInsn {
+                            code: class | op | x,
+                            dst,
+                            src: s,
+                            off: 1,
+                            imm,
+                        });
+                        insns.push(RawInsn {
+                            code: BPF_JMP | BPF_JA,
+                            dst: 0,
+                            src: 0,
+                            off: 1,
+                            imm: 0,
+                        });
+                        insns.push(RawInsn {
+                            code: BPF_JMP32 | BPF_JA,
+                            dst: 0,
+                            src: 0,
+                            off: 0,
+                            imm: long(at + 2, to)?,
+                        });
                     }
                 }
             }
         }
         if insns.len() != start[i + 1] {
-            return Err(internal(name, format!("block {} laid out at {} but ends at {}", b.id, start[i + 1], insns.len())));
+            return Err(internal(
+                name,
+                format!(
+                    "block {} laid out at {} but ends at {}",
+                    b.id,
+                    start[i + 1],
+                    insns.len()
+                ),
+            ));
         }
     }
     if pending_relocs.next().is_some() {
         return Err(internal(name, "relocation past the last block".into()));
     }
-    Ok(FunctionCode { name: name.to_string(), section: section.to_string(), insns, relocs })
+    Ok(FunctionCode {
+        name: name.to_string(),
+        section: section.to_string(),
+        insns,
+        relocs,
+    })
 }
 
 fn internal(func: &str, msg: String) -> CodegenError {
-    CodegenError::Internal { func: func.to_string(), msg }
+    CodegenError::Internal {
+        func: func.to_string(),
+        msg,
+    }
 }

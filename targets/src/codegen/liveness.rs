@@ -15,7 +15,9 @@ pub struct BitSet {
 
 impl BitSet {
     pub fn new(n: usize) -> Self {
-        BitSet { words: vec![0; n.div_ceil(64)] }
+        BitSet {
+            words: vec![0; n.div_ceil(64)],
+        }
     }
 
     pub fn insert(&mut self, i: usize) -> bool {
@@ -30,7 +32,9 @@ impl BitSet {
     }
 
     pub fn contains(&self, i: usize) -> bool {
-        self.words.get(i / 64).is_some_and(|w| w & (1u64 << (i % 64)) != 0)
+        self.words
+            .get(i / 64)
+            .is_some_and(|w| w & (1u64 << (i % 64)) != 0)
     }
 
     /// `self |= other`; whether anything changed.
@@ -102,156 +106,162 @@ pub fn reverse_postorder(func: &Function) -> Result<Vec<BlockId>, BlockId> {
     Ok(post)
 }
 
-/// One bit set per block, stored in one allocation (blocks of policy programs are tiny and
-/// numerous; per-block allocations would dominate).
-#[derive(Clone, Debug, Default)]
-struct BitMatrix {
-    words: usize,
-    bits: Vec<u64>,
-}
-
-impl BitMatrix {
-    fn new(rows: usize, cols: usize) -> Self {
-        let words = cols.div_ceil(64);
-        BitMatrix { words, bits: vec![0; rows * words] }
-    }
-
-    fn row(&self, r: usize) -> &[u64] {
-        &self.bits[r * self.words..(r + 1) * self.words]
-    }
-
-    fn row_mut(&mut self, r: usize) -> &mut [u64] {
-        &mut self.bits[r * self.words..(r + 1) * self.words]
-    }
-
-    fn insert(&mut self, r: usize, i: usize) {
-        self.bits[r * self.words + i / 64] |= 1 << (i % 64);
-    }
-
-    fn contains(&self, r: usize, i: usize) -> bool {
-        self.bits[r * self.words + i / 64] & (1 << (i % 64)) != 0
-    }
-
-    fn iter_row(&self, r: usize) -> impl Iterator<Item = usize> + '_ {
-        self.row(r).iter().enumerate().flat_map(|(wi, &w)| {
-            let mut w = w;
-            std::iter::from_fn(move || {
-                if w == 0 {
-                    return None;
-                }
-                let b = w.trailing_zeros() as usize;
-                w &= w - 1;
-                Some(wi * 64 + b)
-            })
-        })
-    }
-}
-
-/// Live-in and live-out sets per block (indexed by block id; unreachable blocks stay empty).
-///
-/// Only "global" registers — those read in some block before (or without) being written there —
-/// can be live at a block boundary, so the sets range over those alone: policy programs have
-/// thousands of block-local temporaries and a handful of values that cross blocks.
+/// Live-in and live-out sets per block, as sorted lists of virtual register numbers in one arena
+/// (policy programs have thousands of tiny blocks with a handful of live values each; dense bit sets
+/// or per-block allocations would dominate the cost).
 pub struct Liveness {
-    /// Global index → virtual register number.
-    pub globals: Vec<u32>,
-    /// Virtual register number → global index (`u32::MAX`: block-local).
-    global_index: Vec<u32>,
-    live_in: BitMatrix,
-    live_out: BitMatrix,
+    arena: Vec<u32>,
+    live_in: Vec<(u32, u32)>,
+    live_out: Vec<(u32, u32)>,
 }
 
 impl Liveness {
-    /// Virtual register numbers live into block `b`, in increasing global order.
-    pub fn live_in(&self, b: BlockId) -> impl Iterator<Item = usize> + '_ {
-        self.live_in.iter_row(b.0 as usize).map(|g| self.globals[g] as usize)
+    fn slice(&self, r: (u32, u32)) -> &[u32] {
+        &self.arena[r.0 as usize..r.1 as usize]
     }
 
-    /// Virtual register numbers live out of block `b`.
+    /// Virtual register numbers live into block `b`, in increasing order.
+    pub fn live_in(&self, b: BlockId) -> impl Iterator<Item = usize> + '_ {
+        self.slice(self.live_in[b.0 as usize])
+            .iter()
+            .map(|&v| v as usize)
+    }
+
+    /// Virtual register numbers live out of block `b`, in increasing order.
     pub fn live_out(&self, b: BlockId) -> impl Iterator<Item = usize> + '_ {
-        self.live_out.iter_row(b.0 as usize).map(|g| self.globals[g] as usize)
+        self.slice(self.live_out[b.0 as usize])
+            .iter()
+            .map(|&v| v as usize)
     }
 
     pub fn is_live_in(&self, b: BlockId, v: usize) -> bool {
-        match self.global_index.get(v) {
-            Some(&g) if g != u32::MAX => self.live_in.contains(b.0 as usize, g as usize),
-            _ => false,
+        self.slice(self.live_in[b.0 as usize])
+            .binary_search(&(v as u32))
+            .is_ok()
+    }
+}
+
+/// `a − b` for sorted, deduplicated lists, appended to `out`.
+fn difference_into(a: &[u32], b: &[u32], out: &mut Vec<u32>) {
+    let mut j = 0;
+    for &x in a {
+        while j < b.len() && b[j] < x {
+            j += 1;
+        }
+        if j >= b.len() || b[j] != x {
+            out.push(x);
         }
     }
 }
 
-/// Backward dataflow over the reachable blocks.
+/// Backward dataflow over the reachable blocks: one pass in postorder for an acyclic CFG, repeated
+/// until nothing changes when there are loops.
 pub fn liveness(func: &Function, rpo: &[BlockId]) -> Liveness {
     let nv = func.num_vregs as usize;
     let nb = func.blocks.len();
-    // Pass 1: which registers are read before being written in some block.
+    // Per block: upward-exposed uses and definitions, sorted, in `local`.
+    let mut local: Vec<u32> = Vec::new();
+    let mut uses_rng = vec![(0u32, 0u32); nb];
+    let mut defs_rng = vec![(0u32, 0u32); nb];
     let mut def_stamp = vec![u32::MAX; nv];
-    let mut global_index = vec![u32::MAX; nv];
-    let mut globals = Vec::new();
+    let mut pos = vec![usize::MAX; nb];
+    for (i, &b) in rpo.iter().enumerate() {
+        pos[b.0 as usize] = i;
+    }
+    let mut has_back_edge = false;
     for &b in rpo {
         let block = func.block(b);
-        let mut see_use = |v: super::ir::VReg, stamp: &Vec<u32>| {
-            let v = v.0 as usize;
-            if stamp[v] != b.0 && global_index[v] == u32::MAX {
-                global_index[v] = globals.len() as u32;
-                globals.push(v as u32);
+        let start = local.len() as u32;
+        let see_use = |v: super::ir::VReg, stamp: &Vec<u32>, local: &mut Vec<u32>| {
+            if stamp[v.0 as usize] != b.0 {
+                local.push(v.0);
             }
         };
         for inst in &block.insts {
-            inst.for_each_use(|v| see_use(v, &def_stamp));
+            inst.for_each_use(|v| see_use(v, &def_stamp, &mut local));
             if let Some(d) = inst.def() {
                 def_stamp[d.0 as usize] = b.0;
             }
         }
-        block.term.for_each_use(|v| see_use(v, &def_stamp));
-    }
-    let ng = globals.len();
-    // Pass 2: per-block upward-exposed uses (straight into live_in) and definitions of globals.
-    let mut live_in = BitMatrix::new(nb, ng);
-    let mut defs = BitMatrix::new(nb, ng);
-    for &b in rpo {
-        let bi = b.0 as usize;
-        let block = func.block(b);
-        let see_use = |v: super::ir::VReg, defs: &BitMatrix, live_in: &mut BitMatrix| {
-            let g = global_index[v.0 as usize];
-            if g != u32::MAX && !defs.contains(bi, g as usize) {
-                live_in.insert(bi, g as usize);
-            }
-        };
+        block
+            .term
+            .for_each_use(|v| see_use(v, &def_stamp, &mut local));
+        let u = &mut local[start as usize..];
+        u.sort_unstable();
+        let n = dedup_len(u);
+        local.truncate(start as usize + n);
+        uses_rng[b.0 as usize] = (start, local.len() as u32);
+        let dstart = local.len() as u32;
         for inst in &block.insts {
-            inst.for_each_use(|v| see_use(v, &defs, &mut live_in));
-            if let Some(v) = inst.def() {
-                let g = global_index[v.0 as usize];
-                if g != u32::MAX {
-                    defs.insert(bi, g as usize);
-                }
+            if let Some(d) = inst.def() {
+                local.push(d.0);
             }
         }
-        block.term.for_each_use(|v| see_use(v, &defs, &mut live_in));
+        let d = &mut local[dstart as usize..];
+        d.sort_unstable();
+        let n = dedup_len(d);
+        local.truncate(dstart as usize + n);
+        defs_rng[b.0 as usize] = (dstart, local.len() as u32);
+        has_back_edge |= block
+            .term
+            .successors()
+            .any(|s| pos[s.0 as usize] <= pos[b.0 as usize]);
     }
-    let mut live_out = BitMatrix::new(nb, ng);
-    let w = live_in.words;
-    let mut scratch = vec![0u64; w];
-    let mut changed = true;
-    while changed {
-        changed = false;
+    let mut live = Liveness {
+        arena: Vec::new(),
+        live_in: vec![(0, 0); nb],
+        live_out: vec![(0, 0); nb],
+    };
+    let mut scratch: Vec<u32> = Vec::new();
+    loop {
+        let mut changed = false;
         for &b in rpo.iter().rev() {
             let bi = b.0 as usize;
-            scratch.iter_mut().for_each(|x| *x = 0);
+            scratch.clear();
             for s in func.block(b).term.successors() {
-                for (x, y) in scratch.iter_mut().zip(live_in.row(s.0 as usize)) {
-                    *x |= y;
-                }
+                scratch.extend_from_slice(live.slice(live.live_in[s.0 as usize]));
             }
-            live_out.row_mut(bi).copy_from_slice(&scratch);
-            // live_in = uses ∪ (out − defs); it only grows, so union the difference in.
-            let d = defs.row(bi);
-            for (k, x) in live_in.row_mut(bi).iter_mut().enumerate() {
-                let n = *x | (scratch[k] & !d[k]);
-                changed |= n != *x;
-                *x = n;
+            scratch.sort_unstable();
+            let n = dedup_len(&mut scratch);
+            scratch.truncate(n);
+            let out_start = live.arena.len() as u32;
+            live.arena.extend_from_slice(&scratch);
+            live.live_out[bi] = (out_start, live.arena.len() as u32);
+            // live_in = uses ∪ (out − defs)
+            let in_start = live.arena.len();
+            let (us, ue) = uses_rng[bi];
+            let (ds, de) = defs_rng[bi];
+            live.arena
+                .extend_from_slice(&local[us as usize..ue as usize]);
+            difference_into(&scratch, &local[ds as usize..de as usize], &mut live.arena);
+            let new = &mut live.arena[in_start..];
+            new.sort_unstable();
+            let n = dedup_len(new);
+            live.arena.truncate(in_start + n);
+            let new_rng = (in_start as u32, live.arena.len() as u32);
+            if live.slice(new_rng) != live.slice(live.live_in[bi]) {
+                changed = true;
             }
+            live.live_in[bi] = new_rng;
+        }
+        if !changed || !has_back_edge {
+            break;
         }
     }
-    Liveness { globals, global_index, live_in, live_out }
+    live
+}
+
+/// Moves the distinct values of a sorted slice to its front; returns how many there are.
+fn dedup_len(v: &mut [u32]) -> usize {
+    if v.is_empty() {
+        return 0;
+    }
+    let mut w = 1;
+    for r in 1..v.len() {
+        if v[r] != v[w - 1] {
+            v[w] = v[r];
+            w += 1;
+        }
+    }
+    w
 }

@@ -40,7 +40,10 @@ use std::collections::{BTreeMap, HashMap};
 
 pub use builder::FunctionBuilder;
 pub use error::{CheckError, CodegenError};
-pub use ir::{AluOp, BlockId, Cond, Function, MapDecl, MapId, MapKind, Operand, ParamKind, Size, SlotId, VReg, Width};
+pub use ir::{
+    AluOp, BlockId, Cond, Function, MapDecl, MapId, MapKind, Operand, ParamKind, Size, SlotId,
+    VReg, Width,
+};
 pub use link::LinkOptions;
 
 use crate::hooks::HelperSig;
@@ -80,7 +83,10 @@ pub fn compile_with(
     for f in funcs {
         validate(f)?;
         if by_name.insert(f.name.as_str(), f).is_some() {
-            return Err(CodegenError::Build { func: f.name.clone(), msg: "two functions with this name".into() });
+            return Err(CodegenError::Build {
+                func: f.name.clone(),
+                msg: "two functions with this name".into(),
+            });
         }
     }
     let callees = callee_sigs(funcs, &by_name)?;
@@ -102,24 +108,38 @@ fn compile_function(
     callees: &HashMap<String, CalleeSig>,
     opts: CodegenOptions,
 ) -> Result<(FunctionCode, FunctionStats), CodegenError> {
-    let rpo = liveness::reverse_postorder(f)
-        .map_err(|b| CodegenError::Build { func: f.name.clone(), msg: format!("block {b} has no terminator") })?;
+    let rpo = liveness::reverse_postorder(f).map_err(|b| CodegenError::Build {
+        func: f.name.clone(),
+        msg: format!("block {b} has no terminator"),
+    })?;
     let live = liveness::liveness(f, &rpo);
     let info = check::check_function(f, &rpo, &live, callees)?;
     let (_, user_stack) = isel::slot_offsets(f);
     if user_stack > MAX_STACK {
-        return Err(CodegenError::StackOverflow { func: f.name.clone(), needed: user_stack, limit: MAX_STACK });
+        return Err(CodegenError::StackOverflow {
+            func: f.name.clone(),
+            needed: user_stack,
+            limit: MAX_STACK,
+        });
     }
     let m = isel::select(f, &rpo, &info);
     let params: Vec<VReg> = f.params.iter().map(|(v, _)| *v).collect();
     let alloc = regalloc::allocate(&m, &live, &params);
     if alloc.frame > MAX_STACK {
-        return Err(CodegenError::StackOverflow { func: f.name.clone(), needed: alloc.frame, limit: MAX_STACK });
+        return Err(CodegenError::StackOverflow {
+            func: f.name.clone(),
+            needed: alloc.frame,
+            limit: MAX_STACK,
+        });
     }
     let maps: Vec<String> = f.maps.iter().map(|m| m.name.clone()).collect();
     let blocks = emit::emit(&m, &alloc, &params, &maps);
     let code = link::link(&f.name, &f.section, blocks, f.blocks.len(), opts.link)?;
-    let long_jumps = code.insns.iter().filter(|i| i.code == crate::isa::opcode::BPF_JMP32 | crate::isa::opcode::BPF_JA).count();
+    let long_jumps = code
+        .insns
+        .iter()
+        .filter(|i| i.code == crate::isa::opcode::BPF_JMP32 | crate::isa::opcode::BPF_JA)
+        .count();
     let stats = FunctionStats {
         name: f.name.clone(),
         insns: code.insns.len(),
@@ -132,7 +152,12 @@ fn compile_function(
 
 /// Index sanity of a hand-made or built function.
 fn validate(f: &Function) -> Result<(), CodegenError> {
-    let err = |msg: String| Err(CodegenError::Build { func: f.name.clone(), msg });
+    let err = |msg: String| {
+        Err(CodegenError::Build {
+            func: f.name.clone(),
+            msg,
+        })
+    };
     if f.blocks.is_empty() {
         return err("no blocks".into());
     }
@@ -187,29 +212,45 @@ fn validate(f: &Function) -> Result<(), CodegenError> {
 }
 
 fn helpers_of(f: &Function) -> impl Iterator<Item = &'static HelperSig> + '_ {
-    f.blocks.iter().flat_map(|b| b.insts.iter()).filter_map(|i| match i {
-        ir::Inst::Call { helper, .. } => Some(*helper),
-        _ => None,
-    })
+    f.blocks
+        .iter()
+        .flat_map(|b| b.insts.iter())
+        .filter_map(|i| match i {
+            ir::Inst::Call { helper, .. } => Some(*helper),
+            _ => None,
+        })
 }
 
 fn local_calls(f: &Function) -> impl Iterator<Item = &str> + '_ {
-    f.blocks.iter().flat_map(|b| b.insts.iter()).filter_map(|i| match i {
-        ir::Inst::CallLocal { func, .. } => Some(func.as_str()),
-        _ => None,
-    })
+    f.blocks
+        .iter()
+        .flat_map(|b| b.insts.iter())
+        .filter_map(|i| match i {
+            ir::Inst::CallLocal { func, .. } => Some(func.as_str()),
+            _ => None,
+        })
 }
 
 /// Parameter kinds of every subprogram and whether it (transitively) moves packet data.
-fn callee_sigs(funcs: &[Function], by_name: &HashMap<&str, &Function>) -> Result<HashMap<String, CalleeSig>, CodegenError> {
+fn callee_sigs(
+    funcs: &[Function],
+    by_name: &HashMap<&str, &Function>,
+) -> Result<HashMap<String, CalleeSig>, CodegenError> {
     for f in funcs {
         for c in local_calls(f) {
             match by_name.get(c) {
-                None => return Err(CodegenError::UnknownFunction { func: f.name.clone(), callee: c.to_string() }),
+                None => {
+                    return Err(CodegenError::UnknownFunction {
+                        func: f.name.clone(),
+                        callee: c.to_string(),
+                    });
+                }
                 Some(g) if g.is_entry => {
                     return Err(CodegenError::Build {
                         func: f.name.clone(),
-                        msg: format!("calls entry program {c}; only .text subprograms can be called"),
+                        msg: format!(
+                            "calls entry program {c}; only .text subprograms can be called"
+                        ),
                     });
                 }
                 Some(g) if g.hook != f.hook => {
@@ -224,7 +265,12 @@ fn callee_sigs(funcs: &[Function], by_name: &HashMap<&str, &Function>) -> Result
     }
     let mut changes: BTreeMap<&str, Option<&'static str>> = funcs
         .iter()
-        .map(|f| (f.name.as_str(), helpers_of(f).find(|h| h.changes_packet).map(|h| h.name)))
+        .map(|f| {
+            (
+                f.name.as_str(),
+                helpers_of(f).find(|h| h.changes_packet).map(|h| h.name),
+            )
+        })
         .collect();
     loop {
         let mut changed = false;
@@ -267,19 +313,41 @@ fn check_call_chains(funcs: &[Function], frames: &HashMap<&str, u32>) -> Result<
     ) -> Result<(), CodegenError> {
         if chain.contains(&f.name.as_str()) {
             chain.push(&f.name);
-            return Err(CodegenError::Recursion { chain: chain.join(" -> ") });
+            return Err(CodegenError::Recursion {
+                chain: chain.join(" -> "),
+            });
         }
-        let own = frames.get(f.name.as_str()).copied().unwrap_or(0).max(1).div_ceil(32) * 32;
+        let own = frames
+            .get(f.name.as_str())
+            .copied()
+            .unwrap_or(0)
+            .max(1)
+            .div_ceil(32)
+            * 32;
         let depth = depth + own;
         chain.push(&f.name);
         if depth > MAX_STACK {
-            return Err(CodegenError::CallChainStack { func: root.to_string(), chain: chain.join(" -> "), needed: depth });
+            return Err(CodegenError::CallChainStack {
+                func: root.to_string(),
+                chain: chain.join(" -> "),
+                needed: depth,
+            });
         }
-        if chain.len() > 1 && depth - own > 256 && helpers_of(f).any(|h| h.id == crate::hooks::TAIL_CALL.id) {
-            return Err(CodegenError::CallChainStack { func: root.to_string(), chain: chain.join(" -> "), needed: depth });
+        if chain.len() > 1
+            && depth - own > 256
+            && helpers_of(f).any(|h| h.id == crate::hooks::TAIL_CALL.id)
+        {
+            return Err(CodegenError::CallChainStack {
+                func: root.to_string(),
+                chain: chain.join(" -> "),
+                needed: depth,
+            });
         }
         if chain.len() > 8 {
-            return Err(CodegenError::Build { func: root.to_string(), msg: format!("call chain deeper than 8 frames: {}", chain.join(" -> ")) });
+            return Err(CodegenError::Build {
+                func: root.to_string(),
+                msg: format!("call chain deeper than 8 frames: {}", chain.join(" -> ")),
+            });
         }
         let mut seen: Vec<&str> = Vec::new();
         for c in local_calls(f) {
@@ -300,7 +368,9 @@ fn check_call_chains(funcs: &[Function], frames: &HashMap<&str, u32>) -> Result<
     // Recursion among subprograms no entry reaches is still refused.
     for f in funcs.iter().filter(|f| !f.is_entry) {
         let mut chain = Vec::new();
-        if let Err(e @ CodegenError::Recursion { .. }) = walk(f, &by_name, frames, &mut chain, 0, &f.name) {
+        if let Err(e @ CodegenError::Recursion { .. }) =
+            walk(f, &by_name, frames, &mut chain, 0, &f.name)
+        {
             return Err(e);
         }
     }

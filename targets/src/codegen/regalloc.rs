@@ -53,7 +53,12 @@ struct Intervals {
 
 fn intervals(m: &MFunction, live: &Liveness, params: &[VReg]) -> Intervals {
     let n = m.num_vregs as usize;
-    let mut iv = Intervals { start: vec![NONE; n], end: vec![0; n], calls: Vec::new(), hint: vec![0; n] };
+    let mut iv = Intervals {
+        start: vec![NONE; n],
+        end: vec![0; n],
+        calls: Vec::new(),
+        hint: vec![0; n],
+    };
     let touch = |iv: &mut Intervals, v: usize, p: u32| {
         if iv.start[v] == NONE || p < iv.start[v] {
             iv.start[v] = p;
@@ -70,7 +75,9 @@ fn intervals(m: &MFunction, live: &Liveness, params: &[VReg]) -> Intervals {
     }
     let mut pos = 1u32;
     for &b in &m.order {
-        let Some(block) = &m.blocks[b.0 as usize] else { continue };
+        let Some(block) = &m.blocks[b.0 as usize] else {
+            continue;
+        };
         let first = pos;
         let insts = &m.insts[block.start..block.end];
         let last = pos + insts.len() as u32;
@@ -94,7 +101,9 @@ fn intervals(m: &MFunction, live: &Liveness, params: &[VReg]) -> Intervals {
             }
             pos += 1;
         }
-        block.term.for_each_use(|v| touch(&mut iv, v.0 as usize, last));
+        block
+            .term
+            .for_each_use(|v| touch(&mut iv, v.0 as usize, last));
         for v in live.live_out(b) {
             touch(&mut iv, v, last);
         }
@@ -110,7 +119,13 @@ fn crosses_call(calls: &[u32], s: u32, e: u32) -> bool {
 }
 
 /// One linear-scan pass; `None` entries in the result are spilled.
-fn scan(iv: &Intervals, order: &[usize], cross: &[bool], pool: &[u8], pool_cross: &[u8]) -> (Vec<Option<u8>>, bool) {
+fn scan(
+    iv: &Intervals,
+    order: &[usize],
+    cross: &[bool],
+    pool: &[u8],
+    pool_cross: &[u8],
+) -> (Vec<Option<u8>>, bool) {
     let n = iv.start.len();
     let mut reg: Vec<Option<u8>> = vec![None; n];
     let mut active: Vec<(u32, usize, u8)> = Vec::with_capacity(10);
@@ -164,7 +179,9 @@ pub fn allocate(m: &MFunction, live: &Liveness, params: &[VReg]) -> Allocation {
     let n = iv.start.len();
     let mut order: Vec<usize> = (0..n).filter(|&v| iv.start[v] != NONE).collect();
     order.sort_by_key(|&v| (iv.start[v], v));
-    let cross: Vec<bool> = (0..n).map(|v| iv.start[v] != NONE && crosses_call(&iv.calls, iv.start[v], iv.end[v])).collect();
+    let cross: Vec<bool> = (0..n)
+        .map(|v| iv.start[v] != NONE && crosses_call(&iv.calls, iv.start[v], iv.end[v]))
+        .collect();
     const POOL: [u8; 9] = [1, 2, 3, 4, 5, 6, 7, 8, 9];
     const POOL_SPILL: [u8; 8] = [1, 2, 3, 4, 6, 7, 8, 9];
     const CROSS: [u8; 4] = [6, 7, 8, 9];
@@ -201,5 +218,10 @@ pub fn allocate(m: &MFunction, live: &Liveness, params: &[VReg]) -> Allocation {
         });
     }
     let frame = base + 8 * slot_free_at.len() as u32;
-    Allocation { locs, frame, scratch, spills }
+    Allocation {
+        locs,
+        frame,
+        scratch,
+        spills,
+    }
 }

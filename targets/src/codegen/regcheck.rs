@@ -24,7 +24,10 @@ impl State {
         for (i, s) in stack.iter_mut().enumerate() {
             *s = self.stack[i] & o.stack[i];
         }
-        State { regs: self.regs & o.regs, stack }
+        State {
+            regs: self.regs & o.regs,
+            stack,
+        }
     }
 
     fn stack_range(off: i16, size: u32) -> Option<std::ops::Range<usize>> {
@@ -37,7 +40,8 @@ impl State {
     }
 
     fn stack_init(&self, r: std::ops::Range<usize>) -> bool {
-        r.into_iter().all(|b| self.stack[b / 64] & (1 << (b % 64)) != 0)
+        r.into_iter()
+            .all(|b| self.stack[b / 64] & (1 << (b % 64)) != 0)
     }
 
     fn stack_write(&mut self, r: std::ops::Range<usize>) {
@@ -76,7 +80,10 @@ pub fn check_defined(insns: &[RawInsn], defined_args: u8) -> Result<(), String> 
             i += 1;
         }
     }
-    let mut entry = State { regs: 1 << BPF_REG_FP, stack: [0; 8] };
+    let mut entry = State {
+        regs: 1 << BPF_REG_FP,
+        stack: [0; 8],
+    };
     for r in 1..=defined_args.min(5) {
         entry.regs |= 1 << r;
     }
@@ -91,7 +98,9 @@ pub fn check_defined(insns: &[RawInsn], defined_args: u8) -> Result<(), String> 
         let ins = insns[pc];
         let need = |st: &State, r: u8, what: &str| -> Result<(), String> {
             if r > 10 || st.regs & (1 << r) == 0 {
-                return Err(format!("insn {pc}: {what} reads r{r}, which is not defined on every path"));
+                return Err(format!(
+                    "insn {pc}: {what} reads r{r}, which is not defined on every path"
+                ));
             }
             Ok(())
         };
@@ -111,7 +120,10 @@ pub fn check_defined(insns: &[RawInsn], defined_args: u8) -> Result<(), String> 
                     let r = State::stack_range(ins.off, size_of(ins.code))
                         .ok_or_else(|| format!("insn {pc}: stack read out of the frame"))?;
                     if !st.stack_init(r) {
-                        return Err(format!("insn {pc}: reads stack at {} before writing it", ins.off));
+                        return Err(format!(
+                            "insn {pc}: reads stack at {} before writing it",
+                            ins.off
+                        ));
                     }
                 }
                 st.regs |= 1 << ins.dst;
@@ -145,7 +157,11 @@ pub fn check_defined(insns: &[RawInsn], defined_args: u8) -> Result<(), String> 
                 let op = ins.code & 0xf0;
                 match op {
                     BPF_JA => {
-                        let off = if class == BPF_JMP32 { i64::from(ins.imm) } else { i64::from(ins.off) };
+                        let off = if class == BPF_JMP32 {
+                            i64::from(ins.imm)
+                        } else {
+                            i64::from(ins.off)
+                        };
                         succs[0] = Some(pc as i64 + 1 + off);
                     }
                     BPF_CALL => {
@@ -180,11 +196,15 @@ pub fn check_defined(insns: &[RawInsn], defined_args: u8) -> Result<(), String> 
         }
         for s in succs.into_iter().flatten() {
             if s < 0 || s as usize >= n {
-                return Err(format!("insn {pc}: jump or fall-through to {s}, outside 0..{n}"));
+                return Err(format!(
+                    "insn {pc}: jump or fall-through to {s}, outside 0..{n}"
+                ));
             }
             let s = s as usize;
             if is_second[s] {
-                return Err(format!("insn {pc}: jump into the middle of an ld_imm64 at {s}"));
+                return Err(format!(
+                    "insn {pc}: jump into the middle of an ld_imm64 at {s}"
+                ));
             }
             let merged = match states[s] {
                 None => st,

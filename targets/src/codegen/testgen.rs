@@ -28,7 +28,14 @@ pub struct GenConfig {
 
 impl Default for GenConfig {
     fn default() -> Self {
-        GenConfig { ops: 60, helpers: true, subprograms: true, packet: true, deterministic: true, fold_width: 20 }
+        GenConfig {
+            ops: 60,
+            helpers: true,
+            subprograms: true,
+            packet: true,
+            deterministic: true,
+            fold_width: 20,
+        }
     }
 }
 
@@ -46,7 +53,7 @@ impl Rng {
         Rng(seed ^ 0x9e37_79b9_7f4a_7c15 | 1)
     }
 
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         let mut x = self.0;
         x ^= x >> 12;
         x ^= x << 25;
@@ -56,7 +63,7 @@ impl Rng {
     }
 
     pub fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
+        (self.next_u64() % n.max(1) as u64) as usize
     }
 
     fn pick<T: Copy>(&mut self, v: &[T]) -> T {
@@ -92,7 +99,11 @@ const CONDS: [Cond; 11] = [
     Cond::Set,
 ];
 
-const HELPERS: [&HelperSig; 3] = [&hooks::GET_PRANDOM_U32, &hooks::KTIME_GET_NS, &hooks::GET_SMP_PROCESSOR_ID];
+const HELPERS: [&HelperSig; 3] = [
+    &hooks::GET_PRANDOM_U32,
+    &hooks::KTIME_GET_NS,
+    &hooks::GET_SMP_PROCESSOR_ID,
+];
 
 struct Gen<'a> {
     rng: Rng,
@@ -106,9 +117,9 @@ impl Gen<'_> {
         match self.rng.below(6) {
             0 => self.rng.below(16) as i64,
             1 => -(self.rng.below(1000) as i64),
-            2 => i64::from(self.rng.next() as u32),
-            3 => self.rng.next() as i64,
-            4 => i64::from(self.rng.next() as i32),
+            2 => i64::from(self.rng.next_u64() as u32),
+            3 => self.rng.next_u64() as i64,
+            4 => i64::from(self.rng.next_u64() as i32),
             _ => self.rng.below(1 << 16) as i64,
         }
     }
@@ -117,19 +128,33 @@ impl Gen<'_> {
         // Favor recent values, but reach back so older ones stay live (within a window, so that
         // long programs keep a bounded number of values live and fit the 512-byte frame).
         let n = self.pool.len();
-        let reach = if self.rng.below(3) == 0 { n.min(REACH) } else { n.min(6) };
+        let reach = if self.rng.below(3) == 0 {
+            n.min(REACH)
+        } else {
+            n.min(6)
+        };
         self.pool[n - 1 - self.rng.below(reach)]
     }
 
     fn alu(&mut self, dst: Option<VReg>) -> VReg {
         let op = self.rng.pick(&ALU_OPS);
-        let width = if self.rng.below(3) == 0 { Width::W32 } else { Width::W64 };
+        let width = if self.rng.below(3) == 0 {
+            Width::W32
+        } else {
+            Width::W64
+        };
         let a = self.value();
         let bits = if width == Width::W32 { 32 } else { 64 };
         let b: Operand = match op {
-            AluOp::Lsh | AluOp::Rsh | AluOp::Arsh if self.rng.below(2) == 0 => Operand::Imm(self.rng.below(bits) as i64),
-            AluOp::Div | AluOp::Mod if self.rng.below(2) == 0 => Operand::Imm(1 + self.rng.below(1000) as i64),
-            AluOp::Lsh | AluOp::Rsh | AluOp::Arsh | AluOp::Div | AluOp::Mod => Operand::Reg(self.value()),
+            AluOp::Lsh | AluOp::Rsh | AluOp::Arsh if self.rng.below(2) == 0 => {
+                Operand::Imm(self.rng.below(bits) as i64)
+            }
+            AluOp::Div | AluOp::Mod if self.rng.below(2) == 0 => {
+                Operand::Imm(1 + self.rng.below(1000) as i64)
+            }
+            AluOp::Lsh | AluOp::Rsh | AluOp::Arsh | AluOp::Div | AluOp::Mod => {
+                Operand::Reg(self.value())
+            }
             _ if self.rng.below(2) == 0 => Operand::Imm(self.imm()),
             _ => Operand::Reg(self.value()),
         };
@@ -148,13 +173,21 @@ impl Gen<'_> {
     fn helper(&mut self) -> VReg {
         let h = self.rng.pick(&HELPERS);
         let r = self.f.call(h, &[]);
-        if self.cfg.deterministic { self.f.alu(AluOp::And, r, 0) } else { r }
+        if self.cfg.deterministic {
+            self.f.alu(AluOp::And, r, 0)
+        } else {
+            r
+        }
     }
 
     fn diamond(&mut self) {
         let a = self.value();
         let cond = self.rng.pick(&CONDS);
-        let b: Operand = if self.rng.below(2) == 0 { Operand::Imm(self.imm()) } else { Operand::Reg(self.value()) };
+        let b: Operand = if self.rng.below(2) == 0 {
+            Operand::Imm(self.imm())
+        } else {
+            Operand::Reg(self.value())
+        };
         let (t, e, join) = (self.f.block(), self.f.block(), self.f.block());
         if self.rng.below(3) == 0 {
             self.f.branch32(cond, a, b, t, e);
@@ -185,13 +218,21 @@ impl Gen<'_> {
 }
 
 fn gen_mix(seed: u64, cfg: &GenConfig) -> Function {
-    let mut f = FunctionBuilder::subprogram("gen_mix", Hook::TcIngress, &[ParamKind::Scalar, ParamKind::Scalar]);
+    let mut f = FunctionBuilder::subprogram(
+        "gen_mix",
+        Hook::TcIngress,
+        &[ParamKind::Scalar, ParamKind::Scalar],
+    );
     let (a, b) = (VReg(0), VReg(1));
     let m = f.alu(AluOp::Mul, a, 31 + (seed % 7) as i64);
     let mut t = f.alu(AluOp::Add, m, b);
     if cfg.helpers {
         let r = f.call(&hooks::GET_PRANDOM_U32, &[]);
-        let r = if cfg.deterministic { f.alu(AluOp::And, r, 0) } else { r };
+        let r = if cfg.deterministic {
+            f.alu(AluOp::And, r, 0)
+        } else {
+            r
+        };
         t = f.alu(AluOp::Xor, t, r);
     }
     let s = f.alu(AluOp::Rsh, t, 7);
@@ -222,12 +263,17 @@ fn unreachable_function() -> Function {
 
 /// A random module: `gen_main` (entry, tc) and, with `subprograms`, `gen_mix(a, b)`.
 pub fn generate(seed: u64, cfg: &GenConfig) -> Vec<Function> {
-    let mut g = Gen { rng: Rng::new(seed), cfg, f: FunctionBuilder::new("gen_main", Hook::TcIngress), pool: Vec::new() };
+    let mut g = Gen {
+        rng: Rng::new(seed),
+        cfg,
+        f: FunctionBuilder::new("gen_main", Hook::TcIngress),
+        pool: Vec::new(),
+    };
     for field in ["len", "mark", "priority", "cb[0]", "cb[1]"] {
         let v = g.f.load_ctx(field);
         g.pool.push(v);
     }
-    let c = g.f.constant(g.rng.next() as i64);
+    let c = g.f.constant(g.rng.next_u64() as i64);
     g.pool.push(c);
     let mut packet = None;
     if cfg.packet {
@@ -292,7 +338,8 @@ pub fn generate(seed: u64, cfg: &GenConfig) -> Vec<Function> {
     let live: Vec<VReg> = g.pool[g.pool.len() - width..].to_vec();
     let mut acc = live[0];
     for (i, &v) in live.iter().enumerate().skip(1) {
-        acc = g.f.alu(if i % 2 == 0 { AluOp::Xor } else { AluOp::Add }, acc, v);
+        acc =
+            g.f.alu(if i % 2 == 0 { AluOp::Xor } else { AluOp::Add }, acc, v);
     }
     g.f.ret(acc);
     let main = g.f.finish().unwrap_or_else(|_| unreachable_function());

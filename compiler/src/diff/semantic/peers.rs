@@ -56,8 +56,14 @@ const ENTITIES: [(NumericIdentity, &str); 3] = [
 pub enum Peer {
     /// A workload label.
     Workload(String),
-    External { label: String, ip: IpAddr },
-    Entity { name: &'static str, id: NumericIdentity },
+    External {
+        label: String,
+        ip: IpAddr,
+    },
+    Entity {
+        name: &'static str,
+        id: NumericIdentity,
+    },
 }
 
 impl Peer {
@@ -244,10 +250,18 @@ pub fn port_cuts(
     let mut policies: Vec<&DirectionPolicy> = Vec::new();
     for side in [old, new] {
         if let Peer::Workload(l) = src {
-            policies.extend(side.members(l).iter().map(|i| &side.cluster.policies[*i].egress));
+            policies.extend(
+                side.members(l)
+                    .iter()
+                    .map(|i| &side.cluster.policies[*i].egress),
+            );
         }
         if let Peer::Workload(l) = dst {
-            policies.extend(side.members(l).iter().map(|i| &side.cluster.policies[*i].ingress));
+            policies.extend(
+                side.members(l)
+                    .iter()
+                    .map(|i| &side.cluster.policies[*i].ingress),
+            );
         }
     }
     let (lo, hi) = port_domain(protocol);
