@@ -112,6 +112,65 @@ pub fn endpoint_object(
     Ok((bytes, stats))
 }
 
+/// One direction's program in an object of its own (benchmarks, tests, `trace`-like tools).
+#[derive(Debug, Clone)]
+pub struct DirectionObject {
+    pub bytes: Vec<u8>,
+    /// Per-program maps the object declares, with the initial entries a loader must write.
+    pub maps: Vec<(String, Vec<(Vec<u8>, Vec<u8>)>)>,
+    pub stats: Vec<FunctionStats>,
+}
+
+/// Compiles one direction of a policy into an object holding its program and every map it uses.
+/// `tag` names the program's own maps (unique per endpoint in a deployment).
+pub fn direction_object(
+    local_identity: ciliumc_ir::identity::NumericIdentity,
+    policy: &ciliumc_ir::policy::DirectionPolicy,
+    direction: Direction,
+    tag: &str,
+    pinning: MapPinning,
+) -> Result<DirectionObject, CompileError> {
+    let endpoint = || format!("{tag} ({direction})");
+    let lowered = lower::lower_direction_with(
+        local_identity,
+        policy,
+        direction,
+        &lower::LowerOptions::for_tag(tag),
+    )
+    .map_err(|source| CompileError::Codegen {
+        endpoint: endpoint(),
+        source,
+    })?;
+    let (code, stats) = codegen::compile_with(&lowered.functions, CodegenOptions::default())
+        .map_err(|source| CompileError::Codegen {
+            endpoint: endpoint(),
+            source,
+        })?;
+    let map_defs = maps::shared_map_defs().into_iter().map(|m| match pinning {
+        MapPinning::ByName => m,
+        MapPinning::Private => m.with_pinning(Pinning::None),
+    });
+    let own: Vec<_> = lowered.maps.iter().map(|m| m.def.clone()).collect();
+    let bytes = ObjectWriter::new()
+        .functions(code)
+        .maps(map_defs)
+        .maps(own)
+        .write()
+        .map_err(|source| CompileError::Elf {
+            endpoint: endpoint(),
+            source,
+        })?;
+    Ok(DirectionObject {
+        bytes,
+        maps: lowered
+            .maps
+            .into_iter()
+            .map(|m| (m.def.name, m.entries))
+            .collect(),
+        stats,
+    })
+}
+
 /// The ipcache's initial entries (key, value bytes), as the manifest lists them.
 pub fn ipcache_entries(cluster: &ResolvedCluster) -> Vec<(Vec<u8>, Vec<u8>)> {
     let mut ipcache: BTreeSet<(Vec<u8>, Vec<u8>)> = BTreeSet::new();

@@ -212,3 +212,34 @@ fn json_format_round_trips_and_is_deterministic() {
     assert_eq!(v["connections"][0]["change"], "denied");
     assert!(v["connections"][0]["causes"][0]["rules_added"][0]["source"].is_string());
 }
+
+fn compile_to(loaded: &frontend::LoadResult, dir: &std::path::Path) {
+    let cluster = ciliumc_compiler::resolve::resolve(
+        &loaded.objects,
+        &ciliumc_compiler::resolve::ResolveOptions::default(),
+    )
+    .unwrap();
+    let out = ciliumc_compiler::compile::compile(&cluster, "digest").unwrap();
+    ciliumc_compiler::compile::write_output_dir(&out, dir).unwrap();
+}
+
+#[test]
+fn output_dirs_show_program_and_manifest_changes_only() {
+    let scratch = std::env::temp_dir().join(format!("ciliumc-diff-golden-{}", std::process::id()));
+    let (a, b) = (scratch.join("a"), scratch.join("b"));
+    compile_to(&load("cidr-except-added", "old"), &a);
+    compile_to(&load("cidr-except-added", "new"), &b);
+    assert!(diff::is_output_dir(&a) && !diff::is_output_dir(&scratch));
+    let r = diff::diff_outputs(&a, &b).unwrap();
+    let same = diff::diff_outputs(&a, &a).unwrap();
+    let _ = std::fs::remove_dir_all(&scratch);
+    insta::assert_snapshot!("outputs.text", diff::render(&r, Format::Text));
+    assert!(r.has_changes());
+    assert!(r.connections.is_empty());
+    let p = r.programs.as_ref().unwrap();
+    assert_eq!(p.endpoints.len(), 1);
+    assert_eq!(p.endpoints[0].endpoint, "shop/frontend");
+    assert_eq!(p.identities.added.len(), 1);
+    assert!(p.maps.iter().any(|m| m.entries_added == 1));
+    assert!(!same.has_changes());
+}

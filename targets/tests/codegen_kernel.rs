@@ -744,11 +744,21 @@ fn dump_objects() {
         for f in &module {
             for m in &f.maps {
                 if maps.iter().all(|d| d.name != m.name) {
-                    maps.push(MapDef::hash(&m.name, TypeDesc::Bytes(m.key_size), TypeDesc::Bytes(m.value_size), 16));
+                    maps.push(MapDef::hash(
+                        &m.name,
+                        TypeDesc::Bytes(m.key_size),
+                        TypeDesc::Bytes(m.value_size),
+                        16,
+                    ));
                 }
             }
         }
-        let bytes = ObjectWriter::new().functions(code).maps(maps).license("GPL").write().unwrap();
+        let bytes = ObjectWriter::new()
+            .functions(code)
+            .maps(maps)
+            .license("GPL")
+            .write()
+            .unwrap();
         std::fs::write(format!("{dir}/{i:02}_{name}.o"), bytes).unwrap();
     }
 }

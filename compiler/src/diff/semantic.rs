@@ -119,7 +119,7 @@ impl RuleRef {
     }
 
     /// Same rule on both sides, wherever it sits in the file.
-    fn key(&self) -> (String, Option<String>, String, String, usize, RuleKind) {
+    fn key(&self) -> RuleKey {
         (
             self.policy_kind.clone(),
             self.namespace.clone(),
@@ -130,6 +130,9 @@ impl RuleRef {
         )
     }
 }
+
+/// Policy kind, namespace, name, section, index and effect: a rule's identity across the sides.
+type RuleKey = (String, Option<String>, String, String, usize, RuleKind);
 
 /// A changed policy named as the cause of a change.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -186,7 +189,7 @@ pub struct SemanticDiff {
 #[derive(Debug, Default, PartialEq, Eq)]
 struct DirDecision {
     decisions: BTreeSet<Decision>,
-    rules: BTreeMap<(String, Option<String>, String, String, usize, RuleKind), RuleRef>,
+    rules: BTreeMap<RuleKey, RuleRef>,
 }
 
 #[derive(Debug, Default)]

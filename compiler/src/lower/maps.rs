@@ -176,3 +176,12 @@ pub fn manifest_map(def: &MapDef, entries: Vec<(Vec<u8>, Vec<u8>)>) -> ManifestM
             .collect(),
     }
 }
+
+/// Every ipcache map's initial entries for these (prefix, identity) pairs, by map name.
+pub fn ipcache_map_entries(prefixes: &[(Cidr, u32)]) -> Vec<(String, Vec<(Vec<u8>, Vec<u8>)>)> {
+    let lpm = prefixes
+        .iter()
+        .map(|(c, id)| (ipcache_key(c), ipcache_value(*id)))
+        .collect();
+    vec![(IPCACHE.to_string(), lpm)]
+}

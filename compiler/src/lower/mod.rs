@@ -62,6 +62,50 @@ pub fn lower_endpoint(ep: &Endpoint, policy: &EndpointPolicy) -> Result<Vec<Func
         .collect()
 }
 
+/// A map that belongs to one program (large identity sets), with its initial entries.
+#[derive(Debug, Clone)]
+pub struct ProgramMap {
+    pub def: ciliumc_targets::elf::MapDef,
+    pub entries: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+/// One direction lowered: the entry program first, then any tail-called sub-programs, and the
+/// program's own maps.
+#[derive(Debug, Clone)]
+pub struct Lowered {
+    pub functions: Vec<Function>,
+    pub maps: Vec<ProgramMap>,
+}
+
+/// Choices of [`lower_direction_with`].
+#[derive(Debug, Clone)]
+pub struct LowerOptions {
+    /// Prefix of the program's own map names (at most 8 characters kept), so that objects of
+    /// different endpoints do not share them; `None` keeps every set in code.
+    pub map_tag: Option<String>,
+}
+
+impl LowerOptions {
+    pub fn for_tag(tag: &str) -> Self {
+        LowerOptions {
+            map_tag: Some(tag.to_string()),
+        }
+    }
+}
+
+/// One direction with its own maps where the optimizer picks them.
+pub fn lower_direction_with(
+    local_identity: NumericIdentity,
+    policy: &DirectionPolicy,
+    direction: Direction,
+    _options: &LowerOptions,
+) -> Result<Lowered, ciliumc_targets::codegen::CodegenError> {
+    Ok(Lowered {
+        functions: vec![lower_direction(local_identity, policy, direction)?],
+        maps: Vec::new(),
+    })
+}
+
 /// One direction's program.
 pub fn lower_direction(
     local_identity: NumericIdentity,

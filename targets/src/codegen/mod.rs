@@ -20,8 +20,9 @@
 //! each frame and each call chain within the 512-byte stack.
 //!
 //! [`regcheck`] re-checks emitted code (every register read defined on every path, no read of a
-//! register clobbered by a call, no read of unwritten stack), and [`testgen`] makes random IR
-//! programs for property and kernel tests.
+//! register clobbered by a call, no read of unwritten stack), [`testgen`] makes random IR
+//! programs for property and kernel tests, and [`interp`] runs IR and emitted eBPF side by side
+//! (the semantics the random tests compare).
 
 pub mod builder;
 pub mod check;

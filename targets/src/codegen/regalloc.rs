@@ -49,6 +49,9 @@ struct Intervals {
     calls: Vec<u32>,
     /// Preferred register (argument position of a call that reads it), 0 = none.
     hint: Vec<u8>,
+    /// For `dst = src` copies: `src`, whose register `dst` should take when `src` ends there
+    /// (the copy then disappears).
+    copy_of: Vec<u32>,
 }
 
 fn intervals(m: &MFunction, live: &Liveness, params: &[VReg]) -> Intervals {
@@ -58,6 +61,7 @@ fn intervals(m: &MFunction, live: &Liveness, params: &[VReg]) -> Intervals {
         end: vec![0; n],
         calls: Vec::new(),
         hint: vec![0; n],
+        copy_of: vec![NONE; n],
     };
     let touch = |iv: &mut Intervals, v: usize, p: u32| {
         if iv.start[v] == NONE || p < iv.start[v] {
@@ -88,6 +92,15 @@ fn intervals(m: &MFunction, live: &Liveness, params: &[VReg]) -> Intervals {
             inst.for_each_use(|v| touch(&mut iv, v.0 as usize, pos));
             if let Some(d) = inst.def() {
                 touch(&mut iv, d.0 as usize, pos);
+            }
+            if let MInst::Mov {
+                dst,
+                src,
+                w32: false,
+            } = inst
+                && iv.copy_of[dst.0 as usize] == NONE
+            {
+                iv.copy_of[dst.0 as usize] = src.0;
             }
             if let MInst::Call { args, .. } = inst {
                 iv.calls.push(pos);
@@ -142,7 +155,13 @@ fn scan(
         });
         let allowed = if cross[v] { pool_cross } else { pool };
         let hint = iv.hint[v];
-        let pick = if hint != 0 && allowed.contains(&hint) && free[hint as usize] {
+        let copied = match iv.copy_of[v] {
+            NONE => None,
+            src => reg[src as usize].filter(|r| allowed.contains(r) && free[*r as usize]),
+        };
+        let pick = if let Some(r) = copied {
+            Some(r)
+        } else if hint != 0 && allowed.contains(&hint) && free[hint as usize] {
             Some(hint)
         } else {
             allowed.iter().copied().find(|&r| free[r as usize])

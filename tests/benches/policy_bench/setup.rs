@@ -1,0 +1,273 @@
+//! Bench setup: the generated policy, the anchor and our program loaded with equivalent maps.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::os::fd::AsFd;
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use ciliumc_compiler::compile::{self, DirectionObject, MapPinning};
+use ciliumc_compiler::lower::{self, maps};
+use ciliumc_ir::cidr::Cidr;
+use ciliumc_ir::identity::NumericIdentity;
+use ciliumc_ir::policy::{
+    Direction, DirectionPolicy, L4Match, PeerSet, PortRange, Protocol, Rule, RuleId, RuleKind,
+};
+use ciliumc_tests::loader::{aya_map_view, aya_program_fd, load_object_aya};
+use ciliumc_tests::packet::Packet;
+use ciliumc_tests::sys::{self, TestRunOutput};
+
+const ENDPOINT: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
+const LOCAL_IDENTITY: u32 = 300;
+const FIRST_PEER_IDENTITY: u32 = 1000;
+
+/// Peers: every documentation address but the endpoint's, each its own identity.
+pub fn peers() -> Vec<(Ipv4Addr, u32)> {
+    let mut out = Vec::new();
+    for (net, from) in [([198u8, 51, 100], 1u8), ([203, 0, 113], 1), ([192, 0, 2], 100)] {
+        for host in from..=254 {
+            let id = FIRST_PEER_IDENTITY + out.len() as u32;
+            out.push((Ipv4Addr::new(net[0], net[1], net[2], host), id));
+        }
+    }
+    out
+}
+
+/// A generated ingress policy: rule i allows peer `i % P` on TCP port `1000 + (37 i mod 5000)`.
+pub struct Spec {
+    pub rules: usize,
+    pub peers: Vec<(Ipv4Addr, u32)>,
+    pub policy: DirectionPolicy,
+    /// (peer index, port) of every rule.
+    pub pairs: Vec<(usize, u16)>,
+}
+
+impl Spec {
+    pub fn new(rules: usize) -> Spec {
+        let peers = peers();
+        let pairs: Vec<(usize, u16)> = (0..rules)
+            .map(|i| (i % peers.len(), 1000 + ((i * 37) % 5000) as u16))
+            .collect();
+        let rules_ir = pairs
+            .iter()
+            .enumerate()
+            .map(|(i, (p, port))| Rule {
+                id: RuleId(1 + i as u32),
+                kind: RuleKind::Allow,
+                peers: PeerSet::identities([NumericIdentity(peers[*p].1)]),
+                l4: Some(vec![L4Match::new(Protocol::Tcp, PortRange::single(*port))]),
+            })
+            .collect();
+        Spec {
+            rules,
+            policy: DirectionPolicy::enforced(Direction::Ingress, rules_ir),
+            peers,
+            pairs,
+        }
+    }
+
+    pub fn packet(&self, class: PacketClass) -> Vec<u8> {
+        let (peer, port) = match class {
+            PacketClass::AllowedLast => {
+                let (p, port) = self.pairs[self.rules - 1];
+                (self.peers[p].0, port)
+            }
+            PacketClass::AllowedFirst => {
+                let (p, port) = self.pairs[0];
+                (self.peers[p].0, port)
+            }
+            PacketClass::DeniedKnownPeer => (self.peers[0].0, 999),
+            PacketClass::DeniedWorld => (Ipv4Addr::new(203, 0, 113, 255), 80),
+        };
+        Packet::ipv4(peer, ENDPOINT).tcp(40000, port).build()
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+pub enum PacketClass {
+    AllowedFirst,
+    AllowedLast,
+    DeniedKnownPeer,
+    DeniedWorld,
+}
+
+impl PacketClass {
+    pub const ALL: [PacketClass; 4] = [
+        PacketClass::AllowedFirst,
+        PacketClass::AllowedLast,
+        PacketClass::DeniedKnownPeer,
+        PacketClass::DeniedWorld,
+    ];
+
+    pub fn describe(self) -> &'static str {
+        match self {
+            PacketClass::AllowedFirst => "allowed (rule 1; established after run 1)",
+            PacketClass::AllowedLast => "allowed (last rule; established after run 1)",
+            PacketClass::DeniedKnownPeer => "denied, known peer (new flow, drop event)",
+            PacketClass::DeniedWorld => "denied, world (new flow, drop event)",
+        }
+    }
+}
+
+pub fn kernel_release() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
+
+/// Builds the anchor with clang-19, as its README says.
+pub fn build_anchor() -> Result<Vec<u8>, String> {
+    let src = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../shared/anchors/cilium_style_policy.c"
+    );
+    let out = std::env::temp_dir().join(format!("ciliumc_anchor_{}.o", std::process::id()));
+    let status = Command::new("clang-19")
+        .args(["-O2", "-g", "-target", "bpf", "-I/usr/include/x86_64-linux-gnu", "-c", src, "-o"])
+        .arg(&out)
+        .status()
+        .map_err(|e| format!("clang-19: {e}"))?;
+    if !status.success() {
+        return Err(format!("clang-19 exited with {status}"));
+    }
+    let bytes = std::fs::read(&out).map_err(|e| e.to_string())?;
+    let _ = std::fs::remove_file(&out);
+    Ok(bytes)
+}
+
+pub struct Anchor {
+    ebpf: aya::Ebpf,
+}
+
+impl Anchor {
+    pub fn load(elf: &[u8], spec: &Spec) -> Result<Anchor, String> {
+        let ebpf = load_object_aya(elf).map_err(|e| e.to_string())?;
+        {
+            let ipc = aya_map_view(&ebpf, "anchor_ipcache").map_err(|e| e.to_string())?;
+            for (addr, id) in &spec.peers {
+                let mut key = 32u32.to_le_bytes().to_vec();
+                key.extend_from_slice(&addr.octets());
+                ipc.update(&key, &id.to_le_bytes(), 0).map_err(|e| e.to_string())?;
+            }
+            let pol = aya_map_view(&ebpf, "anchor_policy").map_err(|e| e.to_string())?;
+            for (p, port) in &spec.pairs {
+                let mut key = spec.peers[*p].1.to_le_bytes().to_vec();
+                key.extend_from_slice(&[0, 6]);
+                key.extend_from_slice(&port.to_le_bytes());
+                pol.update(&key, &[0, 0, 0, 0], 0).map_err(|e| e.to_string())?;
+            }
+        }
+        Ok(Anchor { ebpf })
+    }
+
+    pub fn run(&self, packet: &[u8], repeat: u32) -> Result<TestRunOutput, String> {
+        let fd = aya_program_fd(&self.ebpf, "anchor_ingress").map_err(|e| e.to_string())?;
+        sys::test_run(fd, packet, repeat).map_err(|e| e.to_string())
+    }
+}
+
+pub fn compile_ours(spec: &Spec) -> Result<DirectionObject, String> {
+    compile::direction_object(
+        NumericIdentity(LOCAL_IDENTITY),
+        &spec.policy,
+        Direction::Ingress,
+        "bench",
+        MapPinning::Private,
+    )
+    .map_err(|e| e.to_string())
+}
+
+/// Codegen + emit time per endpoint direction, averaged over enough runs to be stable.
+pub fn codegen_time(spec: &Spec) -> Option<Duration> {
+    let runs = if spec.rules <= 1000 { 20 } else { 2 };
+    let started = Instant::now();
+    for _ in 0..runs {
+        compile_ours(spec).ok()?;
+    }
+    Some(started.elapsed() / runs)
+}
+
+pub struct Ours {
+    ebpf: aya::Ebpf,
+    pub load_time: Duration,
+    pub verified_insns: u32,
+    pub insns: u32,
+    stop: Arc<AtomicBool>,
+    drained: Arc<AtomicU64>,
+    drainer: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Ours {
+    pub fn load(object: &DirectionObject, spec: &Spec) -> Result<Ours, String> {
+        let started = Instant::now();
+        let mut ebpf = load_object_aya(&object.bytes).map_err(|e| e.to_string())?;
+        let load_time = started.elapsed();
+        for (name, entries) in &object.maps {
+            let view = aya_map_view(&ebpf, name).map_err(|e| e.to_string())?;
+            for (k, v) in entries {
+                view.update(k, v, 0).map_err(|e| format!("{name}: {e}"))?;
+            }
+        }
+        let ipcache: Vec<(Cidr, u32)> = spec
+            .peers
+            .iter()
+            .map(|(a, id)| (Cidr::host(IpAddr::V4(*a)), *id))
+            .collect();
+        for (name, entries) in maps::ipcache_map_entries(&ipcache) {
+            let view = aya_map_view(&ebpf, &name).map_err(|e| e.to_string())?;
+            for (k, v) in entries {
+                view.update(&k, &v, 0).map_err(|e| format!("{name}: {e}"))?;
+            }
+        }
+        let (name, _) = lower::program_for(Direction::Ingress);
+        let info = {
+            let fd = aya_program_fd(&ebpf, name).map_err(|e| e.to_string())?;
+            sys::prog_info(fd.as_fd()).map_err(|e| e.to_string())?
+        };
+        // The agent drains the ring buffer while traffic flows: so does the bench.
+        let ring = ebpf
+            .take_map(maps::EVENTS)
+            .ok_or("no events map")
+            .and_then(|m| aya::maps::RingBuf::try_from(m).map_err(|_| "events map type"))?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let drained = Arc::new(AtomicU64::new(0));
+        let drainer = {
+            let (stop, drained) = (stop.clone(), drained.clone());
+            let mut ring = ring;
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    while let Some(item) = ring.next() {
+                        drop(item);
+                        drained.fetch_add(1, Ordering::Relaxed);
+                    }
+                    std::hint::spin_loop();
+                }
+            })
+        };
+        Ok(Ours {
+            ebpf,
+            load_time,
+            verified_insns: info.verified_insns,
+            insns: info.xlated_prog_len / 8,
+            stop,
+            drained,
+            drainer: Some(drainer),
+        })
+    }
+
+    pub fn run(&self, packet: &[u8], repeat: u32) -> Result<TestRunOutput, String> {
+        let (name, _) = lower::program_for(Direction::Ingress);
+        let fd = aya_program_fd(&self.ebpf, name).map_err(|e| e.to_string())?;
+        sys::test_run(fd, packet, repeat).map_err(|e| e.to_string())
+    }
+
+    /// Stops the drainer; returns (events read, 0).
+    pub fn stop_events(mut self) -> (u64, u64) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.drainer.take() {
+            let _ = t.join();
+        }
+        (self.drained.load(Ordering::Relaxed), 0)
+    }
+}
