@@ -1,12 +1,18 @@
-//! The policy decision as code: deny rules, then allow rules, then the implicit decisions, in
-//! exactly the order of the reference evaluator (`ciliumc_ir::evaluator`).
+//! The policy decision as code, deciding exactly as the reference evaluator
+//! (`ciliumc_ir::evaluator`): deny wins, then allow, then the implicit decisions.
 //!
 //! In: one direction's [`DirectionPolicy`] and the parsed flow (remote identity, protocol, port,
 //! peer address). Out: branches to the allow or drop block with the deciding rule id and drop
-//! reason set. The optimizer's choices per construct:
-//! - identity sets: a compare chain up to [`CHAIN_MAX`] members, a binary decision tree above;
-//! - L4: per protocol, port ranges merged and tested as interval compares;
-//! - CIDRs: masked compares on the peer address, excepts as further masked compares.
+//! reason set, and the program's own maps when the optimizer chose one.
+//!
+//! Structure, cheapest first:
+//! 1. the identity part of every rule, flattened (`flatten`): the remote identity selects a leaf
+//!    (a binary decision tree over identity intervals in code, or, above
+//!    [`IDENTITY_MAP_MIN`] identities, one hash lookup identity → leaf in a map of the program's
+//!    own), the leaf selects the outcome by protocol and a decision tree over port segments;
+//! 2. address rules (CIDR peers, world-class peers only): deny rules, then, unless an identity rule
+//!    already allowed, allow rules — compare chains of masked compares, excepts as further compares;
+//! 3. the implicit decisions (host allow on ingress, default deny).
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -17,10 +23,15 @@ use ciliumc_ir::identity::NumericIdentity;
 use ciliumc_ir::policy::{Direction, DirectionPolicy, L4Match, PeerSet, PortRange, Rule, RuleKind};
 use ciliumc_targets::codegen::{AluOp, BlockId, Cond, FunctionBuilder, Size, SlotId, VReg};
 
+use super::ProgramMap;
+use super::dispatch;
+use super::flatten::{self, Outcome};
 use super::maps::{FAMILY_IPV4, FAMILY_IPV6};
 
-/// Identity sets up to this size are tested with a chain of equality compares.
-pub const CHAIN_MAX: usize = 4;
+/// Identity classes (identities whose leaf differs from the default) from which the leaf is
+/// found with one hash lookup instead of a decision tree in code; set by `policy_datapath`
+/// benchmarks (docs/performance.md).
+pub const IDENTITY_MAP_MIN: usize = 256;
 
 /// What the decision reads.
 pub struct Inputs {
@@ -34,7 +45,7 @@ pub struct Inputs {
 }
 
 /// Where the decision goes.
-pub struct Outcome {
+pub struct Targets {
     pub allow: BlockId,
     pub drop: BlockId,
     /// Set to the deciding rule id (0 for implicit decisions).
@@ -43,36 +54,130 @@ pub struct Outcome {
     pub reason: VReg,
 }
 
-/// Emits the decision for `policy`, starting in the current block.
+/// Emits the decision for `policy`, starting in the current block. `identity_map` names the map
+/// the optimizer may put the identity classes in (`None`: always code). Returns the maps used.
 pub fn emit_decision(
     f: &mut FunctionBuilder,
     policy: &DirectionPolicy,
     direction: Direction,
     inputs: &Inputs,
-    out: &Outcome,
-) {
+    out: &Targets,
+    identity_map: Option<&str>,
+) -> Vec<ProgramMap> {
     if !policy.enforced {
         f.assign_const(out.rule, 0);
         f.jump(out.allow);
-        return;
+        return Vec::new();
     }
-    for kind in [RuleKind::Deny, RuleKind::Allow] {
-        for rule in policy.rules.iter().filter(|r| r.kind == kind) {
-            let hit = f.block();
-            emit_rule(f, rule, inputs, hit);
-            let next = f.current();
-            f.switch_to(hit);
-            f.assign_const(out.rule, i64::from(rule.id.0));
-            match kind {
-                RuleKind::Deny => {
-                    f.assign_const(out.reason, i64::from(DropReason::PolicyDenyExplicit.code()));
-                    f.jump(out.drop);
-                }
-                RuleKind::Allow => f.jump(out.allow),
+    let flat = flatten::flatten(policy);
+    let cidr_rules = |kind: RuleKind| -> Vec<&Rule> {
+        policy
+            .rules
+            .iter()
+            .filter(|r| {
+                r.kind == kind
+                    && matches!(&r.peers, PeerSet::Selected { cidrs, .. } if !cidrs.is_empty())
+            })
+            .collect()
+    };
+    let (cidr_deny, cidr_allow) = (cidr_rules(RuleKind::Deny), cidr_rules(RuleKind::Allow));
+    let implicit = f.block();
+    let cidr_allow_block = f.block();
+    let cidr_deny_block = if cidr_deny.is_empty() {
+        cidr_allow_block
+    } else {
+        f.block()
+    };
+    // Set when an identity rule allowed and address denies are still to be checked.
+    let allowed = f.vreg();
+    f.assign_const(allowed, 0);
+    let dispatch_entry = f.current();
+
+    let mut outcome_blocks: BTreeMap<Outcome, BlockId> = BTreeMap::new();
+    let mut outcomes: Vec<Outcome> = flat
+        .leaves
+        .iter()
+        .flat_map(|l| {
+            l.protocols
+                .iter()
+                .flat_map(|(_, segs)| segs.iter().map(|s| s.outcome))
+                .chain([l.other])
+        })
+        .collect();
+    outcomes.sort();
+    outcomes.dedup();
+    for o in outcomes {
+        let b = f.block();
+        f.switch_to(b);
+        match o {
+            Outcome::Deny(r) => {
+                f.assign_const(out.rule, i64::from(r));
+                f.assign_const(out.reason, i64::from(DropReason::PolicyDenyExplicit.code()));
+                f.jump(out.drop);
             }
+            Outcome::Allow(r) => {
+                f.assign_const(out.rule, i64::from(r));
+                if cidr_deny.is_empty() {
+                    f.jump(out.allow);
+                } else {
+                    f.assign_const(allowed, 1);
+                    f.jump(cidr_deny_block);
+                }
+            }
+            Outcome::NoMatch => {
+                f.assign_const(out.rule, 0);
+                f.jump(cidr_deny_block);
+            }
+        }
+        outcome_blocks.insert(o, b);
+    }
+    f.switch_to(dispatch_entry);
+    let maps = dispatch::emit_dispatch(f, &flat, inputs, &outcome_blocks, identity_map);
+
+    if !cidr_deny.is_empty() {
+        f.switch_to(cidr_deny_block);
+        let after = f.block();
+        let hit = f.block();
+        let world = world_class(f, inputs, after);
+        f.switch_to(world);
+        let words = peer_words(f, inputs);
+        for rule in &cidr_deny {
+            let next = f.block();
+            let matched = f.block();
+            emit_address_rule(f, rule, inputs, &words, matched, next);
+            f.switch_to(matched);
+            f.assign_const(out.rule, i64::from(rule.id.0));
+            f.jump(hit);
             f.switch_to(next);
         }
+        f.jump(after);
+        f.switch_to(hit);
+        f.assign_const(out.reason, i64::from(DropReason::PolicyDenyExplicit.code()));
+        f.jump(out.drop);
+        f.switch_to(after);
+        f.branch32(Cond::Ne, allowed, 0, out.allow, cidr_allow_block);
     }
+
+    f.switch_to(cidr_allow_block);
+    if cidr_allow.is_empty() {
+        f.jump(implicit);
+    } else {
+        let world = world_class(f, inputs, implicit);
+        f.switch_to(world);
+        let words = peer_words(f, inputs);
+        for rule in &cidr_allow {
+            let next = f.block();
+            let matched = f.block();
+            emit_address_rule(f, rule, inputs, &words, matched, next);
+            f.switch_to(matched);
+            f.assign_const(out.rule, i64::from(rule.id.0));
+            f.jump(out.allow);
+            f.switch_to(next);
+        }
+        f.jump(implicit);
+    }
+
+    f.switch_to(implicit);
     f.assign_const(out.rule, 0);
     if direction == Direction::Ingress && policy.allow_localhost {
         let deny = f.block();
@@ -91,18 +196,53 @@ pub fn emit_decision(
     } else {
         f.jump(out.allow);
     }
+    maps
 }
 
-/// Tests one rule; on a match jumps to `hit`, otherwise continues in a fresh current block.
-fn emit_rule(f: &mut FunctionBuilder, rule: &Rule, inputs: &Inputs, hit: BlockId) {
-    let miss = f.block();
+/// Continues in the returned block when the peer has no cluster identity (world, world-ipv4,
+/// world-ipv6, or a CIDR identity); otherwise jumps to `not_world`.
+fn world_class(f: &mut FunctionBuilder, inputs: &Inputs, not_world: BlockId) -> BlockId {
+    let world = f.block();
+    let mut next = f.current();
+    for id in [
+        NumericIdentity::WORLD,
+        NumericIdentity::WORLD_IPV4,
+        NumericIdentity::WORLD_IPV6,
+    ] {
+        f.switch_to(next);
+        next = f.block();
+        f.branch32(Cond::Eq, inputs.identity, i64::from(id.0), world, next);
+    }
+    f.switch_to(next);
+    let scope = f.alu32(AluOp::Rsh, inputs.identity, 24);
+    f.branch32(Cond::Eq, scope, 1, world, not_world);
+    world
+}
+
+/// The address part of one rule: its L4 part, then its CIDR rules.
+fn emit_address_rule(
+    f: &mut FunctionBuilder,
+    rule: &Rule,
+    inputs: &Inputs,
+    words: &[VReg; 4],
+    yes: BlockId,
+    no: BlockId,
+) {
+    let PeerSet::Selected { cidrs, .. } = &rule.peers else {
+        f.jump(no);
+        return;
+    };
     if let Some(l4) = &rule.l4 {
         let l4_ok = f.block();
-        emit_l4(f, l4, inputs, l4_ok, miss);
+        emit_l4(f, l4, inputs, l4_ok, no);
         f.switch_to(l4_ok);
     }
-    emit_peers(f, &rule.peers, inputs, hit, miss);
-    f.switch_to(miss);
+    for c in cidrs {
+        let next = f.block();
+        emit_cidr_rule(f, c, inputs, words, yes, next);
+        f.switch_to(next);
+    }
+    f.jump(no);
 }
 
 /// Ranges per protocol, merged and sorted, so each protocol is tested once.
@@ -159,52 +299,6 @@ fn emit_l4(f: &mut FunctionBuilder, l4: &[L4Match], inputs: &Inputs, yes: BlockI
             f.jump(next_proto);
         }
         f.switch_to(next_proto);
-    }
-    f.jump(no);
-}
-
-fn emit_peers(
-    f: &mut FunctionBuilder,
-    peers: &PeerSet,
-    inputs: &Inputs,
-    yes: BlockId,
-    no: BlockId,
-) {
-    let (identities, cidrs) = match peers {
-        PeerSet::All => {
-            f.jump(yes);
-            return;
-        }
-        PeerSet::Selected { identities, cidrs } => (identities, cidrs),
-    };
-    let after_ids = if cidrs.is_empty() { no } else { f.block() };
-    let ids: Vec<u32> = identities.iter().map(|i| i.0).collect();
-    emit_identity_set(f, inputs.identity, &ids, yes, after_ids);
-    if cidrs.is_empty() {
-        return;
-    }
-    f.switch_to(after_ids);
-    // CIDR rules only match peers without a cluster identity (world and CIDR identities).
-    let world = f.block();
-    let mut next = f.current();
-    for id in [
-        NumericIdentity::WORLD,
-        NumericIdentity::WORLD_IPV4,
-        NumericIdentity::WORLD_IPV6,
-    ] {
-        f.switch_to(next);
-        next = f.block();
-        f.branch32(Cond::Eq, inputs.identity, i64::from(id.0), world, next);
-    }
-    f.switch_to(next);
-    let scope = f.alu32(AluOp::Rsh, inputs.identity, 24);
-    f.branch32(Cond::Eq, scope, 1, world, no);
-    f.switch_to(world);
-    let words = peer_words(f, inputs);
-    for rule in cidrs {
-        let next = f.block();
-        emit_cidr_rule(f, rule, inputs, &words, yes, next);
-        f.switch_to(next);
     }
     f.jump(no);
 }
@@ -294,24 +388,3 @@ fn emit_cidr(
     f.jump(yes);
 }
 
-/// `if id in ids goto yes else goto no` over sorted ids: a compare chain for small sets, a
-/// balanced binary decision tree above.
-fn emit_identity_set(f: &mut FunctionBuilder, id: VReg, ids: &[u32], yes: BlockId, no: BlockId) {
-    if ids.len() <= CHAIN_MAX {
-        for &k in ids {
-            let next = f.block();
-            f.branch32(Cond::Eq, id, i64::from(k) as i32 as i64, yes, next);
-            f.switch_to(next);
-        }
-        f.jump(no);
-        return;
-    }
-    let mid = ids.len() / 2;
-    let left = f.block();
-    let right = f.block();
-    f.branch32(Cond::Lt, id, i64::from(ids[mid]) as i32 as i64, left, right);
-    f.switch_to(left);
-    emit_identity_set(f, id, &ids[..mid], yes, no);
-    f.switch_to(right);
-    emit_identity_set(f, id, &ids[mid..], yes, no);
-}

@@ -10,7 +10,9 @@
 //! every verdict of a new flow and every drop, an event (`events`).
 
 pub mod decide;
+pub mod dispatch;
 pub mod events;
+pub mod flatten;
 pub mod maps;
 pub mod parse;
 
@@ -98,20 +100,43 @@ pub fn lower_direction_with(
     local_identity: NumericIdentity,
     policy: &DirectionPolicy,
     direction: Direction,
-    _options: &LowerOptions,
+    options: &LowerOptions,
 ) -> Result<Lowered, ciliumc_targets::codegen::CodegenError> {
+    let map_name = options.map_tag.as_deref().map(|t| identity_map_name(t, direction));
+    let (function, maps) = lower_program(local_identity, policy, direction, map_name.as_deref())?;
     Ok(Lowered {
-        functions: vec![lower_direction(local_identity, policy, direction)?],
-        maps: Vec::new(),
+        functions: vec![function],
+        maps,
     })
 }
 
-/// One direction's program.
+/// Name of a program's identity map: `cid_<8 hex digits of sha256(tag)>_<i|e>` (14 characters,
+/// within the kernel's 15), distinct per endpoint and direction.
+pub fn identity_map_name(tag: &str, direction: Direction) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(tag.as_bytes());
+    let d = match direction {
+        Direction::Ingress => 'i',
+        Direction::Egress => 'e',
+    };
+    format!("cid_{}_{d}", &hex::encode(digest)[..8])
+}
+
+/// One direction's program, every set in code (no maps of its own).
 pub fn lower_direction(
     local_identity: NumericIdentity,
     policy: &DirectionPolicy,
     direction: Direction,
 ) -> Result<Function, ciliumc_targets::codegen::CodegenError> {
+    lower_program(local_identity, policy, direction, None).map(|(f, _)| f)
+}
+
+fn lower_program(
+    local_identity: NumericIdentity,
+    policy: &DirectionPolicy,
+    direction: Direction,
+    identity_map: Option<&str>,
+) -> Result<(Function, Vec<ProgramMap>), ciliumc_targets::codegen::CodegenError> {
     let (name, hook) = program_for(direction);
     let mut f = FunctionBuilder::new(name, hook);
     let ct = f.map(maps::ct_decl());
@@ -186,13 +211,13 @@ pub fn lower_direction(
         peer_slot: parsed.flow_key,
         peer_off: parse::KEY_PEER_ADDR,
     };
-    let outcome = decide::Outcome {
+    let outcome = decide::Targets {
         allow,
         drop,
         rule,
         reason,
     };
-    decide::emit_decision(&mut f, policy, direction, &inputs, &outcome);
+    let own_maps = decide::emit_decision(&mut f, policy, direction, &inputs, &outcome, identity_map);
 
     f.switch_to(allow);
     let value = f.stack_slot(maps::CT_VALUE_SIZE);
@@ -236,5 +261,5 @@ pub fn lower_direction(
 
     f.switch_to(pass);
     f.ret(TC_ACT_OK);
-    f.finish()
+    f.finish().map(|func| (func, own_maps))
 }

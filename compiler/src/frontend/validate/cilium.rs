@@ -3,7 +3,7 @@
 //! removed `fromRequires`/`toRequires`, ports, ICMP, L7 and authentication.
 //!
 //! In: a typed policy. Out: diagnostics via the [`Reporter`].
-use super::net::{check_cidr, check_except};
+use super::net::{ExceptRule, check_cidr, check_except};
 use super::other::check_selector;
 use super::ports::check_cilium_port;
 use super::report::Reporter;
@@ -412,7 +412,14 @@ fn check_cidr_rule(r: &mut Reporter<'_>, path: &FieldPath, c: &CidrRule) {
     if let Some(text) = &c.cidr {
         let parsed = check_cidr(r, &path.key("cidr"), text, false);
         if let Some(except) = &c.except {
-            check_except(r, parsed, text, &path.key("except"), except);
+            check_except(
+                r,
+                parsed,
+                text,
+                &path.key("except"),
+                except,
+                ExceptRule::AddressInside,
+            );
         }
     }
 }

@@ -2,7 +2,7 @@
 //! alone or selectors), CIDRs with `except`, ports.
 //!
 //! In: a typed NetworkPolicy. Out: diagnostics via the [`Reporter`].
-use super::net::{check_cidr, check_except};
+use super::net::{ExceptRule, check_cidr, check_except};
 use super::other::check_selector;
 use super::ports::check_k8s_port;
 use super::report::Reporter;
@@ -71,7 +71,14 @@ fn check_peers(r: &mut Reporter<'_>, path: &FieldPath, peers: Option<&[NetworkPo
             let bp = pp.key("ipBlock");
             let cidr = check_cidr(r, &bp.key("cidr"), &block.cidr, false);
             if let Some(except) = &block.except {
-                check_except(r, cidr, &block.cidr, &bp.key("except"), except);
+                check_except(
+                    r,
+                    cidr,
+                    &block.cidr,
+                    &bp.key("except"),
+                    except,
+                    ExceptRule::StrictSubset,
+                );
             }
         }
     }

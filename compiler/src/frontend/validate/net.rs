@@ -104,13 +104,23 @@ pub(super) fn check_cidr(
     }
 }
 
-/// Checks a CIDR with its `except` list: each must parse and lie inside the CIDR (same family).
+/// How strictly an `except` entry must lie inside its CIDR.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum ExceptRule {
+    /// Cilium (`CIDRRule.Validate`): the except address is inside the CIDR (same family).
+    AddressInside,
+    /// Kubernetes `ipBlock`: a strict subset (inside and a longer prefix).
+    StrictSubset,
+}
+
+/// Checks a CIDR with its `except` list: each must parse and lie inside the CIDR.
 pub(super) fn check_except(
     r: &mut Reporter<'_>,
     cidr: Option<Cidr>,
     cidr_text: &str,
     path: &FieldPath,
     except: &[String],
+    rule: ExceptRule,
 ) {
     for (i, e) in except.iter().enumerate() {
         let p = path.index(i);
@@ -118,16 +128,29 @@ pub(super) fn check_except(
             continue;
         };
         if let Some(c) = cidr
-            && (!c.contains_addr(ex.addr) || ex.prefix_len < c.prefix_len)
+            && (!c.contains_addr(ex.addr)
+                || (rule == ExceptRule::StrictSubset && ex.prefix_len <= c.prefix_len))
         {
             let d = r
                 .error(
                     codes::EXCEPT_OUTSIDE_CIDR,
                     &p,
-                    format!("`except` entry `{e}` is not inside CIDR `{cidr_text}`"),
+                    match rule {
+                        ExceptRule::AddressInside => {
+                            format!("`except` entry `{e}` is not inside CIDR `{cidr_text}`")
+                        }
+                        ExceptRule::StrictSubset => format!(
+                            "`except` entry `{e}` is not a strict subset of CIDR `{cidr_text}`"
+                        ),
+                    },
                 )
                 .with_found(format!("`{e}`"))
-                .with_expected(format!("a prefix inside `{cidr_text}`"));
+                .with_expected(match rule {
+                    ExceptRule::AddressInside => format!("a prefix inside `{cidr_text}`"),
+                    ExceptRule::StrictSubset => {
+                        format!("a strict subset of `{cidr_text}` (a longer prefix inside it)")
+                    }
+                });
             r.push(d);
         }
     }
