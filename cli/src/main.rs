@@ -32,6 +32,14 @@ enum Command {
     /// What changes between two versions of the inputs (or compile outputs): connections newly
     /// allowed or denied and why, endpoints whose programs change. Exit 0 none, 1 changes, 2 error.
     Diff(cmd::diff::Args),
+    /// Node daemon: loads, attaches and hot-swaps compile outputs, serves flows (docs/agent.md).
+    Agent(cmd::agent::Args),
+    /// Apply a compile output on the running agent as a new generation.
+    Apply(cmd::apply::Args),
+    /// Show flows seen by the running agent (hubble-like).
+    Observe(cmd::observe::Args),
+    /// Show the running agent's status.
+    Status(cmd::status::Args),
 }
 
 fn main() -> ExitCode {
@@ -45,6 +53,10 @@ fn main() -> ExitCode {
         Command::Trace(a) => cmd::trace::run(a),
         Command::Disasm(a) => cmd::disasm::run(a),
         Command::Diff(a) => cmd::diff::run(a),
+        Command::Agent(a) => cmd::agent::run(a),
+        Command::Apply(a) => cmd::apply::run(a),
+        Command::Observe(a) => cmd::observe::run(a),
+        Command::Status(a) => cmd::status::run(a),
     };
     match result {
         Ok(code) => code,

@@ -83,13 +83,41 @@ pub enum MapPinning {
     Private,
 }
 
-/// One endpoint's object: its two policy programs and the shared maps.
+/// One endpoint's object: its two policy programs and the shared maps. With
+/// [`MapPinning::Private`] every set stays in code, so the object needs no entries but the
+/// ipcache's; see [`endpoint_object_with_maps`] for the deployable form.
 pub fn endpoint_object(
     ep: &Endpoint,
     policy: &EndpointPolicy,
     pinning: MapPinning,
 ) -> Result<(Vec<u8>, Vec<FunctionStats>), CompileError> {
-    let functions = lower::lower_endpoint(ep, policy)?;
+    endpoint_object_with_maps(ep, policy, pinning).map(|(bytes, stats, _)| (bytes, stats))
+}
+
+/// [`endpoint_object`], also returning the programs' own maps with their initial entries (only
+/// with [`MapPinning::ByName`]: large identity sets then live in maps named per endpoint).
+pub fn endpoint_object_with_maps(
+    ep: &Endpoint,
+    policy: &EndpointPolicy,
+    pinning: MapPinning,
+) -> Result<(Vec<u8>, Vec<FunctionStats>, Vec<lower::ProgramMap>), CompileError> {
+    let options = lower::LowerOptions {
+        map_tag: (pinning == MapPinning::ByName).then(|| ep.name.clone()),
+    };
+    let mut functions = Vec::new();
+    let mut own = Vec::new();
+    for d in [Direction::Egress, Direction::Ingress] {
+        let lowered =
+            lower::lower_direction_with(ep.identity, policy.direction(d), d, &options).map_err(
+                |source| lower::LowerError::Build {
+                    endpoint: ep.name.clone(),
+                    direction: d,
+                    source,
+                },
+            )?;
+        functions.extend(lowered.functions);
+        own.extend(lowered.maps);
+    }
     let (code, stats) =
         codegen::compile_with(&functions, CodegenOptions::default()).map_err(|source| {
             CompileError::Codegen {
@@ -104,12 +132,13 @@ pub fn endpoint_object(
     let bytes = ObjectWriter::new()
         .functions(code)
         .maps(map_defs)
+        .maps(own.iter().map(|m| m.def.clone()))
         .write()
         .map_err(|source| CompileError::Elf {
             endpoint: ep.name.clone(),
             source,
         })?;
-    Ok((bytes, stats))
+    Ok((bytes, stats, own))
 }
 
 /// One direction's program in an object of its own (benchmarks, tests, `trace`-like tools).
@@ -171,29 +200,37 @@ pub fn direction_object(
     })
 }
 
-/// The ipcache's initial entries (key, value bytes), as the manifest lists them.
+/// The ipcache's initial entries (key, value bytes) of the LPM trie, as the manifest lists them.
 pub fn ipcache_entries(cluster: &ResolvedCluster) -> Vec<(Vec<u8>, Vec<u8>)> {
-    let mut ipcache: BTreeSet<(Vec<u8>, Vec<u8>)> = BTreeSet::new();
-    let mut add = |cidr: Cidr, identity: u32| {
-        ipcache.insert((maps::ipcache_key(&cidr), maps::ipcache_value(identity)));
-    };
+    let prefixes = ipcache_prefixes(cluster);
+    let mut set: BTreeSet<(Vec<u8>, Vec<u8>)> = BTreeSet::new();
+    for (c, id) in &prefixes {
+        set.insert((maps::ipcache_key(c), maps::ipcache_value(*id)));
+    }
+    set.into_iter().collect()
+}
+
+/// Every (prefix, identity) the ipcache holds: endpoint and node addresses (host prefixes) and
+/// the prefixes rules mention.
+pub fn ipcache_prefixes(cluster: &ResolvedCluster) -> Vec<(Cidr, u32)> {
+    let mut out: BTreeSet<(Cidr, u32)> = BTreeSet::new();
     for ep in &cluster.endpoints {
         if let Some(a) = ep.ipv4 {
-            add(Cidr::host(a.into()), ep.identity.0);
+            out.insert((Cidr::host(a.into()), ep.identity.0));
         }
         if let Some(a) = ep.ipv6 {
-            add(Cidr::host(a.into()), ep.identity.0);
+            out.insert((Cidr::host(a.into()), ep.identity.0));
         }
     }
     for node in &cluster.nodes {
         for a in &node.addresses {
-            add(Cidr::host(*a), node.identity.0);
+            out.insert((Cidr::host(*a), node.identity.0));
         }
     }
     for (cidr, id) in &cluster.cidr_identities {
-        add(*cidr, id.0);
+        out.insert((*cidr, id.0));
     }
-    ipcache.into_iter().collect()
+    out.into_iter().collect()
 }
 
 /// The identity the datapath's ipcache gives `ip`: the longest matching prefix among endpoint
@@ -224,8 +261,10 @@ pub fn compile(
 ) -> Result<CompileOutput, CompileError> {
     let mut objects = Vec::with_capacity(cluster.endpoints.len());
     let mut endpoints = Vec::with_capacity(cluster.endpoints.len());
+    let mut own_maps: Vec<lower::ProgramMap> = Vec::new();
     for (ep, policy) in cluster.endpoints.iter().zip(&cluster.policies) {
-        let (bytes, stats) = endpoint_object(ep, policy, MapPinning::ByName)?;
+        let (bytes, stats, own) = endpoint_object_with_maps(ep, policy, MapPinning::ByName)?;
+        own_maps.extend(own);
         let path = object_path(&ep.name);
         endpoints.push(ManifestEndpoint {
             name: ep.name.clone(),
@@ -268,7 +307,14 @@ pub fn compile(
             })
             .collect(),
         endpoints,
-        maps: manifest_maps(cluster),
+        maps: manifest_maps(cluster)
+            .into_iter()
+            .chain(
+                own_maps
+                    .into_iter()
+                    .map(|m| maps::manifest_map(&m.def, m.entries)),
+            )
+            .collect(),
         tail_calls: Vec::new(),
         rules: cluster
             .rule_origins
@@ -279,20 +325,21 @@ pub fn compile(
     Ok(CompileOutput { manifest, objects })
 }
 
-/// The shared maps with their initial entries: the ipcache holds every endpoint address, every
-/// node address and every prefix a rule mentions.
+/// The shared maps with their initial entries: the ipcache (trie and exact maps) holds every
+/// endpoint address, every node address and every prefix a rule mentions.
 fn manifest_maps(cluster: &ResolvedCluster) -> Vec<ciliumc_ir::manifest::ManifestMap> {
-    let ipcache = ipcache_entries(cluster);
+    let mut entries: std::collections::BTreeMap<String, Vec<(Vec<u8>, Vec<u8>)>> =
+        maps::ipcache_map_entries(&ipcache_prefixes(cluster))
+            .into_iter()
+            .map(|(name, mut e)| {
+                e.sort();
+                e.dedup();
+                (name, e)
+            })
+            .collect();
     maps::shared_map_defs()
         .iter()
-        .map(|def| {
-            let entries = if def.name == maps::IPCACHE {
-                ipcache.clone()
-            } else {
-                Vec::new()
-            };
-            maps::manifest_map(def, entries)
-        })
+        .map(|def| maps::manifest_map(def, entries.remove(&def.name).unwrap_or_default()))
         .collect()
 }
 

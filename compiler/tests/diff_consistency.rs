@@ -15,7 +15,7 @@ use ciliumc_ir::Protocol;
 const CORPUS: &str = "../../shared/corpus/netpol-analyzer/cases";
 
 fn load(path: PathBuf) -> LoadResult {
-    let loaded = frontend::load_with(&[path.clone()], &LoadOptions::default());
+    let loaded = frontend::load_with(std::slice::from_ref(&path), &LoadOptions::default());
     assert!(
         !loaded.has_errors(),
         "{}: {:#?}",

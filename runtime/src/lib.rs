@@ -2,9 +2,10 @@
 //!
 //! In: ELF objects and the manifest's map entries. Out: programs loaded into the kernel through aya.
 //! `testrun` executes one program on one packet with `BPF_PROG_TEST_RUN` (used by `ciliumc trace`
-//! and `connlist --verify-bytecode`); `events` decodes flow event records. The agent (attach, swap,
-//! pinning, the flow API) is a later issue.
+//! and `connlist --verify-bytecode`); `events` decodes flow event records; `agent` is the node
+//! daemon (`ciliumc agent`): pinned maps and links, atomic generation swaps, flows.
 
+pub mod agent;
 pub mod events;
 pub mod packet;
 pub mod testrun;

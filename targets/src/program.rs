@@ -1,5 +1,6 @@
 //! The hand-off between code generation and the ELF writer: finished instruction streams with
-//! symbolic references that the ELF writer turns into relocations.
+//! symbolic references that the ELF writer turns into relocations, and source annotations that
+//! it turns into `.BTF.ext` line_info (what `bpftool prog dump xlated` and `ciliumc disasm` show).
 
 use crate::isa::RawInsn;
 
@@ -19,8 +20,27 @@ pub struct Reloc {
     pub target: RelocTarget,
 }
 
+/// Where a stretch of code came from: shown as `; text` above it by `bpftool prog dump xlated`
+/// and `ciliumc disasm`. `file`/`line`/`column` locate the source (line 1-based; column 0-1023,
+/// larger values are clamped because line_info packs it into 10 bits).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Annotation {
+    pub file: String,
+    pub line: u32,
+    pub column: u32,
+    pub text: String,
+}
+
+/// An [`Annotation`] that starts at instruction slot `insn` (counting ld_imm64 as 2; always the
+/// first slot of an instruction).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct LineAnnotation {
+    pub insn: usize,
+    pub source: Annotation,
+}
+
 /// One function's finished code: an entry program (in its own section) or a `.text` subprogram.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct FunctionCode {
     /// ELF symbol name.
     pub name: String,
@@ -28,4 +48,6 @@ pub struct FunctionCode {
     pub section: String,
     pub insns: Vec<RawInsn>,
     pub relocs: Vec<Reloc>,
+    /// Source annotations by slot, strictly increasing `insn`, each below `insns.len()`.
+    pub line_info: Vec<LineAnnotation>,
 }

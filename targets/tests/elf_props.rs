@@ -129,6 +129,7 @@ fn program(
         section: section.into(),
         insns,
         relocs,
+        line_info: Vec::new(),
     }
 }
 

@@ -45,6 +45,7 @@ fn func(name: &str, section: &str, insns: Vec<RawInsn>, relocs: Vec<Reloc>) -> F
         section: section.into(),
         insns,
         relocs,
+        line_info: Vec::new(),
     }
 }
 

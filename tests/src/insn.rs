@@ -176,6 +176,7 @@ impl Asm {
             section: section.to_owned(),
             insns,
             relocs: self.relocs.clone(),
+            line_info: Vec::new(),
         }
     }
 }

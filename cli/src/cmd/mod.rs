@@ -1,9 +1,13 @@
 //! One module per subcommand.
+pub mod agent;
+pub mod apply;
 pub mod check;
 pub mod compile;
 pub mod connlist;
 pub mod diff;
+pub mod observe;
 pub mod disasm;
 pub mod schema;
+pub mod status;
 pub mod trace;
 pub mod verify;

@@ -9,7 +9,8 @@ use std::ops::Range;
 use super::diagnostic::{Diagnostic, codes};
 use super::tree::{Span, pos_at};
 
-/// Byte ranges of `{{ ... }}` on one line, outside `#` comments.
+/// Byte ranges of `{{ ... }}` on one line, outside `#` comments. The action may not contain braces, so
+/// JSON such as `{"a": "{{x", "b": {}}}` is not mistaken for a template.
 pub fn find(text: &str) -> Vec<Range<usize>> {
     let mut found = Vec::new();
     let mut line_start = 0;
@@ -18,12 +19,14 @@ pub fn find(text: &str) -> Vec<Range<usize>> {
         let mut from = 0;
         while let Some(open) = content[from..].find("{{") {
             let open = from + open;
-            match content[open + 2..].find("}}") {
-                Some(close) => {
-                    let close = open + 2 + close + 2;
+            let body = &content[open + 2..];
+            match body.find(['{', '}']) {
+                Some(brace) if body[brace..].starts_with("}}") => {
+                    let close = open + 2 + brace + 2;
                     found.push(line_start + open..line_start + close);
                     from = close;
                 }
+                Some(_) => from = open + 1,
                 None => break,
             }
         }
@@ -99,6 +102,8 @@ mod tests {
         assert!(d.message.contains("{{.TestNamespace}}"));
         assert!(d.notes.iter().any(|n| n.contains("1 more")));
         assert!(find("a: '{ {x} }'\n# {{x}}\n").is_empty());
+        assert!(find("{\"a\": \"{{x\", \"b\": {\"c\": {}}}\n").is_empty());
+        assert_eq!(find("x: {{{.Y}}\n"), vec![4..10]);
         let whole_file = 0..text.len();
         assert!(diagnose("t.yaml", text, &found, std::slice::from_ref(&whole_file)).is_none());
     }

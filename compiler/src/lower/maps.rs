@@ -14,6 +14,12 @@ use ciliumc_targets::elf::{BPF_F_NO_PREALLOC, MapDef, MapType, Pinning, TypeDesc
 
 /// Peer address → security identity (LPM trie).
 pub const IPCACHE: &str = "ciliumc_ipcache";
+/// Exact peer address → identity for /32 (hash, `u8 addr[4]` key) and /128 (`u8 addr[16]`)
+/// entries: one hash lookup finds endpoints and nodes; the LPM trie is asked only on a miss, so
+/// it must hold these entries too (a loader that fills only the trie stays correct, just slower).
+pub const IPCACHE4: &str = "ciliumc_ipc4";
+pub const IPCACHE6: &str = "ciliumc_ipc6";
+pub const IPCACHE_EXACT_MAX_ENTRIES: u32 = 262_144;
 /// Connection tracking, shared by all endpoints (LRU hash).
 pub const CT: &str = "ciliumc_ct";
 /// Flow events (ring buffer).
@@ -95,6 +101,22 @@ pub fn shared_map_defs() -> Vec<MapDef> {
         )
         .with_flags(BPF_F_NO_PREALLOC)
         .with_pinning(Pinning::ByName),
+        MapDef::hash(
+            IPCACHE4,
+            TypeDesc::Bytes(4),
+            ipcache_value_type(),
+            IPCACHE_EXACT_MAX_ENTRIES,
+        )
+        .with_flags(BPF_F_NO_PREALLOC)
+        .with_pinning(Pinning::ByName),
+        MapDef::hash(
+            IPCACHE6,
+            TypeDesc::Bytes(16),
+            ipcache_value_type(),
+            IPCACHE_EXACT_MAX_ENTRIES,
+        )
+        .with_flags(BPF_F_NO_PREALLOC)
+        .with_pinning(Pinning::ByName),
         MapDef::typed(
             CT,
             MapType::LruHash,
@@ -112,6 +134,21 @@ pub fn ipcache_decl() -> MapDecl {
         name: IPCACHE.into(),
         kind: MapKind::LpmTrie,
         key_size: IPCACHE_KEY_SIZE,
+        value_size: IPCACHE_VALUE_SIZE,
+    }
+}
+
+/// The exact-match ipcache of a family.
+pub fn ipcache_exact_decl(family: u32) -> MapDecl {
+    let (name, key_size) = if family == FAMILY_IPV4 {
+        (IPCACHE4, 4)
+    } else {
+        (IPCACHE6, 16)
+    };
+    MapDecl {
+        name: name.into(),
+        kind: MapKind::Hash,
+        key_size,
         value_size: IPCACHE_VALUE_SIZE,
     }
 }
@@ -183,5 +220,23 @@ pub fn ipcache_map_entries(prefixes: &[(Cidr, u32)]) -> Vec<(String, Vec<(Vec<u8
         .iter()
         .map(|(c, id)| (ipcache_key(c), ipcache_value(*id)))
         .collect();
-    vec![(IPCACHE.to_string(), lpm)]
+    let exact = |want_v4: bool| -> Vec<(Vec<u8>, Vec<u8>)> {
+        prefixes
+            .iter()
+            .filter_map(|(c, id)| match c.addr() {
+                IpAddr::V4(a) if want_v4 && c.prefix_len() == 32 => {
+                    Some((a.octets().to_vec(), ipcache_value(*id)))
+                }
+                IpAddr::V6(a) if !want_v4 && c.prefix_len() == 128 => {
+                    Some((a.octets().to_vec(), ipcache_value(*id)))
+                }
+                _ => None,
+            })
+            .collect()
+    };
+    vec![
+        (IPCACHE.to_string(), lpm),
+        (IPCACHE4.to_string(), exact(true)),
+        (IPCACHE6.to_string(), exact(false)),
+    ]
 }

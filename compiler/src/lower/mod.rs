@@ -142,6 +142,8 @@ fn lower_program(
     let ct = f.map(maps::ct_decl());
     let ipcache = f.map(maps::ipcache_decl());
     let events = f.map(maps::events_decl());
+    let ipc4 = f.map(maps::ipcache_exact_decl(FAMILY_IPV4));
+    let ipc6 = f.map(maps::ipcache_exact_decl(FAMILY_IPV6));
 
     let reason = f.vreg();
     let rule = f.vreg();
@@ -170,14 +172,37 @@ fn lower_program(
     f.switch_to(established);
     f.ret(TC_ACT_OK);
 
-    // Peer identity: ipcache longest-prefix match on the peer address; a miss is world.
+    // Peer identity: an exact-match lookup of the address (endpoints and nodes, /32 and /128),
+    // then the longest-prefix match for CIDR identities; a miss in both is world.
     f.switch_to(new_flow);
-    let ipc_key = f.stack_slot(maps::IPCACHE_KEY_SIZE);
+    let decide = f.block();
+    let lpm = f.block();
     let v4 = f.block();
     let v6 = f.block();
-    let keyed = f.block();
     f.branch32(Cond::Eq, parsed.family, i64::from(FAMILY_IPV4), v4, v6);
-    for (block, family, bits) in [(v4, FAMILY_IPV4, 32u32), (v6, FAMILY_IPV6, 128)] {
+    for (block, exact, words) in [(v4, ipc4, 1u32), (v6, ipc6, 4)] {
+        f.switch_to(block);
+        let key = f.stack_slot(4 * words);
+        for i in 0..words {
+            let w = f.stack_load(parsed.flow_key, parse::KEY_PEER_ADDR + 4 * i, Size::W);
+            f.stack_store(key, 4 * i, w, Size::W);
+        }
+        let key_ptr = f.stack_addr(key);
+        let hit = f.map_lookup(exact, key_ptr);
+        let found = f.block();
+        f.branch_null(hit, lpm, found);
+        f.switch_to(found);
+        let id = f.load(hit, 0, Size::W);
+        f.assign(remote, id);
+        f.jump(decide);
+    }
+    f.switch_to(lpm);
+    let ipc_key = f.stack_slot(maps::IPCACHE_KEY_SIZE);
+    let lpm_v4 = f.block();
+    let lpm_v6 = f.block();
+    let keyed = f.block();
+    f.branch32(Cond::Eq, parsed.family, i64::from(FAMILY_IPV4), lpm_v4, lpm_v6);
+    for (block, family, bits) in [(lpm_v4, FAMILY_IPV4, 32u32), (lpm_v6, FAMILY_IPV6, 128)] {
         f.switch_to(block);
         f.stack_store(ipc_key, 0, i64::from(32 + bits), Size::W);
         f.stack_store(ipc_key, 4, i64::from(family), Size::W);
@@ -192,7 +217,6 @@ fn lower_program(
     let hit = f.map_lookup(ipcache, ipc_key_ptr);
     let miss = f.block();
     let found = f.block();
-    let decide = f.block();
     f.branch_null(hit, miss, found);
     f.switch_to(miss);
     f.assign_const(remote, i64::from(NumericIdentity::WORLD.0));

@@ -9,6 +9,7 @@
 //! Output is a pure function of the sequence of calls: the same calls give the same bytes.
 
 pub mod ext;
+pub mod ext_read;
 pub mod read;
 
 use std::collections::HashMap;

@@ -61,6 +61,7 @@ impl FunctionBuilder {
                 blocks: vec![Block {
                     insts: Vec::new(),
                     term: Terminator::None,
+                    annotations: Vec::new(),
                 }],
                 slots: Vec::new(),
                 maps: Vec::new(),
@@ -115,6 +116,7 @@ impl FunctionBuilder {
         self.func.blocks.push(Block {
             insts: Vec::new(),
             term: Terminator::None,
+            annotations: Vec::new(),
         });
         BlockId(self.func.blocks.len() as u32 - 1)
     }
@@ -135,6 +137,22 @@ impl FunctionBuilder {
     /// Whether the current block already has its terminator.
     pub fn is_terminated(&self) -> bool {
         self.func.blocks[self.cur.0 as usize].term != Terminator::None
+    }
+
+    /// Attaches `annotation` to the next instruction of the current block (its terminator if no
+    /// instruction follows). It ends up as `.BTF.ext` line_info on the first eBPF instruction
+    /// generated for it (spill reloads and argument moves included), so that `bpftool prog dump
+    /// xlated` and `ciliumc disasm` print `; text` above that code.
+    pub fn annotate(&mut self, annotation: Annotation) {
+        let cur = self.cur;
+        let block = &mut self.func.blocks[cur.0 as usize];
+        if block.term != Terminator::None {
+            self.errors
+                .push(format!("annotation after the terminator of {cur}"));
+            return;
+        }
+        let at = block.insts.len();
+        block.annotations.push((at, annotation));
     }
 
     fn push(&mut self, inst: Inst) {

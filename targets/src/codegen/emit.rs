@@ -4,7 +4,7 @@
 //! (spill reloads and stores, call argument moves included) and a symbolic terminator that the
 //! linker turns into jumps once block addresses are known.
 
-use super::ir::{BlockId, VReg};
+use super::ir::{Annotation, BlockId, VReg};
 use super::isel::{Callee, MArg, MFunction, MInst, MSrc, MTerm};
 use super::regalloc::{Allocation, Loc};
 use crate::isa::RawInsn;
@@ -45,6 +45,17 @@ pub struct Emitted {
     /// (slot index within `insns`, target), in increasing slot order.
     pub relocs: Vec<(usize, RelocTarget)>,
     pub blocks: Vec<EBlock>,
+    /// Source annotations, in layout order.
+    pub annotations: Vec<EAnnotation>,
+}
+
+/// An annotation starting at slot `insn` of `Emitted::insns`, inside block `blocks[block]`
+/// (`insn == end` of that block means its terminator's jumps, which the linker places).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EAnnotation {
+    pub block: usize,
+    pub insn: usize,
+    pub source: Annotation,
 }
 
 fn ins(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> RawInsn {
@@ -367,6 +378,7 @@ pub fn emit(m: &MFunction, alloc: &Allocation, params: &[VReg], maps: &[String])
         relocs: Vec::new(),
     };
     let mut blocks = Vec::with_capacity(m.order.len());
+    let mut annotations = Vec::new();
     for (i, &b) in m.order.iter().enumerate() {
         let Some(block) = &m.blocks[b.0 as usize] else {
             continue;
@@ -387,8 +399,33 @@ pub fn emit(m: &MFunction, alloc: &Allocation, params: &[VReg], maps: &[String])
             }
             em.parallel_move(moves);
         }
-        for inst in &m.insts[block.start..block.end] {
+        let layout_index = blocks.len();
+        let mut pending = block.annotations.iter().peekable();
+        // Annotations of the first instruction also cover what comes before it in the block
+        // (parameter moves), so an annotated block's code starts annotated.
+        while let Some((_, a)) = pending.next_if(|(k, _)| *k <= block.start) {
+            annotations.push(EAnnotation {
+                block: layout_index,
+                insn: start,
+                source: a.clone(),
+            });
+        }
+        for (k, inst) in m.insts[block.start..block.end].iter().enumerate() {
+            while let Some((_, a)) = pending.next_if(|(at, _)| *at <= block.start + k) {
+                annotations.push(EAnnotation {
+                    block: layout_index,
+                    insn: em.out.len(),
+                    source: a.clone(),
+                });
+            }
             em.inst(inst);
+        }
+        for (_, a) in pending {
+            annotations.push(EAnnotation {
+                block: layout_index,
+                insn: em.out.len(),
+                source: a.clone(),
+            });
         }
         let term = em.term(&block.term);
         blocks.push(EBlock {
@@ -402,5 +439,6 @@ pub fn emit(m: &MFunction, alloc: &Allocation, params: &[VReg], maps: &[String])
         insns: em.out,
         relocs: em.relocs,
         blocks,
+        annotations,
     }
 }

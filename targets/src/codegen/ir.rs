@@ -8,6 +8,7 @@
 use std::fmt;
 
 use crate::hooks::{CtxField, HelperSig, Hook};
+pub use crate::program::Annotation;
 
 /// A virtual register.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -383,6 +384,9 @@ impl Terminator {
 pub struct Block {
     pub insts: Vec<Inst>,
     pub term: Terminator,
+    /// `(i, a)`: the code of `insts[i]` onwards (the terminator when `i == insts.len()`) comes
+    /// from `a`. Sorted by `i`; several at one `i` are kept in order.
+    pub annotations: Vec<(usize, Annotation)>,
 }
 
 /// The declared kind of a function parameter (arrives in r1..r5).

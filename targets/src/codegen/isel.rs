@@ -200,6 +200,8 @@ pub struct MBlock {
     pub start: usize,
     pub end: usize,
     pub term: MTerm,
+    /// `(i, a)`: annotation `a` starts at `insts[i]`, or at the terminator's code when `i == end`.
+    pub annotations: Vec<(usize, Annotation)>,
 }
 
 /// A function in machine IR. `blocks` is indexed like the IR's; only blocks in `order` exist.
@@ -414,7 +416,12 @@ pub fn select(func: &Function, order: &[BlockId], info: &CheckInfo) -> MFunction
     for &bid in order {
         let block = func.block(bid);
         let start = lw.out.len();
-        for inst in &block.insts {
+        let mut annotations = Vec::with_capacity(block.annotations.len());
+        let mut pending = block.annotations.iter().peekable();
+        for (k, inst) in block.insts.iter().enumerate() {
+            while let Some((_, a)) = pending.next_if(|(i, _)| *i <= k) {
+                annotations.push((lw.out.len(), a.clone()));
+            }
             match inst {
                 Inst::Const { dst, value } => lw.constant(*dst, *value),
                 Inst::Copy { dst, src } => {
@@ -553,6 +560,11 @@ pub fn select(func: &Function, order: &[BlockId], info: &CheckInfo) -> MFunction
                 }),
             }
         }
+        // Checking packet bounds adds instructions before the branch, so the terminator's code
+        // starts here.
+        for (_, a) in pending {
+            annotations.push((lw.out.len(), a.clone()));
+        }
         let term = match &block.term {
             Terminator::None => MTerm::Return(MArg::Imm(0)),
             Terminator::Jump(t) => MTerm::Jump(*t),
@@ -621,6 +633,7 @@ pub fn select(func: &Function, order: &[BlockId], info: &CheckInfo) -> MFunction
             start,
             end: lw.out.len(),
             term,
+            annotations,
         });
     }
     MFunction {

@@ -10,6 +10,8 @@
 //!   gotol`). Lengthening one branch can push another out of range, so relaxation repeats until
 //!   nothing changes (it only ever grows, so it terminates).
 //! - Every offset is bounds-checked when written.
+//! - Source annotations move with their block; several landing on one slot are merged (texts
+//!   joined with ` | `, location of the first) because line_info allows one record per slot.
 //!
 //! The default short range is deliberately below ±32767: with `net.core.bpf_jit_harden=2` the
 //! kernel blinds constants, rewriting one instruction into up to three, and a jump that fit before
@@ -20,7 +22,7 @@ use super::error::CodegenError;
 use super::ir::BlockId;
 use crate::isa::RawInsn;
 use crate::isa::opcode::*;
-use crate::program::{FunctionCode, Reloc};
+use crate::program::{Annotation, FunctionCode, LineAnnotation, Reloc};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LinkOptions {
@@ -363,12 +365,50 @@ pub fn link(
     if pending_relocs.next().is_some() {
         return Err(internal(name, "relocation past the last block".into()));
     }
+    let mut line_info: Vec<LineAnnotation> = Vec::with_capacity(code.annotations.len());
+    for a in code.annotations {
+        let Some(b) = blocks.get(a.block) else {
+            return Err(internal(
+                name,
+                format!("annotation in block {} of {nb}", a.block),
+            ));
+        };
+        if a.insn < b.start || a.insn > b.end {
+            return Err(internal(
+                name,
+                format!("annotation at {} outside its block", a.insn),
+            ));
+        }
+        let insn = start[a.block] + (a.insn - b.start);
+        // An annotation on a jump that fell through at the very end has no code to describe.
+        if insn >= total {
+            continue;
+        }
+        match line_info.last_mut() {
+            Some(last) if last.insn == insn => merge(&mut last.source, &a.source),
+            Some(last) if last.insn > insn => {
+                return Err(internal(name, format!("annotations out of order at {insn}")));
+            }
+            _ => line_info.push(LineAnnotation {
+                insn,
+                source: a.source,
+            }),
+        }
+    }
     Ok(FunctionCode {
         name: name.to_string(),
         section: section.to_string(),
         insns,
         relocs,
+        line_info,
     })
+}
+
+fn merge(into: &mut Annotation, next: &Annotation) {
+    if into.text != next.text {
+        into.text.push_str(" | ");
+        into.text.push_str(&next.text);
+    }
 }
 
 fn internal(func: &str, msg: String) -> CodegenError {

@@ -42,7 +42,7 @@ use std::collections::{BTreeMap, HashMap};
 pub use builder::FunctionBuilder;
 pub use error::{CheckError, CodegenError};
 pub use ir::{
-    AluOp, BlockId, Cond, Function, MapDecl, MapId, MapKind, Operand, ParamKind, Size, SlotId,
+    Annotation, AluOp, BlockId, Cond, Function, MapDecl, MapId, MapKind, Operand, ParamKind, Size, SlotId,
     VReg, Width,
 };
 pub use link::LinkOptions;

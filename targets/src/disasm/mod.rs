@@ -11,7 +11,8 @@
 //!   line, section and symbol headers, the address column (slot index within the section), the raw
 //!   bytes column (16 bytes on one line for `ld_imm64`) and `<sym+0x..>` jump annotations.
 //!   [`disassemble_object_annotated`] inserts `; comment` lines (used by `ciliumc disasm` to show
-//!   which policy rule a block came from; `asm` skips them).
+//!   which policy rule a block came from; `asm` skips them), and
+//!   [`disassemble_object_with_line_info`] feeds it the object's own `.BTF.ext` line_info.
 //! - [`DisasmOptions`] selects `--mattr=+alu32` conventions or a `lossless` extension of the
 //!   syntax for text round trips.
 //!
@@ -25,6 +26,7 @@ mod text;
 
 pub use object::{
     Annotator, disassemble_object, disassemble_object_annotated, disassemble_object_with,
+    disassemble_object_with_line_info,
 };
 pub use text::DisasmOptions;
 
@@ -40,6 +42,8 @@ pub enum DisasmError {
     NotBpf(u16),
     #[error("big-endian BPF objects are not supported")]
     BigEndian,
+    #[error("unreadable line_info: {0}")]
+    LineInfo(String),
 }
 
 /// The instruction text of each instruction in `insns`, as `llvm-objdump-19 -d` prints it in its

@@ -4,6 +4,7 @@
 //! llvm-objdump 19 chooses (section and file symbols and unnamed ones ignored, a dummy symbol
 //! named after the section when nothing sits at offset 0, the last symbol by name at an address).
 
+use std::collections::BTreeMap;
 use std::fmt::Write;
 
 use object::elf;
@@ -56,6 +57,28 @@ pub fn disassemble_object_annotated(
     annot: Annotator<'_>,
 ) -> Result<String, DisasmError> {
     render(elf_bytes, path, DisasmOptions::default(), Some(annot))
+}
+
+/// As [`disassemble_object`], with the object's `.BTF.ext` line_info printed as `; text` lines
+/// before the instructions each record starts (what `ciliumc disasm` shows: the policy rule each
+/// stretch of code implements). Objects without line_info print as [`disassemble_object`] does.
+pub fn disassemble_object_with_line_info(
+    elf_bytes: &[u8],
+    path: &str,
+) -> Result<String, DisasmError> {
+    let records = crate::btf::ext_read::read_line_info(elf_bytes)
+        .map_err(|e| DisasmError::LineInfo(e.to_string()))?;
+    let mut by_slot: BTreeMap<(&str, usize), Vec<&str>> = BTreeMap::new();
+    for r in &records {
+        by_slot
+            .entry((r.section.as_str(), r.insn))
+            .or_default()
+            .push(r.text.as_str());
+    }
+    let annot = |section: &str, slot: usize| -> Option<String> {
+        by_slot.get(&(section, slot)).map(|texts| texts.join("\n"))
+    };
+    render(elf_bytes, path, DisasmOptions::default(), Some(&annot))
 }
 
 fn render(

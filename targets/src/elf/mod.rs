@@ -16,6 +16,7 @@
 //! Inputs are validated (relocation slots, map and subprogram names, duplicate symbols) and the
 //! output is byte-deterministic: the same inputs in the same order give the same bytes.
 
+mod lines;
 pub mod maps;
 
 use std::collections::{BTreeMap, HashSet};
@@ -41,7 +42,7 @@ pub const TEXT_SECTION: &str = ".text";
 /// `classifier` (not `tc`, `tc/ingress`, `tcx/*`), and the system libbpf 1.1 cannot type
 /// `classifier/<x>` ("failed to guess program type"). Several programs may share a section.
 pub const PROGRAM_SECTIONS: &[&str] = &["classifier", "xdp", "xdp.frags"];
-const LD_IMM64: u8 = BPF_LD | BPF_IMM | BPF_DW;
+pub(crate) const LD_IMM64: u8 = BPF_LD | BPF_IMM | BPF_DW;
 const CALL: u8 = BPF_JMP | BPF_CALL;
 
 /// Why an object could not be written.
@@ -91,6 +92,12 @@ pub enum ElfError {
     UnportableSection { function: String, section: String },
     #[error("function signature given for unknown function `{0}`")]
     UnknownSignature(String),
+    #[error("function `{function}`: line annotation at slot {insn} is {why}")]
+    BadLineInfo {
+        function: String,
+        insn: usize,
+        why: &'static str,
+    },
     #[error("object writer: {0}")]
     Object(String),
 }
@@ -207,6 +214,7 @@ impl ObjectWriter {
             if !names.insert(f.name.as_str()) {
                 return Err(ElfError::DuplicateSymbol(f.name.clone()));
             }
+            lines::validate(f)?;
         }
         for m in &self.maps {
             if m.name.is_empty() {
@@ -326,11 +334,11 @@ impl ObjectWriter {
         let mut ext_funcs: BTreeMap<&str, Vec<FuncInfo>> = BTreeMap::new();
         let mut ext_lines: BTreeMap<&str, Vec<LineInfo>> = BTreeMap::new();
         let mut func_btf = FuncBtf::default();
-        let file_name = if self.btf_ext {
-            btf.add_string("ciliumc")
-        } else {
-            0
-        };
+        if self.btf_ext {
+            // Interned first so that string offsets do not depend on whether functions carry
+            // annotations.
+            btf.add_string(lines::GENERATED_FILE);
+        }
         for name in &section_names {
             let section = sections[name];
             for f in self.functions.iter().filter(|f| f.section == *name) {
@@ -368,14 +376,8 @@ impl ObjectWriter {
                         insn_byte_off,
                         type_id,
                     });
-                    let line_off = btf.add_string(&f.name);
-                    ext_lines.entry(name).or_default().push(LineInfo {
-                        insn_byte_off,
-                        file_name_off: file_name,
-                        line_off,
-                        line: 1,
-                        column: 0,
-                    });
+                    let recs = lines::records(&mut btf, f, insn_byte_off);
+                    ext_lines.entry(name).or_default().extend(recs);
                 }
             }
         }

@@ -1,0 +1,50 @@
+//! `ciliumc status --state DIR [-o json]`: generation, endpoints and programs loaded, flow counters
+//! and the last apply's latency, from the running agent.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use ciliumc_runtime::agent::api::{Reply, Request};
+use ciliumc_runtime::agent::client;
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[arg(long)]
+    state: PathBuf,
+    /// `table` (default) or `json`.
+    #[arg(short = 'o', long, default_value = "table")]
+    output: String,
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let mut code = ExitCode::from(2);
+    client::call(&args.state, &Request::Status, |reply| {
+        match reply {
+            Reply::Status { status: s } => {
+                if args.output == "json" {
+                    println!("{}", serde_json::to_string_pretty(&s).unwrap_or_default());
+                } else {
+                    println!("Generation:     {}", s.generation);
+                    println!("Endpoints:      {} ({} programs loaded)", s.endpoints, s.programs);
+                    println!("Current/Max Flows: {}/{}", s.flows_current, s.flows_max);
+                    println!("Flows seen:     {} ({:.2} flows/s)", s.flows_seen, s.flows_per_second);
+                    println!("Events read:    {}", if s.reading_events { "yes" } else { "no (no generation yet)" });
+                    println!("Applies:        {} ok, {} refused", s.applies, s.failed_applies);
+                    match s.last_apply_latency_us {
+                        Some(us) => println!("Last apply:     {:.3} ms", us as f64 / 1000.0),
+                        None => println!("Last apply:     -"),
+                    }
+                    if let Some(e) = &s.last_error {
+                        println!("Last error:     {e}");
+                    }
+                    println!("Uptime:         {:.0} s", s.uptime_seconds);
+                }
+                code = ExitCode::SUCCESS;
+            }
+            Reply::Error { message } => eprintln!("error: {message}"),
+            _ => {}
+        }
+        true
+    })?;
+    Ok(code)
+}
