@@ -20,12 +20,17 @@ const CORPUS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/corpus")
 
 fn corpus_files() -> Vec<PathBuf> {
     fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
-        let Ok(entries) = std::fs::read_dir(dir) else { return };
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
         for e in entries.flatten() {
             let p = e.path();
             if p.is_dir() {
                 walk(&p, out);
-            } else if matches!(p.extension().and_then(|x| x.to_str()), Some("yaml" | "yml" | "json")) {
+            } else if matches!(
+                p.extension().and_then(|x| x.to_str()),
+                Some("yaml" | "yml" | "json")
+            ) {
                 out.push(p);
             }
         }
@@ -39,7 +44,10 @@ fn corpus_files() -> Vec<PathBuf> {
 }
 
 fn is_policy(kind: &str) -> bool {
-    matches!(kind, "NetworkPolicy" | "CiliumNetworkPolicy" | "CiliumClusterwideNetworkPolicy")
+    matches!(
+        kind,
+        "NetworkPolicy" | "CiliumNetworkPolicy" | "CiliumClusterwideNetworkPolicy"
+    )
 }
 
 /// Labels that satisfy a selector (as JSON), or None when the selector cannot be satisfied by
@@ -47,8 +55,14 @@ fn is_policy(kind: &str) -> bool {
 fn labels_for(selector: &serde_json::Value) -> BTreeMap<String, String> {
     let mut labels = BTreeMap::new();
     let usable = |k: &str| -> Option<String> {
-        let k = k.strip_prefix("k8s:").or_else(|| k.strip_prefix("any:")).unwrap_or(k);
-        if k.contains(':') || k.starts_with("io.kubernetes.pod.namespace") || k.starts_with("io.cilium.") {
+        let k = k
+            .strip_prefix("k8s:")
+            .or_else(|| k.strip_prefix("any:"))
+            .unwrap_or(k);
+        if k.contains(':')
+            || k.starts_with("io.kubernetes.pod.namespace")
+            || k.starts_with("io.cilium.")
+        {
             return None;
         }
         Some(k.to_string())
@@ -62,13 +76,21 @@ fn labels_for(selector: &serde_json::Value) -> BTreeMap<String, String> {
     }
     if let Some(exprs) = selector.get("matchExpressions").and_then(|m| m.as_array()) {
         for e in exprs {
-            let (Some(k), Some(op)) = (e.get("key").and_then(|k| k.as_str()), e.get("operator").and_then(|o| o.as_str())) else {
+            let (Some(k), Some(op)) = (
+                e.get("key").and_then(|k| k.as_str()),
+                e.get("operator").and_then(|o| o.as_str()),
+            ) else {
                 continue;
             };
             let Some(k) = usable(k) else { continue };
             match op {
                 "In" => {
-                    if let Some(v) = e.get("values").and_then(|v| v.as_array()).and_then(|v| v.first()).and_then(|v| v.as_str()) {
+                    if let Some(v) = e
+                        .get("values")
+                        .and_then(|v| v.as_array())
+                        .and_then(|v| v.first())
+                        .and_then(|v| v.as_str())
+                    {
                         labels.insert(k, v.to_string());
                     }
                 }
@@ -107,8 +129,10 @@ fn generated_inventory(policies: &[&LoadedObject]) -> String {
         selectors(&json, &mut sels);
         sels.push(serde_json::json!({})); // a pod no selector asked for
         for (j, s) in sels.iter().enumerate() {
-            let labels: serde_json::Map<String, serde_json::Value> =
-                labels_for(s).into_iter().map(|(k, v)| (k, serde_json::Value::String(v))).collect();
+            let labels: serde_json::Map<String, serde_json::Value> = labels_for(s)
+                .into_iter()
+                .map(|(k, v)| (k, serde_json::Value::String(v)))
+                .collect();
             pods.push(serde_json::json!({
                 "apiVersion": "v1", "kind": "Pod",
                 "metadata": {"name": format!("gen-{i}-{j}"), "namespace": ns, "labels": labels},
@@ -122,12 +146,15 @@ fn generated_inventory(policies: &[&LoadedObject]) -> String {
         .map(|n| serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": n}}))
         .collect();
     docs.extend(pods);
-    serde_json::to_string(&serde_json::json!({"apiVersion": "v1", "kind": "List", "items": docs})).expect("json")
+    serde_json::to_string(&serde_json::json!({"apiVersion": "v1", "kind": "List", "items": docs}))
+        .expect("json")
 }
 
 #[test]
 fn every_valid_corpus_policy_compiles_and_loads_everywhere() {
-    let Some(_kernel) = kernel_or_skip!() else { return };
+    let Some(_kernel) = kernel_or_skip!() else {
+        return;
+    };
     let mut unique: BTreeMap<Vec<u8>, String> = BTreeMap::new();
     let mut compiled_files = 0;
     let mut programs_with_rules = 0;
@@ -136,12 +163,25 @@ fn every_valid_corpus_policy_compiles_and_loads_everywhere() {
         if loaded.has_errors() {
             continue; // the invalid ones are asserted by compiler/tests/frontend_corpus.rs
         }
-        let policies: Vec<&LoadedObject> = loaded.objects.iter().filter(|o| is_policy(o.kind.as_str())).collect();
+        let policies: Vec<&LoadedObject> = loaded
+            .objects
+            .iter()
+            .filter(|o| is_policy(o.kind.as_str()))
+            .collect();
         if policies.is_empty() {
             continue;
         }
-        let inventory = frontend::load_str(&generated_inventory(&policies), "generated.json", &LoadOptions::default());
-        assert!(!inventory.has_errors(), "{}: generated inventory does not load: {:?}", file.display(), inventory.diagnostics);
+        let inventory = frontend::load_str(
+            &generated_inventory(&policies),
+            "generated.json",
+            &LoadOptions::default(),
+        );
+        assert!(
+            !inventory.has_errors(),
+            "{}: generated inventory does not load: {:?}",
+            file.display(),
+            inventory.diagnostics
+        );
         let mut objects: Vec<LoadedObject> = loaded.objects.clone();
         objects.extend(inventory.objects);
         let cluster = resolve::resolve(&objects, &ResolveOptions::default())
@@ -155,18 +195,28 @@ fn every_valid_corpus_policy_compiles_and_loads_everywhere() {
             .filter(|p| p.ingress.enforced || p.egress.enforced)
             .count();
         for obj in out.objects {
-            unique.entry(obj.bytes).or_insert_with(|| format!("{} {}", file.display(), obj.path));
+            unique
+                .entry(obj.bytes)
+                .or_insert_with(|| format!("{} {}", file.display(), obj.path));
         }
     }
-    assert!(compiled_files >= 150, "only {compiled_files} corpus files compiled");
-    assert!(programs_with_rules >= 150, "only {programs_with_rules} endpoints carry enforced policy");
+    assert!(
+        compiled_files >= 150,
+        "only {compiled_files} corpus files compiled"
+    );
+    assert!(
+        programs_with_rules >= 150,
+        "only {programs_with_rules} endpoints carry enforced policy"
+    );
     eprintln!("{compiled_files} files, {} distinct objects", unique.len());
     for (bytes, origin) in &unique {
         if let Err(e) = load_object_raw(bytes) {
             panic!("{origin}: the verifier refused the object:\n{e}");
         }
         let tmp = TempObject::new(bytes).expect("temp object");
-        bpftool_loadall(&tmp.path).unwrap_or_else(|e| panic!("{origin}: bpftool prog loadall: {e}"));
-        tc_attach_check(&tmp.path, "classifier").unwrap_or_else(|e| panic!("{origin}: tc filter add: {e}"));
+        bpftool_loadall(&tmp.path)
+            .unwrap_or_else(|e| panic!("{origin}: bpftool prog loadall: {e}"));
+        tc_attach_check(&tmp.path, "classifier")
+            .unwrap_or_else(|e| panic!("{origin}: tc filter add: {e}"));
     }
 }

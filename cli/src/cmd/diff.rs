@@ -78,7 +78,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let is_out = |paths: &[PathBuf]| {
         paths
             .iter()
-            .map(|p| diff::is_output_dir(p))
+            .map(|p| diff::is_output_dir(p.as_path()))
             .collect::<Vec<_>>()
     };
     let (old_out, new_out) = (is_out(&old), is_out(&new));

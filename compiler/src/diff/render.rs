@@ -10,6 +10,10 @@ use super::semantic::{Cause, ChangeKind, ConnectionChange, Decision, RuleRef};
 use super::{DiffReport, Mode, ObjectChange};
 use crate::diff::programs::{IdentityDiff, ManifestDiff};
 
+/// Connection rows in a markdown table: pull-request comments are limited in size (GitHub: 65,536
+/// characters), the rest is counted.
+pub const MARKDOWN_MAX_ROWS: usize = 100;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
     Text,
@@ -327,7 +331,7 @@ fn markdown(report: &DiffReport) -> String {
         let _ = writeln!(s, "#### Connections\n");
         let _ = writeln!(s, "| Change | Source | Destination | Connections | Cause |");
         let _ = writeln!(s, "|---|---|---|---|---|");
-        for c in &report.connections {
+        for c in report.connections.iter().take(MARKDOWN_MAX_ROWS) {
             let causes: Vec<String> = c.causes.iter().map(md_cause).collect();
             let _ = writeln!(
                 s,
@@ -337,6 +341,13 @@ fn markdown(report: &DiffReport) -> String {
                 c.dst,
                 c.conns,
                 causes.join("<br>").replace('|', "\\|")
+            );
+        }
+        if report.connections.len() > MARKDOWN_MAX_ROWS {
+            let _ = writeln!(
+                s,
+                "\n… and {} more rows (`--format json` lists them all).",
+                report.connections.len() - MARKDOWN_MAX_ROWS
             );
         }
         let _ = writeln!(s);

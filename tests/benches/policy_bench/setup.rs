@@ -25,7 +25,11 @@ const FIRST_PEER_IDENTITY: u32 = 1000;
 /// Peers: every documentation address but the endpoint's, each its own identity.
 pub fn peers() -> Vec<(Ipv4Addr, u32)> {
     let mut out = Vec::new();
-    for (net, from) in [([198u8, 51, 100], 1u8), ([203, 0, 113], 1), ([192, 0, 2], 100)] {
+    for (net, from) in [
+        ([198u8, 51, 100], 1u8),
+        ([203, 0, 113], 1),
+        ([192, 0, 2], 100),
+    ] {
         for host in from..=254 {
             let id = FIRST_PEER_IDENTITY + out.len() as u32;
             out.push((Ipv4Addr::new(net[0], net[1], net[2], host), id));
@@ -124,7 +128,16 @@ pub fn build_anchor() -> Result<Vec<u8>, String> {
     );
     let out = std::env::temp_dir().join(format!("ciliumc_anchor_{}.o", std::process::id()));
     let status = Command::new("clang-19")
-        .args(["-O2", "-g", "-target", "bpf", "-I/usr/include/x86_64-linux-gnu", "-c", src, "-o"])
+        .args([
+            "-O2",
+            "-g",
+            "-target",
+            "bpf",
+            "-I/usr/include/x86_64-linux-gnu",
+            "-c",
+            src,
+            "-o",
+        ])
         .arg(&out)
         .status()
         .map_err(|e| format!("clang-19: {e}"))?;
@@ -148,14 +161,16 @@ impl Anchor {
             for (addr, id) in &spec.peers {
                 let mut key = 32u32.to_le_bytes().to_vec();
                 key.extend_from_slice(&addr.octets());
-                ipc.update(&key, &id.to_le_bytes(), 0).map_err(|e| e.to_string())?;
+                ipc.update(&key, &id.to_le_bytes(), 0)
+                    .map_err(|e| e.to_string())?;
             }
             let pol = aya_map_view(&ebpf, "anchor_policy").map_err(|e| e.to_string())?;
             for (p, port) in &spec.pairs {
                 let mut key = spec.peers[*p].1.to_le_bytes().to_vec();
                 key.extend_from_slice(&[0, 6]);
                 key.extend_from_slice(&port.to_le_bytes());
-                pol.update(&key, &[0, 0, 0, 0], 0).map_err(|e| e.to_string())?;
+                pol.update(&key, &[0, 0, 0, 0], 0)
+                    .map_err(|e| e.to_string())?;
             }
         }
         Ok(Anchor { ebpf })
