@@ -35,7 +35,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let paths = StatePaths::new(&state, args.bpffs.as_deref());
     if args.cleanup {
         let r = Datapath::cleanup(&paths)?;
-        println!("removed {} link(s) and {} map pin(s) under {}", r.links, r.maps, state.display());
+        println!(
+            "removed {} link(s) and {} map pin(s) under {}",
+            r.links,
+            r.maps,
+            state.display()
+        );
         return Ok(ExitCode::SUCCESS);
     }
     let cfg = AgentConfig {

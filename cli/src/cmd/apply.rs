@@ -21,13 +21,18 @@ pub struct Args {
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let dir = std::path::absolute(&args.dir)?;
-    let req = Request::Apply { dir: dir.display().to_string() };
+    let req = Request::Apply {
+        dir: dir.display().to_string(),
+    };
     let mut code = ExitCode::from(2);
     client::call(&args.state, &req, |reply| {
         match reply {
             Reply::Applied { report } => {
                 if args.json {
-                    println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&report).unwrap_or_default()
+                    );
                 } else {
                     println!(
                         "generation {}: {} endpoint(s) loaded, {} unchanged, {} removed; {} program(s) swapped, {} attached; {} map update(s), {} delete(s); {} µs",
@@ -44,7 +49,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 }
                 code = ExitCode::SUCCESS;
             }
-            Reply::Error { message } => eprintln!("error: refused, the running generation stays: {message}"),
+            Reply::Error { message } => {
+                eprintln!("error: refused, the running generation stays: {message}")
+            }
             _ => {}
         }
         true

@@ -53,7 +53,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         protocol: args.protocol,
     };
     let json = args.output == "json";
-    let req = Request::Observe { last: args.last, follow: args.follow, filter };
+    let req = Request::Observe {
+        last: args.last,
+        follow: args.follow,
+        filter,
+    };
     let mut backlog = Vec::new();
     let mut failed = false;
     let mut printed_header = false;
@@ -91,5 +95,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if !json && !args.follow {
         print!("{}", table(&backlog));
     }
-    Ok(if failed { ExitCode::from(2) } else { ExitCode::SUCCESS })
+    Ok(if failed {
+        ExitCode::from(2)
+    } else {
+        ExitCode::SUCCESS
+    })
 }

@@ -25,11 +25,27 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                     println!("{}", serde_json::to_string_pretty(&s).unwrap_or_default());
                 } else {
                     println!("Generation:     {}", s.generation);
-                    println!("Endpoints:      {} ({} programs loaded)", s.endpoints, s.programs);
+                    println!(
+                        "Endpoints:      {} ({} programs loaded)",
+                        s.endpoints, s.programs
+                    );
                     println!("Current/Max Flows: {}/{}", s.flows_current, s.flows_max);
-                    println!("Flows seen:     {} ({:.2} flows/s)", s.flows_seen, s.flows_per_second);
-                    println!("Events read:    {}", if s.reading_events { "yes" } else { "no (no generation yet)" });
-                    println!("Applies:        {} ok, {} refused", s.applies, s.failed_applies);
+                    println!(
+                        "Flows seen:     {} ({:.2} flows/s)",
+                        s.flows_seen, s.flows_per_second
+                    );
+                    println!(
+                        "Events read:    {}",
+                        if s.reading_events {
+                            "yes"
+                        } else {
+                            "no (no generation yet)"
+                        }
+                    );
+                    println!(
+                        "Applies:        {} ok, {} refused",
+                        s.applies, s.failed_applies
+                    );
                     match s.last_apply_latency_us {
                         Some(us) => println!("Last apply:     {:.3} ms", us as f64 / 1000.0),
                         None => println!("Last apply:     -"),

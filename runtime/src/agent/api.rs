@@ -12,21 +12,35 @@ use super::flows::{Flow, FlowFilter};
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Request {
     /// Apply the compile output in `dir` (absolute path, read by the agent).
-    Apply { dir: String },
+    Apply {
+        dir: String,
+    },
     /// The last `last` matching flows, then (with `follow`) every new one.
-    Observe { last: usize, follow: bool, filter: FlowFilter },
+    Observe {
+        last: usize,
+        follow: bool,
+        filter: FlowFilter,
+    },
     Status,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "reply", rename_all = "snake_case")]
 pub enum Reply {
-    Applied { report: ApplyReport },
-    Flow { flow: Box<Flow> },
-    Status { status: Status },
+    Applied {
+        report: ApplyReport,
+    },
+    Flow {
+        flow: Box<Flow>,
+    },
+    Status {
+        status: Status,
+    },
     /// End of a finite answer.
     Done,
-    Error { message: String },
+    Error {
+        message: String,
+    },
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -10,7 +10,9 @@ use super::api::{Reply, Request};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("connecting to the agent at {path} (is `ciliumc agent --state DIR` running?): {source}")]
+    #[error(
+        "connecting to the agent at {path} (is `ciliumc agent --state DIR` running?): {source}"
+    )]
     Connect {
         path: String,
         #[source]
@@ -24,16 +26,25 @@ pub enum ClientError {
 
 /// Sends `req` and calls `each` for every reply until `Done`, an error reply, or the end of the
 /// stream. `each` returns false to stop early.
-pub fn call(state_dir: &Path, req: &Request, mut each: impl FnMut(Reply) -> bool) -> Result<(), ClientError> {
+pub fn call(
+    state_dir: &Path,
+    req: &Request,
+    mut each: impl FnMut(Reply) -> bool,
+) -> Result<(), ClientError> {
     let path = state_dir.join("agent.sock");
-    let mut stream = UnixStream::connect(&path)
-        .map_err(|source| ClientError::Connect { path: path.display().to_string(), source })?;
+    let mut stream = UnixStream::connect(&path).map_err(|source| ClientError::Connect {
+        path: path.display().to_string(),
+        source,
+    })?;
     let mut line = serde_json::to_vec(req)?;
     line.push(b'\n');
     stream.write_all(&line)?;
     for l in BufReader::new(stream).lines() {
         let reply: Reply = serde_json::from_str(&l?)?;
-        let last = matches!(reply, Reply::Done | Reply::Error { .. } | Reply::Applied { .. } | Reply::Status { .. });
+        let last = matches!(
+            reply,
+            Reply::Done | Reply::Error { .. } | Reply::Applied { .. } | Reply::Status { .. }
+        );
         if !each(reply) || last {
             break;
         }

@@ -30,12 +30,18 @@ impl Interfaces {
                 continue;
             }
             let Some((ep, ifname)) = line.split_once(':') else {
-                return Err(ConfigError::Syntax { path: path.into(), line: i + 1 });
+                return Err(ConfigError::Syntax {
+                    path: path.into(),
+                    line: i + 1,
+                });
             };
             let ep = ep.trim().trim_matches('"');
             let ifname = ifname.trim().trim_matches('"');
             if !ep.contains('/') || ifname.is_empty() || ifname.len() > 15 {
-                return Err(ConfigError::Syntax { path: path.into(), line: i + 1 });
+                return Err(ConfigError::Syntax {
+                    path: path.into(),
+                    line: i + 1,
+                });
             }
             map.insert(ep.to_string(), ifname.to_string());
         }
@@ -61,8 +67,11 @@ mod tests {
 
     #[test]
     fn parses_lines_and_comments() {
-        let i = Interfaces::parse("# x\ndefault/a: veth1\n\n\"default/b\": \"veth2\" # c\n", "f")
-            .unwrap();
+        let i = Interfaces::parse(
+            "# x\ndefault/a: veth1\n\n\"default/b\": \"veth2\" # c\n",
+            "f",
+        )
+        .unwrap();
         assert_eq!(i.get("default/a"), Some("veth1"));
         assert_eq!(i.get("default/b"), Some("veth2"));
         assert_eq!(i.get("default/c"), None);

@@ -105,7 +105,10 @@ impl Shared {
             Err(e) => {
                 c.failed += 1;
                 c.last_error = Some(e.clone());
-                tracing::error!("apply of {} refused; the running generation stays: {e}", dir.display());
+                tracing::error!(
+                    "apply of {} refused; the running generation stays: {e}",
+                    dir.display()
+                );
             }
         }
         result
@@ -114,7 +117,11 @@ impl Shared {
     fn status(&self) -> Status {
         let (generation, endpoints, programs) = {
             let dp = lock(&self.datapath);
-            (dp.state().generation, dp.state().endpoints.len(), dp.state().program_count())
+            (
+                dp.state().generation,
+                dp.state().endpoints.len(),
+                dp.state().program_count(),
+            )
         };
         let now = self.started.elapsed().as_secs_f64();
         let f = lock(&self.flows);
@@ -154,7 +161,10 @@ impl Shared {
 }
 
 fn clock_offset_ns() -> i128 {
-    let wall = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as i128).unwrap_or(0);
+    let wall = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i128)
+        .unwrap_or(0);
     wall - sys::monotonic_ns() as i128
 }
 
@@ -178,8 +188,18 @@ pub async fn run(cfg: AgentConfig) -> Result<(), DaemonError> {
     let names = datapath.manifest().map(Names::new).unwrap_or_default();
     let (follow, _) = broadcast::channel(4096);
     let shared = Arc::new(Shared {
-        flows: Mutex::new(FlowState { store: FlowStore::new(cfg.flows), names, undecodable: 0, reading: false }),
-        counters: Mutex::new(Counters { applies: 0, failed: 0, last_latency_us: None, last_error: None }),
+        flows: Mutex::new(FlowState {
+            store: FlowStore::new(cfg.flows),
+            names,
+            undecodable: 0,
+            reading: false,
+        }),
+        counters: Mutex::new(Counters {
+            applies: 0,
+            failed: 0,
+            last_latency_us: None,
+            last_error: None,
+        }),
         datapath: Mutex::new(datapath),
         follow,
         started: Instant::now(),
@@ -187,8 +207,10 @@ pub async fn run(cfg: AgentConfig) -> Result<(), DaemonError> {
     });
     let sock = &cfg.paths.socket;
     let _ = std::fs::remove_file(sock);
-    let listener = UnixListener::bind(sock)
-        .map_err(|source| DaemonError::Socket { path: sock.display().to_string(), source })?;
+    let listener = UnixListener::bind(sock).map_err(|source| DaemonError::Socket {
+        path: sock.display().to_string(),
+        source,
+    })?;
     {
         use std::os::unix::fs::PermissionsExt;
         let _ = std::fs::set_permissions(sock, std::fs::Permissions::from_mode(0o600));
@@ -199,7 +221,10 @@ pub async fn run(cfg: AgentConfig) -> Result<(), DaemonError> {
     }
     eprintln!("ciliumc agent: serving {}", sock.display());
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .map_err(|source| DaemonError::Socket { path: "SIGTERM".into(), source })?;
+        .map_err(|source| DaemonError::Socket {
+            path: "SIGTERM".into(),
+            source,
+        })?;
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -224,11 +249,19 @@ async fn send(stream: &mut tokio::net::unix::OwnedWriteHalf, reply: &Reply) -> s
 async fn serve(shared: Arc<Shared>, stream: UnixStream) {
     let (read, mut write) = stream.into_split();
     let mut lines = BufReader::new(read).lines();
-    let Ok(Some(line)) = lines.next_line().await else { return };
+    let Ok(Some(line)) = lines.next_line().await else {
+        return;
+    };
     let req: Request = match serde_json::from_str(&line) {
         Ok(r) => r,
         Err(e) => {
-            let _ = send(&mut write, &Reply::Error { message: format!("bad request: {e}") }).await;
+            let _ = send(
+                &mut write,
+                &Reply::Error {
+                    message: format!("bad request: {e}"),
+                },
+            )
+            .await;
             return;
         }
     };
@@ -239,17 +272,34 @@ async fn serve(shared: Arc<Shared>, stream: UnixStream) {
             let reply = match r {
                 Ok(Ok(report)) => Reply::Applied { report },
                 Ok(Err(message)) => Reply::Error { message },
-                Err(e) => Reply::Error { message: e.to_string() },
+                Err(e) => Reply::Error {
+                    message: e.to_string(),
+                },
             };
             send(&mut write, &reply).await
         }
-        Request::Status => send(&mut write, &Reply::Status { status: shared.status() }).await,
-        Request::Observe { last, follow, filter } => {
+        Request::Status => {
+            send(
+                &mut write,
+                &Reply::Status {
+                    status: shared.status(),
+                },
+            )
+            .await
+        }
+        Request::Observe {
+            last,
+            follow,
+            filter,
+        } => {
             // Subscribe before reading the backlog so that nothing falls between the two.
             let mut rx = shared.follow.subscribe();
             let backlog = lock(&shared.flows).store.last(last, &filter);
             for f in backlog {
-                if send(&mut write, &Reply::Flow { flow: Box::new(f) }).await.is_err() {
+                if send(&mut write, &Reply::Flow { flow: Box::new(f) })
+                    .await
+                    .is_err()
+                {
                     return;
                 }
             }
@@ -257,7 +307,10 @@ async fn serve(shared: Arc<Shared>, stream: UnixStream) {
                 loop {
                     match rx.recv().await {
                         Ok(f) if filter.matches(&f) => {
-                            if send(&mut write, &Reply::Flow { flow: Box::new(f) }).await.is_err() {
+                            if send(&mut write, &Reply::Flow { flow: Box::new(f) })
+                                .await
+                                .is_err()
+                            {
                                 return;
                             }
                         }
@@ -301,7 +354,7 @@ async fn read_ring(shared: &Arc<Shared>, path: &std::path::Path) -> std::io::Res
     let data = MapData::from_pin(path).map_err(std::io::Error::other)?;
     let ring = RingBuf::try_from(Map::RingBuf(data)).map_err(std::io::Error::other)?;
     // SAFETY: the ring's fd stays open for as long as the AsyncFd owns it.
-    let mut afd = unsafe { AsyncFd::register(ring) }.map_err(|e| std::io::Error::from(e))?;
+    let mut afd = unsafe { AsyncFd::register(ring) }.map_err(std::io::Error::from)?;
     lock(&shared.flows).reading = true;
     let mut offset = clock_offset_ns();
     let mut last_sync = Instant::now();
@@ -330,7 +383,11 @@ async fn watch_task(shared: Arc<Shared>, dir: PathBuf) {
             let s = shared.clone();
             let d = dir.clone();
             match tokio::task::spawn_blocking(move || s.apply(&d)).await {
-                Ok(Ok(r)) => tracing::info!(generation = r.generation, "applied watched {}", dir.display()),
+                Ok(Ok(r)) => tracing::info!(
+                    generation = r.generation,
+                    "applied watched {}",
+                    dir.display()
+                ),
                 Ok(Err(_)) | Err(_) => {}
             }
         }
@@ -344,6 +401,9 @@ pub fn run_blocking(cfg: AgentConfig) -> Result<(), DaemonError> {
         .worker_threads(2)
         .enable_all()
         .build()
-        .map_err(|source| DaemonError::Socket { path: "tokio runtime".into(), source })?;
+        .map_err(|source| DaemonError::Socket {
+            path: "tokio runtime".into(),
+            source,
+        })?;
     rt.block_on(run(cfg))
 }

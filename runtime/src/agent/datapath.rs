@@ -25,7 +25,9 @@ use serde::{Deserialize, Serialize};
 use super::config::Interfaces;
 use super::load::{self, AttachOutcome, LoadError};
 use super::output::{CompileOutput, OutputError, is_pinned};
-use super::state::{AgentState, Attachment, EndpointState, ProgramState, StatePaths, link_pin_name};
+use super::state::{
+    AgentState, Attachment, EndpointState, ProgramState, StatePaths, link_pin_name,
+};
 use super::sys;
 
 #[derive(Debug, thiserror::Error)]
@@ -33,8 +35,10 @@ pub enum AgentError {
     #[error(transparent)]
     Output(#[from] OutputError),
     #[error(transparent)]
-    Load(#[from] LoadError),
-    #[error("endpoint {endpoint}: no interface configured (add `{endpoint}: IFNAME` to the interfaces file)")]
+    Load(Box<LoadError>),
+    #[error(
+        "endpoint {endpoint}: no interface configured (add `{endpoint}: IFNAME` to the interfaces file)"
+    )]
     NoInterface { endpoint: String },
     #[error("endpoint {endpoint}: interface {ifname} does not exist")]
     MissingInterface { endpoint: String, ifname: String },
@@ -42,7 +46,11 @@ pub enum AgentError {
         "map {name}: pinned with {pinned}, the new generation wants {wanted}; the layout changed \
          and cannot be migrated in place: stop the agent and run `ciliumc agent --cleanup`"
     )]
-    LayoutChanged { name: String, pinned: String, wanted: String },
+    LayoutChanged {
+        name: String,
+        pinned: String,
+        wanted: String,
+    },
     #[error("map {name}: {detail}")]
     Map { name: String, detail: String },
     #[error("{what} {path}: {source}")]
@@ -52,6 +60,12 @@ pub enum AgentError {
         #[source]
         source: std::io::Error,
     },
+}
+
+impl From<LoadError> for AgentError {
+    fn from(e: LoadError) -> Self {
+        AgentError::Load(Box::new(e))
+    }
 }
 
 fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> AgentError {
@@ -115,13 +129,18 @@ impl Datapath {
         }
         std::fs::create_dir_all(&paths.maps).map_err(io("creating", &paths.maps))?;
         std::fs::create_dir_all(&paths.links).map_err(io("creating", &paths.links))?;
-        let state = AgentState::load(&paths.state_file).map_err(io("reading", &paths.state_file))?;
+        let state =
+            AgentState::load(&paths.state_file).map_err(io("reading", &paths.state_file))?;
         let current = if paths.current.join("manifest.json").exists() {
             CompileOutput::read(&paths.current).ok()
         } else {
             None
         };
-        Ok(Datapath { paths, state, current })
+        Ok(Datapath {
+            paths,
+            state,
+            current,
+        })
     }
 
     pub fn paths(&self) -> &StatePaths {
@@ -138,7 +157,11 @@ impl Datapath {
     }
 
     /// Applies `output` as a new generation.
-    pub fn apply(&mut self, output: CompileOutput, ifaces: &Interfaces) -> Result<ApplyReport, AgentError> {
+    pub fn apply(
+        &mut self,
+        output: CompileOutput,
+        ifaces: &Interfaces,
+    ) -> Result<ApplyReport, AgentError> {
         self.apply_inner(output, ifaces, true)
     }
 
@@ -147,7 +170,10 @@ impl Datapath {
     pub fn reconcile(&mut self, ifaces: &Interfaces) -> Result<ApplyReport, AgentError> {
         let mut report = match self.current.clone() {
             Some(out) => self.apply_inner(out, ifaces, false)?,
-            None => ApplyReport { generation: self.state.generation, ..Default::default() },
+            None => ApplyReport {
+                generation: self.state.generation,
+                ..Default::default()
+            },
         };
         report.stray_pins_removed = self.remove_stray_pins()?;
         Ok(report)
@@ -166,7 +192,9 @@ impl Datapath {
         for ep in &manifest.endpoints {
             let ifname = ifaces
                 .get(&ep.name)
-                .ok_or_else(|| AgentError::NoInterface { endpoint: ep.name.clone() })?;
+                .ok_or_else(|| AgentError::NoInterface {
+                    endpoint: ep.name.clone(),
+                })?;
             let ifindex = sys::ifindex(ifname).ok_or_else(|| AgentError::MissingInterface {
                 endpoint: ep.name.clone(),
                 ifname: ifname.into(),
@@ -185,7 +213,10 @@ impl Datapath {
                 old.fingerprint == obj.fingerprint
                     && old.ifindex == *ifindex
                     && old.programs.len() == ep.programs.len()
-                    && old.programs.iter().all(|p| self.attachment_alive(&p.attachment))
+                    && old
+                        .programs
+                        .iter()
+                        .all(|p| self.attachment_alive(&p.attachment))
             });
             if unchanged {
                 report.unchanged.push(ep.name.clone());
@@ -208,11 +239,17 @@ impl Datapath {
         for (ep, mut ebpf, ifname, ifindex) in loaded {
             let old = self.state.endpoints.get(&ep.name).cloned();
             // A link on another interface (the pod was re-wired) cannot be swapped.
-            let reusable = old.as_ref().filter(|o| o.ifindex == ifindex && o.ifname == ifname);
+            let reusable = old
+                .as_ref()
+                .filter(|o| o.ifindex == ifindex && o.ifname == ifname);
             let mut programs = Vec::new();
             for prog in &ep.programs {
                 let existing = reusable
-                    .and_then(|o| o.programs.iter().find(|p| p.program == prog.name && p.hook == prog.hook))
+                    .and_then(|o| {
+                        o.programs
+                            .iter()
+                            .find(|p| p.program == prog.name && p.hook == prog.hook)
+                    })
                     .map(|p| &p.attachment)
                     .filter(|a| self.attachment_alive(a));
                 let pin = link_pin_name(&ep.name, &prog.name, prog.hook);
@@ -233,7 +270,11 @@ impl Datapath {
                     AttachOutcome::Attached => report.programs_attached += 1,
                     AttachOutcome::Swapped => report.programs_swapped += 1,
                 }
-                programs.push(ProgramState { program: prog.name.clone(), hook: prog.hook, attachment });
+                programs.push(ProgramState {
+                    program: prog.name.clone(),
+                    hook: prog.hook,
+                    attachment,
+                });
             }
             if let Some(old) = &old {
                 for p in &old.programs {
@@ -273,22 +314,32 @@ impl Datapath {
             self.state.generation += 1;
         }
         report.generation = self.state.generation;
-        self.state.save(&self.paths.state_file).map_err(io("writing", &self.paths.state_file))?;
+        self.state
+            .save(&self.paths.state_file)
+            .map_err(io("writing", &self.paths.state_file))?;
         if new_generation {
-            output.save_copy(&self.paths.current).map_err(io("writing", &self.paths.current))?;
+            output
+                .save_copy(&self.paths.current)
+                .map_err(io("writing", &self.paths.current))?;
         }
         self.current = Some(output);
         report.latency_us = start.elapsed().as_micros() as u64;
-        tracing::info!(generation = report.generation, loaded = report.loaded.len(), "applied");
+        tracing::info!(
+            generation = report.generation,
+            loaded = report.loaded.len(),
+            "applied"
+        );
         Ok(report)
     }
 
     fn attachment_alive(&self, a: &Attachment) -> bool {
         match a {
-            Attachment::Link { pin } => aya::programs::links::PinnedLink::from_pin(self.paths.links.join(pin))
-                .ok()
-                .and_then(|p| aya::programs::links::FdLink::from(p).info().ok())
-                .is_some(),
+            Attachment::Link { pin } => {
+                aya::programs::links::PinnedLink::from_pin(self.paths.links.join(pin))
+                    .ok()
+                    .and_then(|p| aya::programs::links::FdLink::from(p).info().ok())
+                    .is_some()
+            }
             Attachment::Netlink { .. } => true,
         }
     }
@@ -302,12 +353,18 @@ impl Datapath {
             if !path.exists() {
                 continue;
             }
-            let data = MapData::from_pin(&path)
-                .map_err(|e| AgentError::Map { name: m.name.clone(), detail: load::error_chain(&e) })?;
-            let info = data
-                .info()
-                .map_err(|e| AgentError::Map { name: m.name.clone(), detail: load::error_chain(&e) })?;
-            let ptype = info.map_type().map(|t| format!("{t:?}")).unwrap_or_else(|_| "unknown".into());
+            let data = MapData::from_pin(&path).map_err(|e| AgentError::Map {
+                name: m.name.clone(),
+                detail: load::error_chain(&e),
+            })?;
+            let info = data.info().map_err(|e| AgentError::Map {
+                name: m.name.clone(),
+                detail: load::error_chain(&e),
+            })?;
+            let ptype = info
+                .map_type()
+                .map(|t| format!("{t:?}"))
+                .unwrap_or_else(|_| "unknown".into());
             let same = normalized_type(&ptype) == normalized_type(&m.map_type)
                 && info.key_size() == m.key_size
                 && info.value_size() == m.value_size
@@ -315,7 +372,12 @@ impl Datapath {
             if !same {
                 return Err(AgentError::LayoutChanged {
                     name: m.name.clone(),
-                    pinned: layout(&ptype, info.key_size(), info.value_size(), info.max_entries()),
+                    pinned: layout(
+                        &ptype,
+                        info.key_size(),
+                        info.value_size(),
+                        info.max_entries(),
+                    ),
                     wanted: layout(&m.map_type, m.key_size, m.value_size, m.max_entries),
                 });
             }
@@ -347,25 +409,40 @@ impl Datapath {
             let old: BTreeMap<&str, &str> = if preexisting.contains(&m.name) {
                 previous
                     .and_then(|p| p.maps.iter().find(|x| x.name == m.name))
-                    .map(|x| x.entries.iter().map(|e| (e.key.as_str(), e.value.as_str())).collect())
+                    .map(|x| {
+                        x.entries
+                            .iter()
+                            .map(|e| (e.key.as_str(), e.value.as_str()))
+                            .collect()
+                    })
                     .unwrap_or_default()
             } else {
                 BTreeMap::new()
             };
-            let new: BTreeMap<&str, &str> =
-                m.entries.iter().map(|e| (e.key.as_str(), e.value.as_str())).collect();
+            let new: BTreeMap<&str, &str> = m
+                .entries
+                .iter()
+                .map(|e| (e.key.as_str(), e.value.as_str()))
+                .collect();
             if old == new {
                 continue;
             }
-            let data = MapData::from_pin(&path)
-                .map_err(|e| AgentError::Map { name: m.name.clone(), detail: load::error_chain(&e) })?;
+            let data = MapData::from_pin(&path).map_err(|e| AgentError::Map {
+                name: m.name.clone(),
+                detail: load::error_chain(&e),
+            })?;
             let fd = std::os::fd::AsFd::as_fd(data.fd());
-            let bad = |detail: String| AgentError::Map { name: m.name.clone(), detail };
+            let bad = |detail: String| AgentError::Map {
+                name: m.name.clone(),
+                detail,
+            };
             // Additions and changes before removals: a lookup never misses an address that stays.
             for (k, v) in &new {
                 if old.get(k) != Some(v) {
                     let (kb, vb) = (hex::decode(k), hex::decode(v));
-                    let (Ok(kb), Ok(vb)) = (kb, vb) else { return Err(bad("entry is not hex".into())) };
+                    let (Ok(kb), Ok(vb)) = (kb, vb) else {
+                        return Err(bad("entry is not hex".into()));
+                    };
                     sys::map_update(fd, &kb, &vb).map_err(|e| bad(e.to_string()))?;
                     updates += 1;
                 }
@@ -393,7 +470,10 @@ impl Datapath {
             })
             .collect();
         let mut removed = 0;
-        for entry in std::fs::read_dir(&self.paths.links).map_err(io("listing", &self.paths.links))?.flatten() {
+        for entry in std::fs::read_dir(&self.paths.links)
+            .map_err(io("listing", &self.paths.links))?
+            .flatten()
+        {
             let name = entry.file_name().to_string_lossy().to_string();
             if !known.contains(&name) {
                 std::fs::remove_file(entry.path()).map_err(io("removing", &entry.path()))?;
@@ -402,9 +482,18 @@ impl Datapath {
         }
         let maps: BTreeSet<&str> = self
             .manifest()
-            .map(|m| m.maps.iter().filter(|m| is_pinned(m)).map(|m| m.name.as_str()).collect())
+            .map(|m| {
+                m.maps
+                    .iter()
+                    .filter(|m| is_pinned(m))
+                    .map(|m| m.name.as_str())
+                    .collect()
+            })
             .unwrap_or_default();
-        for entry in std::fs::read_dir(&self.paths.maps).map_err(io("listing", &self.paths.maps))?.flatten() {
+        for entry in std::fs::read_dir(&self.paths.maps)
+            .map_err(io("listing", &self.paths.maps))?
+            .flatten()
+        {
             let name = entry.file_name().to_string_lossy().to_string();
             if self.current.is_some() && !maps.contains(name.as_str()) {
                 std::fs::remove_file(entry.path()).map_err(io("removing", &entry.path()))?;
@@ -417,9 +506,11 @@ impl Datapath {
     /// Removes everything the agent owns: links (detaching the programs), map pins, its bpffs
     /// mount, the state file, the copy of the last output and the socket. Nothing else.
     pub fn cleanup(paths: &StatePaths) -> Result<CleanupReport, AgentError> {
-        let state = AgentState::load(&paths.state_file).map_err(io("reading", &paths.state_file))?;
+        let state =
+            AgentState::load(&paths.state_file).map_err(io("reading", &paths.state_file))?;
         let mut report = CleanupReport::default();
-        let pins_available = paths.pin_root.exists() && sys::is_bpffs(&paths.pin_root).unwrap_or(false);
+        let pins_available =
+            paths.pin_root.exists() && sys::is_bpffs(&paths.pin_root).unwrap_or(false);
         for ep in state.endpoints.values() {
             for p in &ep.programs {
                 if let Attachment::Netlink { .. } = p.attachment {
@@ -429,10 +520,14 @@ impl Datapath {
             }
         }
         if pins_available {
-            for (dir, count) in [(&paths.links, &mut report.links), (&paths.maps, &mut report.maps)] {
+            for (dir, count) in [
+                (&paths.links, &mut report.links),
+                (&paths.maps, &mut report.maps),
+            ] {
                 if let Ok(rd) = std::fs::read_dir(dir) {
                     for entry in rd.flatten() {
-                        std::fs::remove_file(entry.path()).map_err(io("removing", &entry.path()))?;
+                        std::fs::remove_file(entry.path())
+                            .map_err(io("removing", &entry.path()))?;
                         *count += 1;
                     }
                 }

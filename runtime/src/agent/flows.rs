@@ -33,7 +33,11 @@ impl FlowPeer {
             (Some(n), Some(p)) => format!("{n}/{p}"),
             _ => self.ip.clone().unwrap_or_else(|| "?".into()),
         };
-        if matches!(proto, "TCP" | "UDP" | "SCTP") { format!("{base}:{}", self.port) } else { base }
+        if matches!(proto, "TCP" | "UDP" | "SCTP") {
+            format!("{base}:{}", self.port)
+        } else {
+            base
+        }
     }
 }
 
@@ -106,7 +110,11 @@ impl Names {
         }
         Names {
             by_addr,
-            labels: m.identities.iter().map(|i| (i.id, i.labels.clone())).collect(),
+            labels: m
+                .identities
+                .iter()
+                .map(|i| (i.id, i.labels.clone()))
+                .collect(),
             rules: m.rules.iter().map(|r| (r.id, r.clone())).collect(),
         }
     }
@@ -128,8 +136,16 @@ impl Names {
         let local = self.peer(ev.endpoint_addr, ev.endpoint_port, ev.local_identity);
         let remote = self.peer(ev.peer_addr, ev.peer_port, ev.remote_identity);
         let ingress = ev.direction == 1;
-        let endpoint = local.namespace.as_ref().zip(local.pod.as_ref()).map(|(n, p)| format!("{n}/{p}"));
-        let (source, destination) = if ingress { (remote, local) } else { (local, remote) };
+        let endpoint = local
+            .namespace
+            .as_ref()
+            .zip(local.pod.as_ref())
+            .map(|(n, p)| format!("{n}/{p}"));
+        let (source, destination) = if ingress {
+            (remote, local)
+        } else {
+            (local, remote)
+        };
         let protocol = proto_name(ev.proto);
         let rule = self.rules.get(&ev.rule_id).cloned();
         let verdict = if ev.dropped { "DROPPED" } else { "FORWARDED" };
@@ -140,8 +156,15 @@ impl Names {
         );
         match &rule {
             Some(r) => {
-                let ns = r.namespace.as_deref().map(|n| format!("{n}/")).unwrap_or_default();
-                summary.push_str(&format!(" by {} {ns}{} {}[{}]", r.policy_kind, r.name, r.section, r.rule_index));
+                let ns = r
+                    .namespace
+                    .as_deref()
+                    .map(|n| format!("{n}/"))
+                    .unwrap_or_default();
+                summary.push_str(&format!(
+                    " by {} {ns}{} {}[{}]",
+                    r.policy_kind, r.name, r.section, r.rule_index
+                ));
                 if let Some(src) = &r.source {
                     summary.push_str(&format!(" ({src})"));
                 }
@@ -154,8 +177,16 @@ impl Names {
             verdict: verdict.into(),
             drop_reason: ev.reason,
             drop_reason_desc: ev.dropped.then(|| drop_reason_desc(ev.reason)),
-            event_type: if ev.kind == 1 { "drop".into() } else { "policy-verdict".into() },
-            traffic_direction: if ingress { "INGRESS".into() } else { "EGRESS".into() },
+            event_type: if ev.kind == 1 {
+                "drop".into()
+            } else {
+                "policy-verdict".into()
+            },
+            traffic_direction: if ingress {
+                "INGRESS".into()
+            } else {
+                "EGRESS".into()
+            },
             protocol,
             source,
             destination,
@@ -179,7 +210,12 @@ pub struct FlowStore {
 
 impl FlowStore {
     pub fn new(capacity: usize) -> FlowStore {
-        FlowStore { ring: VecDeque::with_capacity(capacity.min(65536)), capacity, seen: 0, recent: VecDeque::new() }
+        FlowStore {
+            ring: VecDeque::with_capacity(capacity.min(65536)),
+            capacity,
+            seen: 0,
+            recent: VecDeque::new(),
+        }
     }
 
     pub fn push(&mut self, f: Flow, now_s: f64) {
@@ -220,7 +256,14 @@ impl FlowStore {
 
     /// The last `n` flows matching `filter`, oldest first.
     pub fn last(&self, n: usize, filter: &FlowFilter) -> Vec<Flow> {
-        let mut out: Vec<Flow> = self.ring.iter().rev().filter(|f| filter.matches(f)).take(n).cloned().collect();
+        let mut out: Vec<Flow> = self
+            .ring
+            .iter()
+            .rev()
+            .filter(|f| filter.matches(f))
+            .take(n)
+            .cloned()
+            .collect();
         out.reverse();
         out
     }
@@ -271,7 +314,11 @@ impl FlowFilter {
         if self.from.as_ref().is_some_and(|w| !peer_is(&f.source, w)) {
             return false;
         }
-        if self.to.as_ref().is_some_and(|w| !peer_is(&f.destination, w)) {
+        if self
+            .to
+            .as_ref()
+            .is_some_and(|w| !peer_is(&f.destination, w))
+        {
             return false;
         }
         if let Some(v) = &self.verdict {
@@ -301,7 +348,9 @@ impl FlowFilter {
 
 /// `TIMESTAMP` as hubble prints it (UTC, `Jan  2 15:04:05.000`).
 pub fn format_time(ns: u64) -> String {
-    const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
     let secs = ns / 1_000_000_000;
     let ms = (ns / 1_000_000) % 1000;
     let days = (secs / 86400) as i64;
@@ -336,7 +385,11 @@ pub fn table(flows: &[Flow]) -> String {
             } else {
                 format!("policy-verdict:{}", f.traffic_direction)
             };
-            let verdict = if f.verdict == "DROPPED" { "DENIED" } else { "ALLOWED" };
+            let verdict = if f.verdict == "DROPPED" {
+                "DENIED"
+            } else {
+                "ALLOWED"
+            };
             [
                 format_time(f.time_ns),
                 f.source.display(&f.protocol),
@@ -347,7 +400,15 @@ pub fn table(flows: &[Flow]) -> String {
             ]
         })
         .collect();
-    let header = ["TIMESTAMP", "SOURCE", "DESTINATION", "TYPE", "VERDICT", "SUMMARY"].map(String::from);
+    let header = [
+        "TIMESTAMP",
+        "SOURCE",
+        "DESTINATION",
+        "TYPE",
+        "VERDICT",
+        "SUMMARY",
+    ]
+    .map(String::from);
     let mut widths = [0usize; 6];
     for r in std::iter::once(&header).chain(rows.iter()) {
         for (w, c) in widths.iter_mut().zip(r.iter()) {
@@ -356,7 +417,11 @@ pub fn table(flows: &[Flow]) -> String {
     }
     let mut out = String::new();
     for r in std::iter::once(&header).chain(rows.iter()) {
-        let cells: Vec<String> = r[..5].iter().zip(widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        let cells: Vec<String> = r[..5]
+            .iter()
+            .zip(widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
         out.push_str(&format!("{}   {}\n", cells.join("   "), r[5]));
     }
     out
@@ -370,7 +435,10 @@ mod tests {
     fn formats_epoch_times_like_hubble() {
         assert_eq!(format_time(0), "Jan  1 00:00:00.000");
         // 2024-02-29T12:34:56.789Z
-        assert_eq!(format_time(1_709_210_096_789_000_000), "Feb 29 12:34:56.789");
+        assert_eq!(
+            format_time(1_709_210_096_789_000_000),
+            "Feb 29 12:34:56.789"
+        );
     }
 
     fn flow(verdict: &str, src_pod: &str, dst_port: u16) -> Flow {
@@ -402,13 +470,19 @@ mod tests {
     #[test]
     fn filters_combine_with_and() {
         let f = flow("DROPPED", "xwing", 80);
-        let mut filt = FlowFilter { verdict: Some("denied".into()), ..Default::default() };
+        let mut filt = FlowFilter {
+            verdict: Some("denied".into()),
+            ..Default::default()
+        };
         assert!(filt.matches(&f));
         filt.from = Some("default/xwing".into());
         assert!(filt.matches(&f));
         filt.port = Some(81);
         assert!(!filt.matches(&f));
-        let g = FlowFilter { to: Some("xwing".into()), ..Default::default() };
+        let g = FlowFilter {
+            to: Some("xwing".into()),
+            ..Default::default()
+        };
         assert!(!g.matches(&f));
     }
 
@@ -420,7 +494,11 @@ mod tests {
         }
         assert_eq!(s.len(), 3);
         assert_eq!(s.seen, 5);
-        let ports: Vec<u16> = s.last(10, &FlowFilter::default()).iter().map(|f| f.destination.port).collect();
+        let ports: Vec<u16> = s
+            .last(10, &FlowFilter::default())
+            .iter()
+            .map(|f| f.destination.port)
+            .collect();
         assert_eq!(ports, vec![2, 3, 4]);
         assert_eq!(s.last(1, &FlowFilter::default())[0].destination.port, 4);
     }

@@ -27,11 +27,24 @@ pub enum LoadError {
         source: aya::EbpfError,
     },
     #[error("endpoint {endpoint}: program {program}: {detail}")]
-    Program { endpoint: String, program: String, detail: String },
+    Program {
+        endpoint: String,
+        program: String,
+        detail: String,
+    },
     #[error("endpoint {endpoint}: map {map}: {detail}")]
-    Map { endpoint: String, map: String, detail: String },
+    Map {
+        endpoint: String,
+        map: String,
+        detail: String,
+    },
     #[error("endpoint {endpoint}: attaching {program} to {ifname}: {detail}")]
-    Attach { endpoint: String, program: String, ifname: String, detail: String },
+    Attach {
+        endpoint: String,
+        program: String,
+        ifname: String,
+        detail: String,
+    },
 }
 
 /// Full text of an aya error chain: the verifier log sits in the innermost source.
@@ -55,7 +68,10 @@ pub fn load_object(endpoint: &str, bytes: &[u8], maps_dir: &Path) -> Result<aya:
     let mut ebpf = aya::EbpfLoader::new()
         .default_map_pin_directory(maps_dir)
         .load(bytes)
-        .map_err(|source| LoadError::Object { endpoint: endpoint.into(), source })?;
+        .map_err(|source| LoadError::Object {
+            endpoint: endpoint.into(),
+            source,
+        })?;
     for (name, prog) in ebpf.programs_mut() {
         let r = match prog {
             Program::SchedClassifier(p) => p.load(),
@@ -109,8 +125,14 @@ pub fn fill_object_maps(
         detail,
     };
     let mut written = 0;
-    for m in manifest.maps.iter().filter(|m| !is_pinned(m) && !m.entries.is_empty()) {
-        let Some(map) = ebpf.map(&m.name) else { continue };
+    for m in manifest
+        .maps
+        .iter()
+        .filter(|m| !is_pinned(m) && !m.entries.is_empty())
+    {
+        let Some(map) = ebpf.map(&m.name) else {
+            continue;
+        };
         let data = map_data(map).ok_or_else(|| err(&m.name, "unsupported map type".into()))?;
         for e in &m.entries {
             let (Ok(k), Ok(v)) = (hex::decode(&e.key), hex::decode(&e.value)) else {
@@ -127,14 +149,23 @@ pub fn fill_object_maps(
         }
         let fd = ebpf
             .program(&t.program)
-            .ok_or_else(|| err(&t.map, format!("tail-call program {} not in the object", t.program)))?
+            .ok_or_else(|| {
+                err(
+                    &t.map,
+                    format!("tail-call program {} not in the object", t.program),
+                )
+            })?
             .fd()
             .and_then(|f| f.try_clone().map_err(Into::into))
             .map_err(|e| err(&t.map, error_chain(&e)))?;
-        let map = ebpf.map_mut(&t.map).ok_or_else(|| err(&t.map, "missing".into()))?;
+        let map = ebpf
+            .map_mut(&t.map)
+            .ok_or_else(|| err(&t.map, "missing".into()))?;
         let mut slots: ProgramArray<&mut MapData> =
             ProgramArray::try_from(map).map_err(|e| err(&t.map, error_chain(&e)))?;
-        slots.set(t.index, &fd, 0).map_err(|e| err(&t.map, error_chain(&e)))?;
+        slots
+            .set(t.index, &fd, 0)
+            .map_err(|e| err(&t.map, error_chain(&e)))?;
         written += 1;
     }
     Ok(written)
@@ -171,18 +202,25 @@ pub fn attach_program(
         .ok_or_else(|| fail("program not in the object".into()))?;
     match prog.hook {
         Hook::TcIngress | Hook::TcEgress => {
-            let attach_type =
-                if prog.hook == Hook::TcIngress { TcAttachType::Ingress } else { TcAttachType::Egress };
+            let attach_type = if prog.hook == Hook::TcIngress {
+                TcAttachType::Ingress
+            } else {
+                TcAttachType::Egress
+            };
             let p: &mut SchedClassifier = p.try_into().map_err(|e| fail(error_chain(&e)))?;
             match existing {
                 Some(Attachment::Link { pin }) => {
-                    let pinned = PinnedLink::from_pin(pin_dir.join(pin)).map_err(|e| fail(error_chain(&e)))?;
+                    let pinned = PinnedLink::from_pin(pin_dir.join(pin))
+                        .map_err(|e| fail(error_chain(&e)))?;
                     let link = SchedClassifierLink::try_from(FdLink::from(pinned))
                         .map_err(|e| fail(error_chain(&e)))?;
                     let id = p.attach_to_link(link).map_err(|e| fail(error_chain(&e)))?;
                     // The pin keeps the link; our fd may go.
                     drop(p.take_link(id));
-                    Ok((Attachment::Link { pin: pin.clone() }, AttachOutcome::Swapped))
+                    Ok((
+                        Attachment::Link { pin: pin.clone() },
+                        AttachOutcome::Swapped,
+                    ))
                 }
                 Some(Attachment::Netlink { priority, handle }) => {
                     let link = SchedClassifierLink::attached(
@@ -196,7 +234,10 @@ pub fn attach_program(
                     let id = p.attach_to_link(link).map_err(|e| fail(error_chain(&e)))?;
                     std::mem::forget(p.take_link(id));
                     Ok((
-                        Attachment::Netlink { priority: *priority, handle: *handle },
+                        Attachment::Netlink {
+                            priority: *priority,
+                            handle: *handle,
+                        },
                         AttachOutcome::Swapped,
                     ))
                 }
@@ -217,14 +258,23 @@ pub fn attach_program(
                     let link = p.take_link(id).map_err(|e| fail(error_chain(&e)))?;
                     if tcx {
                         let fd = FdLink::try_from(link).map_err(|e| fail(error_chain(&e)))?;
-                        fd.pin(pin_dir.join(pin_name)).map_err(|e| fail(error_chain(&e)))?;
-                        Ok((Attachment::Link { pin: pin_name.into() }, AttachOutcome::Attached))
+                        fd.pin(pin_dir.join(pin_name))
+                            .map_err(|e| fail(error_chain(&e)))?;
+                        Ok((
+                            Attachment::Link {
+                                pin: pin_name.into(),
+                            },
+                            AttachOutcome::Attached,
+                        ))
                     } else {
                         let priority = link.priority().map_err(|e| fail(error_chain(&e)))?;
                         let handle: u32 = link.handle().map_err(|e| fail(error_chain(&e)))?.into();
                         // Dropping the wrapper would remove the filter.
                         std::mem::forget(link);
-                        Ok((Attachment::Netlink { priority, handle }, AttachOutcome::Attached))
+                        Ok((
+                            Attachment::Netlink { priority, handle },
+                            AttachOutcome::Attached,
+                        ))
                     }
                 }
             }
@@ -233,19 +283,32 @@ pub fn attach_program(
             let p: &mut Xdp = p.try_into().map_err(|e| fail(error_chain(&e)))?;
             match existing {
                 Some(Attachment::Link { pin }) => {
-                    let pinned = PinnedLink::from_pin(pin_dir.join(pin)).map_err(|e| fail(error_chain(&e)))?;
-                    let link = XdpLink::try_from(FdLink::from(pinned)).map_err(|e| fail(error_chain(&e)))?;
+                    let pinned = PinnedLink::from_pin(pin_dir.join(pin))
+                        .map_err(|e| fail(error_chain(&e)))?;
+                    let link = XdpLink::try_from(FdLink::from(pinned))
+                        .map_err(|e| fail(error_chain(&e)))?;
                     let id = p.attach_to_link(link).map_err(|e| fail(error_chain(&e)))?;
                     drop(p.take_link(id));
-                    Ok((Attachment::Link { pin: pin.clone() }, AttachOutcome::Swapped))
+                    Ok((
+                        Attachment::Link { pin: pin.clone() },
+                        AttachOutcome::Swapped,
+                    ))
                 }
                 Some(Attachment::Netlink { .. }) => Err(fail("XDP attachments are links".into())),
                 None => {
-                    let id = p.attach(ifname, XdpMode::default()).map_err(|e| fail(error_chain(&e)))?;
+                    let id = p
+                        .attach(ifname, XdpMode::default())
+                        .map_err(|e| fail(error_chain(&e)))?;
                     let link = p.take_link(id).map_err(|e| fail(error_chain(&e)))?;
                     let fd = FdLink::try_from(link).map_err(|e| fail(error_chain(&e)))?;
-                    fd.pin(pin_dir.join(pin_name)).map_err(|e| fail(error_chain(&e)))?;
-                    Ok((Attachment::Link { pin: pin_name.into() }, AttachOutcome::Attached))
+                    fd.pin(pin_dir.join(pin_name))
+                        .map_err(|e| fail(error_chain(&e)))?;
+                    Ok((
+                        Attachment::Link {
+                            pin: pin_name.into(),
+                        },
+                        AttachOutcome::Attached,
+                    ))
                 }
             }
         }
@@ -253,7 +316,12 @@ pub fn attach_program(
 }
 
 /// Removes one attachment: the pin goes, and with it (no fd left) the link and its hook entry.
-pub fn detach(attachment: &Attachment, ifname: &str, hook: Hook, pin_dir: &Path) -> std::io::Result<()> {
+pub fn detach(
+    attachment: &Attachment,
+    ifname: &str,
+    hook: Hook,
+    pin_dir: &Path,
+) -> std::io::Result<()> {
     match attachment {
         Attachment::Link { pin } => match PinnedLink::from_pin(pin_dir.join(pin)) {
             Ok(p) => p.unpin().map(drop),
@@ -263,8 +331,11 @@ pub fn detach(attachment: &Attachment, ifname: &str, hook: Hook, pin_dir: &Path)
             },
         },
         Attachment::Netlink { priority, handle } => {
-            let attach_type =
-                if hook == Hook::TcIngress { TcAttachType::Ingress } else { TcAttachType::Egress };
+            let attach_type = if hook == Hook::TcIngress {
+                TcAttachType::Ingress
+            } else {
+                TcAttachType::Egress
+            };
             // The wrapper detaches the filter when dropped.
             SchedClassifierLink::attached(ifname, attach_type, *priority, (*handle).into(), None)
                 .map(drop)
@@ -275,5 +346,7 @@ pub fn detach(attachment: &Attachment, ifname: &str, hook: Hook, pin_dir: &Path)
 
 /// tcx links exist from Linux 6.6 (aya makes the same decision).
 pub fn tcx_supported() -> bool {
-    aya::util::KernelVersion::current().map(|v| v >= aya::util::KernelVersion::new(6, 6, 0)).unwrap_or(false)
+    aya::util::KernelVersion::current()
+        .map(|v| v >= aya::util::KernelVersion::new(6, 6, 0))
+        .unwrap_or(false)
 }

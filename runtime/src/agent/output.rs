@@ -58,12 +58,19 @@ pub fn is_pinned(map: &ManifestMap) -> bool {
 impl CompileOutput {
     pub fn read(dir: &Path) -> Result<CompileOutput, OutputError> {
         let path = dir.join("manifest.json");
-        let manifest_bytes =
-            std::fs::read(&path).map_err(|source| OutputError::Read { path: path.clone(), source })?;
-        let manifest: Manifest = serde_json::from_slice(&manifest_bytes)
-            .map_err(|source| OutputError::Parse { path: path.clone(), source })?;
+        let manifest_bytes = std::fs::read(&path).map_err(|source| OutputError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        let manifest: Manifest =
+            serde_json::from_slice(&manifest_bytes).map_err(|source| OutputError::Parse {
+                path: path.clone(),
+                source,
+            })?;
         if manifest.format != MANIFEST_FORMAT {
-            return Err(OutputError::Format { found: manifest.format });
+            return Err(OutputError::Format {
+                found: manifest.format,
+            });
         }
         check_manifest(&manifest)?;
         // Entries of per-object maps and prog-array slots are loaded with the object: an object
@@ -86,8 +93,10 @@ impl CompileOutput {
                 )));
             }
             let opath = dir.join(rel);
-            let bytes = std::fs::read(&opath)
-                .map_err(|source| OutputError::Read { path: opath.clone(), source })?;
+            let bytes = std::fs::read(&opath).map_err(|source| OutputError::Read {
+                path: opath.clone(),
+                source,
+            })?;
             check_elf(&opath, &bytes)?;
             let mut h = Sha256::new();
             h.update(&bytes);
@@ -97,10 +106,18 @@ impl CompileOutput {
             }
             objects.insert(
                 ep.name.clone(),
-                EndpointObject { bytes, fingerprint: hex::encode(h.finalize()) },
+                EndpointObject {
+                    bytes,
+                    fingerprint: hex::encode(h.finalize()),
+                },
             );
         }
-        Ok(CompileOutput { dir: dir.to_path_buf(), manifest, manifest_bytes, objects })
+        Ok(CompileOutput {
+            dir: dir.to_path_buf(),
+            manifest,
+            manifest_bytes,
+            objects,
+        })
     }
 
     /// Copies manifest and objects to `dest` (replacing it), so a restarted agent can reconcile
@@ -132,10 +149,16 @@ fn check_manifest(m: &Manifest) -> Result<(), OutputError> {
     let mut names = std::collections::BTreeSet::new();
     for ep in &m.endpoints {
         if !names.insert(&ep.name) {
-            return Err(OutputError::Invalid(format!("endpoint {} listed twice", ep.name)));
+            return Err(OutputError::Invalid(format!(
+                "endpoint {} listed twice",
+                ep.name
+            )));
         }
         if ep.programs.is_empty() {
-            return Err(OutputError::Invalid(format!("endpoint {} has no programs", ep.name)));
+            return Err(OutputError::Invalid(format!(
+                "endpoint {} has no programs",
+                ep.name
+            )));
         }
     }
     for map in &m.maps {
@@ -147,7 +170,10 @@ fn check_manifest(m: &Manifest) -> Result<(), OutputError> {
         }
         for e in &map.entries {
             let (Ok(k), Ok(v)) = (hex::decode(&e.key), hex::decode(&e.value)) else {
-                return Err(OutputError::Invalid(format!("map {}: entry is not hex", map.name)));
+                return Err(OutputError::Invalid(format!(
+                    "map {}: entry is not hex",
+                    map.name
+                )));
             };
             if k.len() != map.key_size as usize || v.len() != map.value_size as usize {
                 return Err(OutputError::Invalid(format!(
@@ -163,7 +189,10 @@ fn check_manifest(m: &Manifest) -> Result<(), OutputError> {
     }
     for t in &m.tail_calls {
         if !m.maps.iter().any(|x| x.name == t.map) {
-            return Err(OutputError::Invalid(format!("tail call into unknown map {}", t.map)));
+            return Err(OutputError::Invalid(format!(
+                "tail call into unknown map {}",
+                t.map
+            )));
         }
     }
     Ok(())
@@ -171,7 +200,10 @@ fn check_manifest(m: &Manifest) -> Result<(), OutputError> {
 
 /// The cheap checks that catch a truncated or foreign file before aya's parser does.
 fn check_elf(path: &Path, bytes: &[u8]) -> Result<(), OutputError> {
-    let bad = |reason: &str| OutputError::CorruptObject { path: path.into(), reason: reason.into() };
+    let bad = |reason: &str| OutputError::CorruptObject {
+        path: path.into(),
+        reason: reason.into(),
+    };
     if bytes.len() < 64 || &bytes[0..4] != b"\x7fELF" {
         return Err(bad("not an ELF file"));
     }
@@ -190,5 +222,7 @@ fn check_elf(path: &Path, bytes: &[u8]) -> Result<(), OutputError> {
 }
 
 fn aya_obj_parse(bytes: &[u8]) -> Result<(), String> {
-    aya_obj::Object::parse(bytes).map(|_| ()).map_err(|e| e.to_string())
+    aya_obj::Object::parse(bytes)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }

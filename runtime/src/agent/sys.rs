@@ -36,7 +36,11 @@ fn bpf(cmd: libc::c_long, attr: &MapElemAttr) -> io::Result<()> {
             std::mem::size_of::<MapElemAttr>(),
         )
     };
-    if rc < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
 }
 
 /// `BPF_MAP_UPDATE_ELEM` with `BPF_ANY`; the caller checked the sizes against the map.
@@ -92,7 +96,13 @@ pub fn ensure_bpffs(path: &Path) -> io::Result<bool> {
     let fstype = c"bpf";
     // SAFETY: all strings are NUL-terminated and outlive the call; data is null.
     let rc = unsafe {
-        libc::mount(fstype.as_ptr(), target.as_ptr(), fstype.as_ptr(), 0, std::ptr::null())
+        libc::mount(
+            fstype.as_ptr(),
+            target.as_ptr(),
+            fstype.as_ptr(),
+            0,
+            std::ptr::null(),
+        )
     };
     if rc < 0 {
         return Err(io::Error::last_os_error());
@@ -108,7 +118,11 @@ pub fn unmount_bpffs(path: &Path) -> io::Result<()> {
     let c = cpath(path)?;
     // SAFETY: c is NUL-terminated.
     let rc = unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
-    if rc < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
 }
 
 /// The interface index of `name` in the agent's network namespace, if it exists.
@@ -124,5 +138,7 @@ pub fn monotonic_ns() -> u64 {
     // SAFETY: clock_gettime writes into the struct we own.
     let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    (ts.tv_sec as u64).saturating_mul(1_000_000_000).saturating_add(ts.tv_nsec as u64)
+    (ts.tv_sec as u64)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(ts.tv_nsec as u64)
 }

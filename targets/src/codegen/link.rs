@@ -379,7 +379,7 @@ pub fn link(
                 format!("annotation at {} outside its block", a.insn),
             ));
         }
-        let insn = start[a.block] + (a.insn - b.start) + usize::from(a.insn > b.start);
+        let insn = start[a.block] + (a.insn - b.start);
         // An annotation on a jump that fell through at the very end has no code to describe.
         if insn >= total {
             continue;

@@ -272,8 +272,23 @@ impl Agent {
         }
     }
 
+    /// The agent's stderr, without terminal colour codes.
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.state.with_extension("log")).unwrap_or_default()
+        let raw = std::fs::read_to_string(self.state.with_extension("log")).unwrap_or_default();
+        let mut out = String::new();
+        let mut chars = raw.chars();
+        while let Some(c) = chars.next() {
+            if c == '\x1b' {
+                for d in chars.by_ref() {
+                    if d == 'm' {
+                        break;
+                    }
+                }
+            } else {
+                out.push(c);
+            }
+        }
+        out
     }
 
     pub fn kill9(&mut self) {
