@@ -40,6 +40,8 @@ enum Command {
     Observe(cmd::observe::Args),
     /// Show the running agent's status.
     Status(cmd::status::Args),
+    /// Run the star-wars demo in throw-away network namespaces, show flows, remove everything.
+    Demo(cmd::demo::Args),
 }
 
 fn main() -> ExitCode {
@@ -57,6 +59,7 @@ fn main() -> ExitCode {
         Command::Apply(a) => cmd::apply::run(a),
         Command::Observe(a) => cmd::observe::run(a),
         Command::Status(a) => cmd::status::run(a),
+        Command::Demo(a) => cmd::demo::run(a),
     };
     match result {
         Ok(code) => code,

@@ -26,6 +26,12 @@ use crate::resolve::ResolvedCluster;
 pub enum CompileError {
     #[error(transparent)]
     Lower(#[from] lower::LowerError),
+    #[error("endpoint {endpoint}: {direction} program over the verifier budget: {source}")]
+    Budget {
+        endpoint: String,
+        direction: Direction,
+        source: lower::budget::BudgetError,
+    },
     #[error("endpoint {endpoint}: code generation: {source}")]
     Codegen {
         endpoint: String,
@@ -107,6 +113,11 @@ pub fn endpoint_object_with_maps(
     let mut functions = Vec::new();
     let mut own = Vec::new();
     for d in [Direction::Egress, Direction::Ingress] {
+        lower::budget::check_policy(policy.direction(d)).map_err(|source| CompileError::Budget {
+            endpoint: ep.name.clone(),
+            direction: d,
+            source,
+        })?;
         let lowered =
             lower::lower_direction_with(ep.identity, policy.direction(d), d, &options).map_err(
                 |source| lower::LowerError::Build {
@@ -125,6 +136,16 @@ pub fn endpoint_object_with_maps(
                 source,
             }
         })?;
+    for (st, d) in stats.iter().zip([Direction::Egress, Direction::Ingress]) {
+        let budget = lower::budget::predict(&st.name, st.insns);
+        lower::budget::check_program(policy.direction(d), &budget).map_err(|source| {
+            CompileError::Budget {
+                endpoint: ep.name.clone(),
+                direction: d,
+                source,
+            }
+        })?;
+    }
     let map_defs = maps::shared_map_defs().into_iter().map(|m| match pinning {
         MapPinning::ByName => m,
         MapPinning::Private => m.with_pinning(Pinning::None),
@@ -148,6 +169,8 @@ pub struct DirectionObject {
     /// Per-program maps the object declares, with the initial entries a loader must write.
     pub maps: Vec<(String, Vec<(Vec<u8>, Vec<u8>)>)>,
     pub stats: Vec<FunctionStats>,
+    /// Predicted verifier budget per program.
+    pub budgets: Vec<lower::budget::ProgramBudget>,
 }
 
 /// Compiles one direction of a policy into an object holding its program and every map it uses.
@@ -160,6 +183,12 @@ pub fn direction_object(
     pinning: MapPinning,
 ) -> Result<DirectionObject, CompileError> {
     let endpoint = || format!("{tag} ({direction})");
+    let over_budget = |source| CompileError::Budget {
+        endpoint: tag.to_string(),
+        direction,
+        source,
+    };
+    lower::budget::check_policy(policy).map_err(over_budget)?;
     let lowered = lower::lower_direction_with(
         local_identity,
         policy,
@@ -175,6 +204,13 @@ pub fn direction_object(
             endpoint: endpoint(),
             source,
         })?;
+    let budgets: Vec<_> = stats
+        .iter()
+        .map(|s| lower::budget::predict(&s.name, s.insns))
+        .collect();
+    for b in &budgets {
+        lower::budget::check_program(policy, b).map_err(over_budget)?;
+    }
     let map_defs = maps::shared_map_defs().into_iter().map(|m| match pinning {
         MapPinning::ByName => m,
         MapPinning::Private => m.with_pinning(Pinning::None),
@@ -197,6 +233,7 @@ pub fn direction_object(
             .map(|m| (m.def.name, m.entries))
             .collect(),
         stats,
+        budgets,
     })
 }
 

@@ -48,7 +48,10 @@ fn check_rule_slots(code: &FunctionCode, rules: usize) {
             prev_marker = marker;
         }
     }
-    let entry = code.line_info.iter().find(|a| a.source.text == "rule 0: toPorts check");
+    let entry = code
+        .line_info
+        .iter()
+        .find(|a| a.source.text == "rule 0: toPorts check");
     assert!(entry.is_some());
 }
 
@@ -67,7 +70,10 @@ fn annotations_land_on_their_rules_code_with_spills() {
             .insn;
         is_support(&code[0].insns[slot]) && !is_xor_marker(&code[0].insns[slot], r)
     });
-    assert!(reload_first, "no rule starts with a reload or move; the test lost its point");
+    assert!(
+        reload_first,
+        "no rule starts with a reload or move; the test lost its point"
+    );
     assert!(code[1].line_info.is_empty(), "mix has no annotations");
 }
 
@@ -120,7 +126,10 @@ fn annotation_on_a_terminator_only_block_and_merging() {
     assert_eq!(got[0], (0, "first | second"));
     assert_eq!(got[1].1, "branch");
     let branch = code[0].insns[got[1].0];
-    assert_eq!(branch.imm, 5, "branch annotation is on the compare: {branch:?}");
+    assert_eq!(
+        branch.imm, 5,
+        "branch annotation is on the compare: {branch:?}"
+    );
     let exit_x = got[2].0;
     assert_eq!(code[0].insns[exit_x].imm, 1, "r0 = 1 of block x");
 }

@@ -110,7 +110,11 @@ fn annotated(insns: Vec<RawInsn>, at: &[usize]) -> FunctionCode {
 fn writer_refuses_line_info_the_kernel_would_refuse() {
     let [a, b] = ld_imm64();
     let insns = vec![a, b, mov_r0(1), exit()];
-    let write = |at: &[usize]| ObjectWriter::new().function(annotated(insns.clone(), at)).write();
+    let write = |at: &[usize]| {
+        ObjectWriter::new()
+            .function(annotated(insns.clone(), at))
+            .write()
+    };
     assert!(write(&[0, 2, 3]).is_ok());
     for bad in [&[1][..], &[2, 2], &[3, 2], &[4]] {
         match write(bad) {
@@ -157,7 +161,9 @@ fn annotated_disassembly_puts_each_rule_before_its_code() {
             a.insn
         );
     }
-    assert!(text.contains("; rule 5: CiliumNetworkPolicy default/rule5 ingress[0] (testdata/demo/policy.yaml:30:5)"));
+    assert!(text.contains(
+        "; rule 5: CiliumNetworkPolicy default/rule5 ingress[0] (testdata/demo/policy.yaml:30:5)"
+    ));
     assert!(text.contains("; mix\n"));
 }
 
@@ -178,35 +184,130 @@ fn objects_stay_deterministic_and_unannotated_objects_unchanged() {
         .iter()
         .map(|r| (r.section.as_str(), r.insn, r.text.as_str()))
         .collect();
-    assert_eq!(names, vec![("classifier", 0, "annotated"), (".text", 0, "mix")]);
+    assert_eq!(
+        names,
+        vec![("classifier", 0, "annotated"), (".text", 0, "mix")]
+    );
 }
 
-/// llvm-objdump reads BTF line_info too: `-S` prints each record's text as a `; ` line.
+/// llvm-objdump reads BTF line_info too: `ciliumc disasm` (with annotations) prints exactly what
+/// `llvm-objdump-19 -d -S` prints, and `--raw` what `llvm-objdump-19 -d` prints; with and without
+/// rule annotations.
 #[test]
-fn llvm_objdump_agrees_on_plain_text_and_sees_the_annotations() {
+fn annotated_text_is_llvm_objdump_source_view() {
     let Ok(out) = Command::new("llvm-objdump-19").arg("--version").output() else {
         eprintln!("skipping: llvm-objdump-19 not installed");
         return;
     };
     assert!(out.status.success());
-    let (_, bytes) = object(4, 8);
+    let (code, annotated) = object(4, 8);
+    let mut bare_code = code.clone();
+    for c in &mut bare_code {
+        c.line_info.clear();
+    }
+    let bare = write_object(bare_code);
     let dir = std::env::temp_dir().join(format!("ciliumc-annot-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("annot.o");
-    std::fs::write(&path, &bytes).unwrap();
-    let p = path.to_str().unwrap();
-    let plain = Command::new("llvm-objdump-19").args(["-d", p]).output().unwrap();
-    let source = Command::new("llvm-objdump-19").args(["-d", "-S", p]).output().unwrap();
+    for (name, bytes) in [("annot.o", &annotated), ("bare.o", &bare)] {
+        let path = dir.join(name);
+        std::fs::write(&path, bytes).unwrap();
+        let p = path.to_str().unwrap();
+        let llvm = |args: &[&str]| {
+            let out = Command::new("llvm-objdump-19")
+                .args(args)
+                .arg(p)
+                .output()
+                .unwrap();
+            assert!(out.status.success());
+            String::from_utf8(out.stdout).unwrap()
+        };
+        assert_eq!(
+            llvm(&["-d"]),
+            disassemble_object(bytes, p).unwrap(),
+            "{name} -d"
+        );
+        let source = llvm(&["-d", "-S"]);
+        assert_eq!(
+            source,
+            disassemble_object_with_line_info(bytes, p).unwrap(),
+            "{name} -d -S"
+        );
+        if name == "annot.o" {
+            for r in 0..4 {
+                assert!(source.contains(&format!("; {}", rule_annotation(r).text)));
+            }
+        }
+    }
     std::fs::remove_dir_all(&dir).unwrap();
-    assert_eq!(
-        String::from_utf8_lossy(&plain.stdout),
-        disassemble_object(&bytes, p).unwrap()
-    );
-    let source = String::from_utf8_lossy(&source.stdout);
-    for r in 0..4 {
+}
+
+/// The cases where llvm-objdump -S hides a record (repeated file and line on the next
+/// instruction whatever the column or text, line 0, empty text) or shows it again (after an
+/// instruction without a record, or from another file): our annotated text follows it exactly.
+#[test]
+fn repeated_lines_follow_llvm_objdump() {
+    use ciliumc_targets::codegen::{Cond, FunctionBuilder, compile};
+    use ciliumc_targets::hooks::Hook;
+    let Ok(out) = Command::new("llvm-objdump-19").arg("--version").output() else {
+        eprintln!("skipping: llvm-objdump-19 not installed");
+        return;
+    };
+    assert!(out.status.success());
+    let a = |text: &str, file: &str, line: u32, column: u32| Annotation {
+        file: file.into(),
+        line,
+        column,
+        text: text.into(),
+    };
+    let mut f = FunctionBuilder::new("prog", Hook::TcIngress);
+    f.annotate(a("first", "p.yaml", 4, 3));
+    let m = f.load_ctx("mark");
+    let (x, y, z) = (f.block(), f.block(), f.block());
+    f.annotate(a("same line again", "p.yaml", 4, 3));
+    f.branch(Cond::Eq, m, 7, x, z);
+    f.switch_to(z);
+    f.annotate(a("same line, other column", "p.yaml", 4, 9));
+    let _ = f.load_ctx("priority");
+    f.annotate(a("same line, other file", "q.yaml", 4, 9));
+    let _ = f.load_ctx("priority");
+    f.annotate(a("line zero", "q.yaml", 0, 0));
+    let _ = f.load_ctx("priority");
+    f.annotate(a("after line zero", "p.yaml", 4, 3));
+    f.branch(Cond::Eq, m, 8, x, y);
+    f.switch_to(y);
+    f.annotate(a("", "p.yaml", 7, 1));
+    let _ = f.load_ctx("priority");
+    f.annotate(a("two\nlines", "p.yaml", 8, 1));
+    f.ret(2);
+    f.switch_to(x);
+    f.annotate(a("first", "p.yaml", 4, 3));
+    f.ret(1);
+    let code = compile(&[f.finish().unwrap()]).unwrap();
+    let bytes = ObjectWriter::new().functions(code).write().unwrap();
+    let path = std::env::temp_dir().join(format!("ciliumc-annot-rep-{}.o", std::process::id()));
+    std::fs::write(&path, &bytes).unwrap();
+    let p = path.to_str().unwrap().to_owned();
+    let out = Command::new("llvm-objdump-19")
+        .args(["-d", "-S", &p])
+        .output()
+        .unwrap();
+    std::fs::remove_file(&path).unwrap();
+    let llvm = String::from_utf8(out.stdout).unwrap();
+    let ours = disassemble_object_with_line_info(&bytes, &p).unwrap();
+    assert_eq!(ours, llvm);
+    for shown in [
+        "; first\n",
+        "; same line, other file\n",
+        "; after line zero\n",
+        "; two lines\n",
+    ] {
+        assert!(ours.contains(shown), "{shown:?} missing:\n{ours}");
+    }
+    for hidden in ["same line again", "other column", "line zero\n"] {
         assert!(
-            source.contains(&format!("; {}", rule_annotation(r).text)),
-            "llvm-objdump -S does not show rule {r}:\n{source}"
+            !ours.contains(&format!("; {hidden}")),
+            "{hidden:?} shown:\n{ours}"
         );
     }
+    assert_eq!(ours.matches("; first\n").count(), 2);
 }

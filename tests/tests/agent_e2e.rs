@@ -9,8 +9,6 @@ use std::time::Duration;
 
 use agent_support::*;
 
-const LIFE: Duration = Duration::from_secs(30);
-
 fn flows_between<'a>(
     flows: &'a [serde_json::Value],
     from: &str,
@@ -28,7 +26,7 @@ fn flows_between<'a>(
 }
 
 /// Allowed traffic passes, denied traffic fails, and each shows in `observe` with its verdict.
-fn check_demo_verdicts(topo: &Topology, agent: &Agent) {
+fn check_demo_verdicts(topo: &Topology) {
     let (ds, tf, xw) = (topo.pod("ds"), topo.pod("tf"), topo.pod("xw"));
     let srv = tcp_server(&ds, 80, Duration::from_secs(8));
     assert!(
@@ -62,7 +60,7 @@ fn agent_enforces_policy_reports_flows_and_refuses_bad_generations() {
     );
 
     let (ds, tf, xw) = (topo.pod("ds"), topo.pod("tf"), topo.pod("xw"));
-    check_demo_verdicts(&topo, &agent);
+    check_demo_verdicts(&topo);
     // UDP: the deathstar allows only TCP/80; the x-wing has no policy.
     let u1 = udp_echo(&ds, 80, Duration::from_secs(6));
     let u2 = udp_echo(&xw, 5353, Duration::from_secs(6));
@@ -167,6 +165,27 @@ fn agent_enforces_policy_reports_flows_and_refuses_bad_generations() {
         "{}",
         String::from_utf8_lossy(&r.stderr)
     );
+    // A program the verifier refuses: the error carries the verifier log.
+    let bad_v = dir.0.join("verifier");
+    copy_dir(&out, &bad_v);
+    let obj = bad_v.join("bpf/default_xwing.o");
+    let mut bytes = std::fs::read(&obj).unwrap();
+    let code = {
+        use object::{Object, ObjectSection};
+        let file = object::File::parse(&*bytes).unwrap();
+        let sec = file.section_by_name("classifier").unwrap();
+        sec.file_range().unwrap().0 as usize
+    };
+    // Opcode 0 does not exist.
+    bytes[code..code + 8].copy_from_slice(&[0u8; 8]);
+    std::fs::write(&obj, &bytes).unwrap();
+    let r = agent.apply(&bad_v);
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(!r.status.success());
+    assert!(
+        err.contains("Verifier output") && err.contains("default/xwing"),
+        "{err}"
+    );
     // An incompatible manifest is refused.
     let bad2 = dir.0.join("incompatible");
     copy_dir(&out, &bad2);
@@ -213,8 +232,8 @@ fn agent_enforces_policy_reports_flows_and_refuses_bad_generations() {
     assert_eq!(agent.pinned_links(), links_before);
     let st = agent.status();
     assert_eq!(st["generation"], 1);
-    assert_eq!(st["failed_applies"], 4);
-    check_demo_verdicts(&topo, &agent);
+    assert_eq!(st["failed_applies"], 5);
+    check_demo_verdicts(&topo);
 }
 
 #[test]
@@ -255,7 +274,7 @@ fn agent_survives_kill_9_reconciles_swaps_in_place_and_cleans_up() {
 
     agent.kill9();
     // The datapath keeps running without the agent.
-    check_demo_verdicts(&topo, &agent);
+    check_demo_verdicts(&topo);
     assert_eq!(agent.pinned_links(), links1);
 
     agent.spawn();
@@ -265,7 +284,7 @@ fn agent_survives_kill_9_reconciles_swaps_in_place_and_cleans_up() {
     assert!(agent.log().contains("adopted=3"), "{}", agent.log());
     // Adopted, not reloaded: same links, same programs.
     assert_eq!(agent.pinned_links(), links1);
-    check_demo_verdicts(&topo, &agent);
+    check_demo_verdicts(&topo);
 
     // Swap in place: same links, new programs for the changed endpoint only.
     let r = agent.apply(&out2);
@@ -335,7 +354,6 @@ fn agent_survives_kill_9_reconciles_swaps_in_place_and_cleans_up() {
     let srv = tcp_server(&topo.pod("ds"), 80, Duration::from_secs(5));
     assert!(tcp_ok(&topo.pod("xw"), "192.0.2.10", 80));
     srv.join().unwrap();
-    let _ = LIFE;
 }
 
 fn copy_dir(from: &std::path::Path, to: &std::path::Path) {

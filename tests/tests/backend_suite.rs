@@ -4,7 +4,7 @@
 //! needs long jumps — each of which
 //! (a) passes the kernel verifier (raw `bpf()` loader),
 //! (b) loads with `bpftool prog loadall`, `tc filter add ... bpf da obj F sec classifier` and aya,
-//! (c) disassembles with `llvm-objdump-19 -d` to exactly the text of `ciliumc disasm`, and
+//! (c) disassembles with `llvm-objdump-19 -d` to exactly the text of `ciliumc disasm --raw`, and
 //! (d) returns the expected values under `BPF_PROG_TEST_RUN`,
 //! then (a) and (d) again with `net.core.bpf_jit_harden=2` (restored afterwards).
 

@@ -137,7 +137,10 @@ fn assert_rules_shown(dump: &str, what: &str) {
             .unwrap_or_else(|| panic!("{what}: rule {r} missing or out of order:\n{dump}"));
         last += at + needle.len();
     }
-    assert!(dump.contains("; prologue: parse IPv4/UDP"), "{what}:\n{dump}");
+    assert!(
+        dump.contains("; prologue: parse IPv4/UDP"),
+        "{what}:\n{dump}"
+    );
 }
 
 #[test]
@@ -151,7 +154,9 @@ fn raw_loader_keeps_annotations_and_bpftool_dump_shows_them() {
         TC_ACT_OK as u32
     );
     assert_eq!(
-        prog.run(&udp_to(PORT_BASE as u16 + RULES as u16)).unwrap().retval,
+        prog.run(&udp_to(PORT_BASE as u16 + RULES as u16))
+            .unwrap()
+            .retval,
         TC_ACT_SHOT as u32
     );
     let id = sys::prog_info(prog.fd()).unwrap().id.to_string();
@@ -172,7 +177,15 @@ fn bpftool_loadall_and_dump_in_a_private_bpffs() {
                   && bpftool prog dump xlated pinned /sys/fs/bpf/progs/annotated";
     let dump = run(
         "unshare",
-        &["--mount", "--propagation", "private", "sh", "-c", script, file],
+        &[
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            script,
+            file,
+        ],
     )
     .unwrap();
     assert_rules_shown(&dump, "bpftool loadall + dump xlated");

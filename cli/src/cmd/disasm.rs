@@ -16,7 +16,8 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let bytes = std::fs::read(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
+    let bytes =
+        std::fs::read(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
     let path = args.file.display().to_string();
     let text = if args.raw {
         ciliumc_targets::disasm::disassemble_object(&bytes, &path)

@@ -4,6 +4,7 @@ pub mod apply;
 pub mod check;
 pub mod compile;
 pub mod connlist;
+pub mod demo;
 pub mod diff;
 pub mod observe;
 pub mod disasm;

@@ -62,7 +62,7 @@ pub fn emit_decision(
     direction: Direction,
     inputs: &Inputs,
     out: &Targets,
-    identity_map: Option<&str>,
+    names: Option<&dispatch::MapNames>,
 ) -> Vec<ProgramMap> {
     if !policy.enforced {
         f.assign_const(out.rule, 0);
@@ -131,8 +131,28 @@ pub fn emit_decision(
         }
         outcome_blocks.insert(o, b);
     }
+    // Outcomes read from a map carry the rule in `out.rule`.
+    let data = dispatch::DataOutcomes {
+        deny: f.block(),
+        allow: f.block(),
+        no_match: f.block(),
+        rule: out.rule,
+    };
+    f.switch_to(data.deny);
+    f.assign_const(out.reason, i64::from(DropReason::PolicyDenyExplicit.code()));
+    f.jump(out.drop);
+    f.switch_to(data.allow);
+    if cidr_deny.is_empty() {
+        f.jump(out.allow);
+    } else {
+        f.assign_const(allowed, 1);
+        f.jump(cidr_deny_block);
+    }
+    f.switch_to(data.no_match);
+    f.assign_const(out.rule, 0);
+    f.jump(cidr_deny_block);
     f.switch_to(dispatch_entry);
-    let maps = dispatch::emit_dispatch(f, &flat, inputs, &outcome_blocks, identity_map);
+    let maps = dispatch::emit_dispatch(f, &flat, inputs, &outcome_blocks, names, &data);
 
     if !cidr_deny.is_empty() {
         f.switch_to(cidr_deny_block);

@@ -19,6 +19,27 @@ use super::flatten::{Flat, Leaf, Outcome, Segment};
 
 /// Value of the identity map: the leaf index.
 pub const IDENTITY_MAP_VALUE_SIZE: u32 = 4;
+/// Leaf map key: `{u32 prefixlen; be32 leaf; u8 proto; be16 port; u8 pad}`; value
+/// `{u32 kind (0 deny, 1 allow, 2 no match); u32 rule}`.
+pub const LEAF_KEY_SIZE: u32 = 12;
+pub const LEAF_VALUE_SIZE: u32 = 8;
+/// Port segments (summed over leaves) above which leaves are data in an LPM map, not code:
+/// code grows by about four instructions per segment and the kernel's load time with it.
+pub const LEAF_MAP_MIN_SEGMENTS: usize = 4096;
+
+/// Names of a program's own maps.
+pub struct MapNames {
+    pub identity: String,
+    pub leaves: String,
+}
+
+/// Blocks the dispatch jumps to when leaves are data: `rule` holds the rule id.
+pub struct DataOutcomes {
+    pub deny: BlockId,
+    pub allow: BlockId,
+    pub no_match: BlockId,
+    pub rule: VReg,
+}
 
 /// Emits the identity dispatch and every leaf; returns the maps it declared.
 pub fn emit_dispatch(
@@ -26,28 +47,19 @@ pub fn emit_dispatch(
     flat: &Flat,
     inputs: &Inputs,
     outcomes: &BTreeMap<Outcome, BlockId>,
-    identity_map: Option<&str>,
+    names: Option<&MapNames>,
+    data: &DataOutcomes,
 ) -> Vec<ProgramMap> {
+    let segments: usize = flat.leaves.iter().map(Leaf::segments).sum();
+    if let Some(names) = names.filter(|_| segments >= LEAF_MAP_MIN_SEGMENTS) {
+        return emit_data_dispatch(f, flat, inputs, names, data);
+    }
     let leaf_blocks: Vec<BlockId> = flat.leaves.iter().map(|_| f.block()).collect();
     let mut maps = Vec::new();
-    match identity_map {
-        Some(name) if flat.by_identity.len() >= IDENTITY_MAP_MIN => {
-            let max_entries = u32::try_from(flat.by_identity.len()).unwrap_or(u32::MAX);
-            let def = MapDef::hash(name, TypeDesc::U32, TypeDesc::U32, max_entries);
-            let id = f.map(MapDecl {
-                name: name.to_string(),
-                kind: MapKind::Hash,
-                key_size: 4,
-                value_size: IDENTITY_MAP_VALUE_SIZE,
-            });
-            let key = f.stack_slot(4);
-            f.stack_store(key, 0, inputs.identity, Size::W);
-            let key_ptr = f.stack_addr(key);
-            let hit = f.map_lookup(id, key_ptr);
-            let found = f.block();
-            f.branch_null(hit, leaf_blocks[flat.others], found);
-            f.switch_to(found);
-            let leaf = f.load(hit, 0, Size::W);
+    match names {
+        Some(names) if flat.by_identity.len() >= IDENTITY_MAP_MIN => {
+            let name = names.identity.as_str();
+            let (leaf, map) = identity_lookup(f, flat, inputs, name, leaf_blocks[flat.others]);
             let segments: Vec<(u32, u32, BlockId)> = leaf_blocks
                 .iter()
                 .enumerate()
@@ -55,14 +67,7 @@ pub fn emit_dispatch(
                 .collect();
             // Values are leaf indices below the leaf count; the last interval absorbs the rest.
             emit_u32_tree(f, leaf, &close_intervals(segments, leaf_blocks[flat.others]));
-            maps.push(ProgramMap {
-                def,
-                entries: flat
-                    .by_identity
-                    .iter()
-                    .map(|(id, leaf)| (id.to_le_bytes().to_vec(), (*leaf as u32).to_le_bytes().to_vec()))
-                    .collect(),
-            });
+            maps.push(map);
         }
         _ => {
             let mut intervals: Vec<(u32, u32, BlockId)> = Vec::new();
@@ -82,6 +87,177 @@ pub fn emit_dispatch(
         emit_leaf(f, leaf, inputs, outcomes);
     }
     maps
+}
+
+/// `leaf = identity_map[identity]`; a miss jumps to `miss`. Returns the leaf register (valid in
+/// the block the function leaves current) and the map with its entries.
+fn identity_lookup(
+    f: &mut FunctionBuilder,
+    flat: &Flat,
+    inputs: &Inputs,
+    name: &str,
+    miss: BlockId,
+) -> (VReg, ProgramMap) {
+    let max_entries = u32::try_from(flat.by_identity.len().max(1)).unwrap_or(u32::MAX);
+    let def = MapDef::hash(name, TypeDesc::U32, TypeDesc::U32, max_entries);
+    let id = f.map(MapDecl {
+        name: name.to_string(),
+        kind: MapKind::Hash,
+        key_size: 4,
+        value_size: IDENTITY_MAP_VALUE_SIZE,
+    });
+    let key = f.stack_slot(4);
+    f.stack_store(key, 0, inputs.identity, Size::W);
+    let key_ptr = f.stack_addr(key);
+    let hit = f.map_lookup(id, key_ptr);
+    let found = f.block();
+    f.branch_null(hit, miss, found);
+    f.switch_to(found);
+    let leaf = f.load(hit, 0, Size::W);
+    let entries = flat
+        .by_identity
+        .iter()
+        .map(|(id, leaf)| {
+            let leaf = u32::try_from(*leaf).unwrap_or(u32::MAX);
+            (id.to_le_bytes().to_vec(), leaf.to_le_bytes().to_vec())
+        })
+        .collect();
+    (leaf, ProgramMap { def, entries })
+}
+
+/// Leaves as data: `leaf` from the identity map (a miss is the default leaf), then one LPM
+/// lookup of `(leaf, protocol, port)` gives the outcome kind and rule.
+fn emit_data_dispatch(
+    f: &mut FunctionBuilder,
+    flat: &Flat,
+    inputs: &Inputs,
+    names: &MapNames,
+    data: &DataOutcomes,
+) -> Vec<ProgramMap> {
+    let leaf = f.vreg();
+    let keyed = f.block();
+    let miss = f.block();
+    let (found_leaf, identity_map) = identity_lookup(f, flat, inputs, &names.identity, miss);
+    f.assign(leaf, found_leaf);
+    f.jump(keyed);
+    f.switch_to(miss);
+    let others = u32::try_from(flat.others).unwrap_or(u32::MAX);
+    f.assign_const(leaf, i64::from(others));
+    f.jump(keyed);
+    f.switch_to(keyed);
+    let entries = leaf_entries(flat);
+    let max_entries = u32::try_from(entries.len().max(1)).unwrap_or(u32::MAX);
+    let def = MapDef::lpm_trie(
+        &names.leaves,
+        TypeDesc::structure(
+            "ciliumc_leaf_key",
+            [
+                ("prefixlen", TypeDesc::U32),
+                ("leaf", TypeDesc::U32),
+                ("proto", TypeDesc::U8),
+                ("port_hi", TypeDesc::U8),
+                ("port_lo", TypeDesc::U8),
+                ("pad", TypeDesc::U8),
+            ],
+        ),
+        TypeDesc::structure(
+            "ciliumc_leaf_value",
+            [("kind", TypeDesc::U32), ("rule", TypeDesc::U32)],
+        ),
+        max_entries,
+    );
+    let map = f.map(MapDecl {
+        name: names.leaves.clone(),
+        kind: MapKind::LpmTrie,
+        key_size: LEAF_KEY_SIZE,
+        value_size: LEAF_VALUE_SIZE,
+    });
+    let key = f.stack_slot(LEAF_KEY_SIZE);
+    f.stack_store(key, 0, 56i64, Size::W);
+    let leaf_be = f.bswap(32, leaf);
+    f.stack_store(key, 4, leaf_be, Size::W);
+    f.stack_store(key, 8, inputs.proto, Size::B);
+    // Byte stores: a 2-byte store at offset 9 would be a misaligned stack access.
+    let port_hi = f.alu32(ciliumc_targets::codegen::AluOp::Rsh, inputs.port, 8);
+    f.stack_store(key, 9, port_hi, Size::B);
+    f.stack_store(key, 10, inputs.port, Size::B);
+    f.stack_store(key, 11, 0i64, Size::B);
+    let key_ptr = f.stack_addr(key);
+    let hit = f.map_lookup(map, key_ptr);
+    let found = f.block();
+    f.branch_null(hit, data.no_match, found);
+    f.switch_to(found);
+    let kind = f.load(hit, 0, Size::W);
+    let rule = f.load(hit, 4, Size::W);
+    f.assign(data.rule, rule);
+    let not_deny = f.block();
+    f.branch32(Cond::Eq, kind, 0, data.deny, not_deny);
+    f.switch_to(not_deny);
+    f.branch32(Cond::Eq, kind, 1, data.allow, data.no_match);
+    vec![
+        identity_map,
+        ProgramMap {
+            def,
+            entries: entries
+                .into_iter()
+                .map(|(k, v)| (k.to_vec(), v.to_vec()))
+                .collect(),
+        },
+    ]
+}
+
+fn outcome_value(o: Outcome) -> [u8; 8] {
+    let (kind, rule) = match o {
+        Outcome::Deny(r) => (0u32, r),
+        Outcome::Allow(r) => (1, r),
+        Outcome::NoMatch => (2, 0),
+    };
+    let mut v = [0u8; 8];
+    v[..4].copy_from_slice(&kind.to_le_bytes());
+    v[4..].copy_from_slice(&rule.to_le_bytes());
+    v
+}
+
+/// The LPM entries of every leaf: the leaf alone (prefix 32) gives its `other` outcome; each
+/// segment whose outcome differs gives its own as (protocol, port prefix) entries, longer, so
+/// they win.
+pub fn leaf_entries(flat: &Flat) -> Vec<([u8; 12], [u8; 8])> {
+    let mut out = Vec::new();
+    for (i, leaf) in flat.leaves.iter().enumerate() {
+        let leaf_be = u32::try_from(i).unwrap_or(u32::MAX).to_be_bytes();
+        let key = |prefix: u32, proto: u8, port: u16| {
+            let mut k = [0u8; 12];
+            k[..4].copy_from_slice(&prefix.to_le_bytes());
+            k[4..8].copy_from_slice(&leaf_be);
+            k[8] = proto;
+            k[9..11].copy_from_slice(&port.to_be_bytes());
+            k
+        };
+        out.push((key(32, 0, 0), outcome_value(leaf.other)));
+        for (proto, segments) in &leaf.protocols {
+            for s in segments.iter().filter(|s| s.outcome != leaf.other) {
+                for (port, bits) in port_prefixes(s.lo, s.hi) {
+                    out.push((key(40 + bits, *proto, port), outcome_value(s.outcome)));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The minimal prefixes (port, prefix bits) covering `lo..=hi`.
+pub fn port_prefixes(lo: u16, hi: u16) -> Vec<(u16, u32)> {
+    let mut out = Vec::new();
+    let (mut lo, hi) = (u32::from(lo), u32::from(hi));
+    while lo <= hi {
+        let mut size = if lo == 0 { 1 << 16 } else { lo & lo.wrapping_neg() };
+        while lo + size - 1 > hi {
+            size >>= 1;
+        }
+        out.push((lo as u16, 16 - size.trailing_zeros()));
+        lo += size;
+    }
+    out
 }
 
 /// Sorted disjoint intervals completed with `default` into a partition of the u32 space.
@@ -166,4 +342,25 @@ fn emit_leaf(
         f.switch_to(next);
     }
     f.jump(other);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::port_prefixes;
+
+    #[test]
+    fn port_prefixes_cover_exactly_the_range() {
+        for (lo, hi) in [(0u16, 65535u16), (80, 80), (1, 65535), (1024, 65535), (10000, 20000), (81, 65535)] {
+            let p = port_prefixes(lo, hi);
+            let mut covered = 0u32;
+            for (start, bits) in &p {
+                let size = 1u32 << (16 - bits);
+                assert_eq!(u32::from(*start) % size, 0, "aligned");
+                covered += size;
+            }
+            assert_eq!(covered, u32::from(hi) - u32::from(lo) + 1);
+            assert!(p.len() <= 30);
+        }
+        assert_eq!(port_prefixes(1024, 65535).len(), 6);
+    }
 }

@@ -9,6 +9,7 @@
 //! ipcache lookup of the peer (a miss is world) → `decide` → on allow, record the flow in CT; on
 //! every verdict of a new flow and every drop, an event (`events`).
 
+pub mod budget;
 pub mod decide;
 pub mod dispatch;
 pub mod events;
@@ -102,24 +103,29 @@ pub fn lower_direction_with(
     direction: Direction,
     options: &LowerOptions,
 ) -> Result<Lowered, ciliumc_targets::codegen::CodegenError> {
-    let map_name = options.map_tag.as_deref().map(|t| identity_map_name(t, direction));
-    let (function, maps) = lower_program(local_identity, policy, direction, map_name.as_deref())?;
+    let names = options.map_tag.as_deref().map(|t| map_names(t, direction));
+    let (function, maps) = lower_program(local_identity, policy, direction, names.as_ref())?;
     Ok(Lowered {
         functions: vec![function],
         maps,
     })
 }
 
-/// Name of a program's identity map: `cid_<8 hex digits of sha256(tag)>_<i|e>` (14 characters,
-/// within the kernel's 15), distinct per endpoint and direction.
-pub fn identity_map_name(tag: &str, direction: Direction) -> String {
+/// Names of a program's own maps: `cid_<8 hex digits of sha256(tag)>_<i|e>` (identity → leaf)
+/// and `cpl_…` (leaf, protocol, port → outcome); 14 characters, within the kernel's 15, distinct
+/// per endpoint and direction.
+pub fn map_names(tag: &str, direction: Direction) -> dispatch::MapNames {
     use sha2::Digest;
     let digest = sha2::Sha256::digest(tag.as_bytes());
     let d = match direction {
         Direction::Ingress => 'i',
         Direction::Egress => 'e',
     };
-    format!("cid_{}_{d}", &hex::encode(digest)[..8])
+    let h = &hex::encode(digest)[..8];
+    dispatch::MapNames {
+        identity: format!("cid_{h}_{d}"),
+        leaves: format!("cpl_{h}_{d}"),
+    }
 }
 
 /// One direction's program, every set in code (no maps of its own).
@@ -135,7 +141,7 @@ fn lower_program(
     local_identity: NumericIdentity,
     policy: &DirectionPolicy,
     direction: Direction,
-    identity_map: Option<&str>,
+    names: Option<&dispatch::MapNames>,
 ) -> Result<(Function, Vec<ProgramMap>), ciliumc_targets::codegen::CodegenError> {
     let (name, hook) = program_for(direction);
     let mut f = FunctionBuilder::new(name, hook);
@@ -241,7 +247,7 @@ fn lower_program(
         rule,
         reason,
     };
-    let own_maps = decide::emit_decision(&mut f, policy, direction, &inputs, &outcome, identity_map);
+    let own_maps = decide::emit_decision(&mut f, policy, direction, &inputs, &outcome, names);
 
     f.switch_to(allow);
     let value = f.stack_slot(maps::CT_VALUE_SIZE);

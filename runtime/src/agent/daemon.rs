@@ -17,7 +17,7 @@ use tokio::sync::broadcast;
 use super::api::{Reply, Request, Status};
 use super::config::{ConfigError, Interfaces};
 use super::datapath::{AgentError, Datapath};
-use super::flows::{Flow, FlowStore, Names};
+use super::flows::{Flow, FlowStore, Names, StoredEvent};
 use super::output::{CompileOutput, is_pinned};
 use super::state::StatePaths;
 use super::sys;
@@ -50,7 +50,7 @@ pub enum DaemonError {
 
 struct FlowState {
     store: FlowStore,
-    names: Names,
+    names: Arc<Names>,
     undecodable: u64,
     reading: bool,
 }
@@ -91,7 +91,7 @@ impl Shared {
             let mut dp = lock(&self.datapath);
             let report = dp.apply(out, &ifaces).map_err(|e| e.to_string())?;
             if let Some(m) = dp.manifest() {
-                lock(&self.flows).names = Names::new(m);
+                lock(&self.flows).names = Arc::new(Names::new(m));
             }
             Ok(report)
         })();
@@ -144,18 +144,27 @@ impl Shared {
         }
     }
 
-    /// Names and stores one ring-buffer record.
-    fn ingest(&self, record: &[u8], clock_offset_ns: i128) {
+    /// Stores a batch of ring-buffer records under one lock; names them only for followers.
+    fn ingest(&self, records: &mut Vec<Vec<u8>>, clock_offset_ns: i128) {
+        let now = self.started.elapsed().as_secs_f64();
+        let followers = self.follow.receiver_count() > 0;
         let mut f = lock(&self.flows);
-        match FlowEvent::decode(record) {
-            Ok(ev) => {
-                let wall = (ev.timestamp_ns as i128 + clock_offset_ns).max(0) as u64;
-                let flow = f.names.enrich(&ev, wall);
-                let now = self.started.elapsed().as_secs_f64();
-                let _ = self.follow.send(flow.clone());
-                f.store.push(flow, now);
+        for record in records.drain(..) {
+            match FlowEvent::decode(&record) {
+                Ok(event) => {
+                    let time_ns = (event.timestamp_ns as i128 + clock_offset_ns).max(0) as u64;
+                    let stored = StoredEvent {
+                        event,
+                        time_ns,
+                        names: f.names.clone(),
+                    };
+                    if followers {
+                        let _ = self.follow.send(stored.flow());
+                    }
+                    f.store.push(stored, now);
+                }
+                Err(_) => f.undecodable += 1,
             }
-            Err(_) => f.undecodable += 1,
         }
     }
 }
@@ -185,7 +194,7 @@ pub async fn run(cfg: AgentConfig) -> Result<(), DaemonError> {
         ),
         Err(e) => tracing::error!("reconcile failed, the pinned datapath is left as it is: {e}"),
     }
-    let names = datapath.manifest().map(Names::new).unwrap_or_default();
+    let names = Arc::new(datapath.manifest().map(Names::new).unwrap_or_default());
     let (follow, _) = broadcast::channel(4096);
     let shared = Arc::new(Shared {
         flows: Mutex::new(FlowState {
@@ -365,8 +374,24 @@ async fn read_ring(shared: &Arc<Shared>, path: &std::path::Path) -> std::io::Res
             last_sync = Instant::now();
         }
         let ring = guard.get_inner_mut();
-        while let Some(item) = ring.next() {
-            shared.ingest(&item, offset);
+        // Copy out a batch (only one ring item may be held at a time), then store it under a
+        // single lock.
+        let mut batch = Vec::new();
+        loop {
+            while batch.len() < 4096 {
+                match ring.next() {
+                    Some(item) => batch.push(item.to_vec()),
+                    None => break,
+                }
+            }
+            if batch.is_empty() {
+                break;
+            }
+            let full = batch.len() == 4096;
+            shared.ingest(&mut batch, offset);
+            if !full {
+                break;
+            }
         }
         guard.clear_ready();
     }
@@ -382,13 +407,13 @@ async fn watch_task(shared: Arc<Shared>, dir: PathBuf) {
             last = Some(bytes);
             let s = shared.clone();
             let d = dir.clone();
-            match tokio::task::spawn_blocking(move || s.apply(&d)).await {
-                Ok(Ok(r)) => tracing::info!(
+            // Refusals are logged and counted by `apply`.
+            if let Ok(Ok(r)) = tokio::task::spawn_blocking(move || s.apply(&d)).await {
+                tracing::info!(
                     generation = r.generation,
                     "applied watched {}",
                     dir.display()
-                ),
-                Ok(Err(_)) | Err(_) => {}
+                );
             }
         }
         tokio::time::sleep(Duration::from_millis(500)).await;

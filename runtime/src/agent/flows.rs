@@ -6,6 +6,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use ciliumc_ir::manifest::{Manifest, ManifestRule};
 use serde::{Deserialize, Serialize};
@@ -198,14 +199,29 @@ impl Names {
     }
 }
 
+/// One event as stored: decoded but not yet named (naming costs allocations, and most stored
+/// events are never asked for), with the names of the generation it was seen under.
+#[derive(Debug, Clone)]
+pub struct StoredEvent {
+    pub event: FlowEvent,
+    pub time_ns: u64,
+    pub names: Arc<Names>,
+}
+
+impl StoredEvent {
+    pub fn flow(&self) -> Flow {
+        self.names.enrich(&self.event, self.time_ns)
+    }
+}
+
 /// The last N flows and counters.
 #[derive(Debug, Clone)]
 pub struct FlowStore {
-    ring: VecDeque<Flow>,
+    ring: VecDeque<StoredEvent>,
     capacity: usize,
     pub seen: u64,
-    /// Arrival times (monotonic seconds) of the last minute, for the rate.
-    recent: VecDeque<f64>,
+    /// Arrivals per second of the last minute, for the rate: (second, count).
+    recent: VecDeque<(u64, u64)>,
 }
 
 impl FlowStore {
@@ -218,19 +234,27 @@ impl FlowStore {
         }
     }
 
-    pub fn push(&mut self, f: Flow, now_s: f64) {
+    pub fn push(&mut self, e: StoredEvent, now_s: f64) {
+        self.seen += 1;
+        let sec = now_s as u64;
+        match self.recent.back_mut() {
+            Some((s, n)) if *s == sec => *n += 1,
+            _ => self.recent.push_back((sec, 1)),
+        }
+        while self
+            .recent
+            .front()
+            .is_some_and(|(s, _)| sec.saturating_sub(*s) >= 60)
+        {
+            self.recent.pop_front();
+        }
         if self.capacity == 0 {
             return;
         }
         if self.ring.len() == self.capacity {
             self.ring.pop_front();
         }
-        self.ring.push_back(f);
-        self.seen += 1;
-        self.recent.push_back(now_s);
-        while self.recent.front().is_some_and(|t| now_s - t > 60.0) {
-            self.recent.pop_front();
-        }
+        self.ring.push_back(e);
     }
 
     pub fn len(&self) -> usize {
@@ -247,10 +271,16 @@ impl FlowStore {
 
     /// Flows per second over the last minute (or since the first flow, if sooner).
     pub fn rate(&self, now_s: f64) -> f64 {
-        let n = self.recent.iter().filter(|t| now_s - **t <= 60.0).count();
-        match self.recent.front() {
-            Some(first) if n > 0 => n as f64 / (now_s - first).clamp(1.0, 60.0),
-            _ => 0.0,
+        let sec = now_s as u64;
+        let recent: Vec<&(u64, u64)> = self
+            .recent
+            .iter()
+            .filter(|(s, _)| sec.saturating_sub(*s) < 60)
+            .collect();
+        let n: u64 = recent.iter().map(|(_, n)| n).sum();
+        match recent.first() {
+            Some((first, _)) => n as f64 / (now_s - *first as f64).clamp(1.0, 60.0),
+            None => 0.0,
         }
     }
 
@@ -260,9 +290,9 @@ impl FlowStore {
             .ring
             .iter()
             .rev()
+            .map(StoredEvent::flow)
             .filter(|f| filter.matches(f))
             .take(n)
-            .cloned()
             .collect();
         out.reverse();
         out
@@ -489,8 +519,33 @@ mod tests {
     #[test]
     fn store_keeps_the_last_n() {
         let mut s = FlowStore::new(3);
-        for p in 0..5 {
-            s.push(flow("FORWARDED", "a", p), p as f64);
+        let names = Arc::new(Names::default());
+        for p in 0..5u16 {
+            let event = FlowEvent {
+                timestamp_ns: 0,
+                kind: 5,
+                reason: 0,
+                direction: 1,
+                dropped: false,
+                rule_id: 0,
+                local_identity: 256,
+                remote_identity: 257,
+                endpoint_addr: Some("192.0.2.10".parse().unwrap()),
+                peer_addr: Some("192.0.2.20".parse().unwrap()),
+                endpoint_port: p,
+                peer_port: 40000,
+                proto: 6,
+                family: 4,
+                policy_port: p,
+            };
+            s.push(
+                StoredEvent {
+                    event,
+                    time_ns: 0,
+                    names: names.clone(),
+                },
+                p as f64,
+            );
         }
         assert_eq!(s.len(), 3);
         assert_eq!(s.seen, 5);
@@ -501,5 +556,6 @@ mod tests {
             .collect();
         assert_eq!(ports, vec![2, 3, 4]);
         assert_eq!(s.last(1, &FlowFilter::default())[0].destination.port, 4);
+        assert!(s.rate(4.0) > 0.9);
     }
 }

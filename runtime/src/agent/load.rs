@@ -20,12 +20,8 @@ use super::sys;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
-    #[error("endpoint {endpoint}: loading the object: {source}")]
-    Object {
-        endpoint: String,
-        #[source]
-        source: aya::EbpfError,
-    },
+    #[error("endpoint {endpoint}: loading the object: {detail}")]
+    Object { endpoint: String, detail: String },
     #[error("endpoint {endpoint}: program {program}: {detail}")]
     Program {
         endpoint: String,
@@ -65,12 +61,15 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
 /// Loads `bytes` with pinned-by-name maps under `maps_dir` and loads every program in it
 /// (entry points and tail-called sub-programs). Nothing is attached yet.
 pub fn load_object(endpoint: &str, bytes: &[u8], maps_dir: &Path) -> Result<aya::Ebpf, LoadError> {
+    // No kernel BTF: the objects carry no CO-RE relocations, and parsing vmlinux's BTF would
+    // dominate the apply latency.
     let mut ebpf = aya::EbpfLoader::new()
+        .btf(None)
         .default_map_pin_directory(maps_dir)
         .load(bytes)
-        .map_err(|source| LoadError::Object {
+        .map_err(|e| LoadError::Object {
             endpoint: endpoint.into(),
-            source,
+            detail: error_chain(&e),
         })?;
     for (name, prog) in ebpf.programs_mut() {
         let r = match prog {

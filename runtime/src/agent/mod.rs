@@ -9,6 +9,7 @@ pub mod client;
 pub mod config;
 pub mod daemon;
 pub mod datapath;
+pub mod demo;
 pub mod flows;
 pub mod load;
 pub mod output;

@@ -387,7 +387,10 @@ pub fn link(
         match line_info.last_mut() {
             Some(last) if last.insn == insn => merge(&mut last.source, &a.source),
             Some(last) if last.insn > insn => {
-                return Err(internal(name, format!("annotations out of order at {insn}")));
+                return Err(internal(
+                    name,
+                    format!("annotations out of order at {insn}"),
+                ));
             }
             _ => line_info.push(LineAnnotation {
                 insn,

@@ -42,8 +42,8 @@ use std::collections::{BTreeMap, HashMap};
 pub use builder::FunctionBuilder;
 pub use error::{CheckError, CodegenError};
 pub use ir::{
-    Annotation, AluOp, BlockId, Cond, Function, MapDecl, MapId, MapKind, Operand, ParamKind, Size, SlotId,
-    VReg, Width,
+    AluOp, Annotation, BlockId, Cond, Function, MapDecl, MapId, MapKind, Operand, ParamKind, Size,
+    SlotId, VReg, Width,
 };
 pub use link::LinkOptions;
 

@@ -4,6 +4,7 @@
 //! llvm-objdump 19 chooses (section and file symbols and unnamed ones ignored, a dummy symbol
 //! named after the section when nothing sits at offset 0, the last symbol by name at an address).
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
@@ -13,6 +14,7 @@ use object::{Endianness, Object, ObjectSection, ObjectSymbol};
 
 use super::DisasmError;
 use super::text::{Decoded, DisasmOptions, decode_at};
+use crate::btf::ext_read::ObjectLineInfo;
 
 /// A symbol of one section as llvm-objdump sees it.
 #[derive(Clone, Debug)]
@@ -61,22 +63,32 @@ pub fn disassemble_object_annotated(
 
 /// As [`disassemble_object`], with the object's `.BTF.ext` line_info printed as `; text` lines
 /// before the instructions each record starts (what `ciliumc disasm` shows: the policy rule each
-/// stretch of code implements). Objects without line_info print as [`disassemble_object`] does.
+/// stretch of code implements). The text is what `llvm-objdump-19 -d -S` prints for the same
+/// object: a record is shown unless its line is 0, its text is empty, or the instruction just
+/// before has a record of the same file and line (llvm-objdump's rule for repeated lines).
+/// Objects without line_info print as [`disassemble_object`] does.
 pub fn disassemble_object_with_line_info(
     elf_bytes: &[u8],
     path: &str,
 ) -> Result<String, DisasmError> {
     let records = crate::btf::ext_read::read_line_info(elf_bytes)
         .map_err(|e| DisasmError::LineInfo(e.to_string()))?;
-    let mut by_slot: BTreeMap<(&str, usize), Vec<&str>> = BTreeMap::new();
+    // The first record wins where several share a slot (the kernel never loads such objects).
+    let mut by_slot: BTreeMap<(&str, usize), &ObjectLineInfo> = BTreeMap::new();
     for r in &records {
-        by_slot
-            .entry((r.section.as_str(), r.insn))
-            .or_default()
-            .push(r.text.as_str());
+        by_slot.entry((r.section.as_str(), r.insn)).or_insert(r);
     }
+    // The renderer asks about every instruction in order, so the previous call is the previous
+    // instruction.
+    let previous: RefCell<Option<(String, usize)>> = RefCell::new(None);
     let annot = |section: &str, slot: usize| -> Option<String> {
-        by_slot.get(&(section, slot)).map(|texts| texts.join("\n"))
+        let prev = previous.replace(Some((section.to_owned(), slot)));
+        let here = by_slot.get(&(section, slot))?;
+        let before = prev
+            .filter(|(s, _)| s == section)
+            .and_then(|(_, p)| by_slot.get(&(section, p)));
+        let repeated = before.is_some_and(|b| b.file == here.file && b.line == here.line);
+        (here.line != 0 && !here.text.is_empty() && !repeated).then(|| here.text.clone())
     };
     render(elf_bytes, path, DisasmOptions::default(), Some(&annot))
 }

@@ -63,6 +63,16 @@ fn instruction_starts(insns: &[RawInsn]) -> Vec<bool> {
     starts
 }
 
+/// Tools print the text after `; ` as one line: a line break would start a line they do not
+/// mark as a comment.
+fn one_line(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.contains(['\n', '\r']) {
+        text.replace(['\n', '\r'], " ").into()
+    } else {
+        text.into()
+    }
+}
+
 /// The records of `f`, placed at byte offset `func_byte_off` of its section.
 pub(super) fn records(btf: &mut Btf, f: &FunctionCode, func_byte_off: u32) -> Vec<LineInfo> {
     let mut out = Vec::with_capacity(f.line_info.len() + 1);
@@ -82,7 +92,7 @@ pub(super) fn records(btf: &mut Btf, f: &FunctionCode, func_byte_off: u32) -> Ve
         out.push(LineInfo {
             insn_byte_off,
             file_name_off: btf.add_string(&a.source.file),
-            line_off: btf.add_string(&a.source.text),
+            line_off: btf.add_string(&one_line(&a.source.text)),
             line: a.source.line.min(MAX_LINE),
             column: a.source.column.min(MAX_COLUMN),
         });

@@ -24,10 +24,8 @@ pub const PODS: [(&str, &str, &str); 3] = [
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
 pub fn run(cmd: &mut Command) -> Output {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
-    out
+    cmd.output()
+        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"))
 }
 
 fn ip(args: &[&str]) {
