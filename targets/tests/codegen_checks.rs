@@ -16,7 +16,7 @@ fn err_of(funcs: Vec<Function>) -> CodegenError {
 
 fn check_err(funcs: Vec<Function>) -> (BlockId, CheckError) {
     match err_of(funcs) {
-        CodegenError::Check { block, error, .. } => (block, error),
+        CodegenError::Check { block, error, .. } => (block, *error),
         e => panic!("expected a check error, got {e}"),
     }
 }

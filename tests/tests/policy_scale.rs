@@ -69,12 +69,28 @@ fn load(policy: &DirectionPolicy, direction: Direction, identities: &[u32]) -> L
 }
 
 fn check(obj: &LoadedObject, policy: &DirectionPolicy, direction: Direction, id: u32, port: u16) {
+    check_proto(obj, policy, direction, id, Protocol::Tcp, port)
+}
+
+fn check_proto(
+    obj: &LoadedObject,
+    policy: &DirectionPolicy,
+    direction: Direction,
+    id: u32,
+    proto: Protocol,
+    port: u16,
+) {
     let peer = peer_addr(id);
-    let packet = match direction {
+    let p = match direction {
         Direction::Ingress => Packet::ipv6(peer, ENDPOINT_V6),
         Direction::Egress => Packet::ipv6(ENDPOINT_V6, peer),
+    };
+    let packet = match proto {
+        Protocol::Udp => p.udp(40000, port),
+        Protocol::Sctp => p.sctp(40000, port),
+        Protocol::Icmpv6 => p.icmpv6(port as u8, 0),
+        _ => p.tcp(40000, port),
     }
-    .tcp(40000, port)
     .build();
     let (name, _) = lower::program_for(direction);
     let got = obj.program(name).expect("program").run(&packet).expect("run").retval;
@@ -86,7 +102,7 @@ fn check(obj: &LoadedObject, policy: &DirectionPolicy, direction: Direction, id:
         policy,
         direction,
         PeerInfo::new(NumericIdentity(id), Some(IpAddr::V6(peer))),
-        Protocol::Tcp,
+        proto,
         port,
     );
     assert_eq!(got == 0, want.is_allow(), "identity {id} port {port}: kernel {got}, evaluator {want:?}");
@@ -164,6 +180,62 @@ fn identity_set_of_one_hundred_thousand_members() {
     for id in sample {
         for port in [443, 444, 80] {
             check(&obj, &policy, Direction::Ingress, id, port);
+        }
+    }
+}
+
+/// Identity rules as data (identity map and leaf LPM map), mixed kinds, ranges, every-protocol
+/// rules and rules for every peer: the kernel agrees with the evaluator at range edges.
+#[test]
+fn rules_as_data_agree_with_the_evaluator() {
+    let Some(_k) = kernel_or_skip!() else { return };
+    for direction in [Direction::Ingress, Direction::Egress] {
+        let mut rules = Vec::new();
+        for i in 0..3000u32 {
+            let lo = 1 + (i * 53 % 60_000) as u16;
+            let hi = lo + (i % 5) as u16 * 100;
+            let proto = [Protocol::Tcp, Protocol::Udp, Protocol::Sctp][(i % 3) as usize];
+            rules.push(Rule {
+                id: RuleId(1 + i),
+                kind: if i % 6 == 5 { RuleKind::Deny } else { RuleKind::Allow },
+                peers: PeerSet::identities([NumericIdentity(5000 + i % 700), NumericIdentity(5000 + (i * 7) % 700)]),
+                l4: if i % 50 == 7 {
+                    None
+                } else {
+                    Some(vec![
+                        L4Match::new(proto, PortRange::new(lo, hi).expect("range")),
+                        L4Match::icmp(Protocol::Icmpv6, Some((i % 3) as u8 + 128)),
+                    ])
+                },
+            });
+        }
+        rules.push(Rule {
+            id: RuleId(9000),
+            kind: RuleKind::Allow,
+            peers: PeerSet::All,
+            l4: Some(vec![L4Match::new(Protocol::Udp, PortRange::single(53))]),
+        });
+        rules.push(Rule {
+            id: RuleId(9001),
+            kind: RuleKind::Deny,
+            peers: PeerSet::All,
+            l4: Some(vec![L4Match::new(Protocol::Tcp, PortRange::new(7000, 7010).expect("range"))]),
+        });
+        let policy = DirectionPolicy::enforced(direction, rules);
+        let identities: Vec<u32> = (4990..5710).collect();
+        let obj = load(&policy, direction, &identities);
+        for (n, r) in policy.rules.iter().enumerate().step_by(13) {
+            let PeerSet::Selected { identities: ids, .. } = &r.peers else { continue };
+            let id = ids.iter().next().map_or(4995, |i| i.0);
+            for m in r.l4.iter().flatten() {
+                for port in [m.ports.lo.wrapping_sub(1), m.ports.lo, m.ports.hi, m.ports.hi.wrapping_add(1)] {
+                    check_proto(&obj, &policy, direction, id, m.protocol, port);
+                }
+            }
+            let stranger = 4990 + (n % 10) as u32;
+            check_proto(&obj, &policy, direction, stranger, Protocol::Udp, 53);
+            check_proto(&obj, &policy, direction, id, Protocol::Tcp, 7005);
+            check_proto(&obj, &policy, direction, stranger, Protocol::Tcp, 80);
         }
     }
 }

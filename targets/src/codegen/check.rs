@@ -637,7 +637,7 @@ pub fn check_function(
     let fail = |b: BlockId, error| CodegenError::Check {
         func: func.name.clone(),
         block: b,
-        error,
+        error: Box::new(error),
     };
     let mut dirty = vec![false; nb];
     dirty[0] = true;

@@ -73,7 +73,8 @@ pub enum CodegenError {
     Check {
         func: String,
         block: BlockId,
-        error: CheckError,
+        /// Boxed: errors travel through every pass's `Result`, which should stay small.
+        error: Box<CheckError>,
     },
     #[error("function {func}: {msg}")]
     Build { func: String, msg: String },
