@@ -8,14 +8,14 @@ use std::collections::BTreeSet;
 use std::path::Path;
 
 use ciliumc_ir::cidr::Cidr;
+use ciliumc_ir::endpoint::Endpoint;
 use ciliumc_ir::manifest::{
     Hook as ManifestHook, MANIFEST_FORMAT, Manifest, ManifestEndpoint, ManifestIdentity,
     ManifestProgram, ManifestRule,
 };
 use ciliumc_ir::policy::Direction;
-use ciliumc_targets::codegen::{self, CodegenOptions, FunctionStats};
-use ciliumc_ir::endpoint::Endpoint;
 use ciliumc_ir::policy::EndpointPolicy;
+use ciliumc_targets::codegen::{self, CodegenOptions, FunctionStats};
 use ciliumc_targets::elf::{ObjectWriter, Pinning};
 use ciliumc_targets::hooks::Hook;
 
@@ -100,32 +100,35 @@ pub fn endpoint_object(
     endpoint_object_with_maps(ep, policy, pinning).map(|(bytes, stats, _)| (bytes, stats))
 }
 
+/// An endpoint's object bytes, per-function statistics and the programs' own maps.
+pub type EndpointObject = (Vec<u8>, Vec<FunctionStats>, Vec<lower::ProgramMap>);
+
 /// [`endpoint_object`], also returning the programs' own maps with their initial entries (only
 /// with [`MapPinning::ByName`]: large identity sets then live in maps named per endpoint).
 pub fn endpoint_object_with_maps(
     ep: &Endpoint,
     policy: &EndpointPolicy,
     pinning: MapPinning,
-) -> Result<(Vec<u8>, Vec<FunctionStats>, Vec<lower::ProgramMap>), CompileError> {
+) -> Result<EndpointObject, CompileError> {
     let options = lower::LowerOptions {
         map_tag: (pinning == MapPinning::ByName).then(|| ep.name.clone()),
     };
     let mut functions = Vec::new();
     let mut own = Vec::new();
     for d in [Direction::Egress, Direction::Ingress] {
-        lower::budget::check_policy(policy.direction(d)).map_err(|source| CompileError::Budget {
-            endpoint: ep.name.clone(),
-            direction: d,
-            source,
+        lower::budget::check_policy(policy.direction(d)).map_err(|source| {
+            CompileError::Budget {
+                endpoint: ep.name.clone(),
+                direction: d,
+                source,
+            }
         })?;
-        let lowered =
-            lower::lower_direction_with(ep.identity, policy.direction(d), d, &options).map_err(
-                |source| lower::LowerError::Build {
-                    endpoint: ep.name.clone(),
-                    direction: d,
-                    source,
-                },
-            )?;
+        let lowered = lower::lower_direction_with(ep.identity, policy.direction(d), d, &options)
+            .map_err(|source| lower::LowerError::Build {
+                endpoint: ep.name.clone(),
+                direction: d,
+                source,
+            })?;
         functions.extend(lowered.functions);
         own.extend(lowered.maps);
     }
@@ -167,7 +170,7 @@ pub fn endpoint_object_with_maps(
 pub struct DirectionObject {
     pub bytes: Vec<u8>,
     /// Per-program maps the object declares, with the initial entries a loader must write.
-    pub maps: Vec<(String, Vec<(Vec<u8>, Vec<u8>)>)>,
+    pub maps: Vec<(String, maps::Entries)>,
     pub stats: Vec<FunctionStats>,
     /// Predicted verifier budget per program.
     pub budgets: Vec<lower::budget::ProgramBudget>,
@@ -272,7 +275,10 @@ pub fn ipcache_prefixes(cluster: &ResolvedCluster) -> Vec<(Cidr, u32)> {
 
 /// The identity the datapath's ipcache gives `ip`: the longest matching prefix among endpoint
 /// addresses, node addresses and rule prefixes; world when none matches.
-pub fn ipcache_identity(cluster: &ResolvedCluster, ip: std::net::IpAddr) -> ciliumc_ir::identity::NumericIdentity {
+pub fn ipcache_identity(
+    cluster: &ResolvedCluster,
+    ip: std::net::IpAddr,
+) -> ciliumc_ir::identity::NumericIdentity {
     use ciliumc_ir::identity::NumericIdentity;
     if let Some(ep) = cluster.endpoints.iter().find(|e| {
         e.ipv4.map(std::net::IpAddr::V4) == Some(ip) || e.ipv6.map(std::net::IpAddr::V6) == Some(ip)
@@ -365,7 +371,7 @@ pub fn compile(
 /// The shared maps with their initial entries: the ipcache (trie and exact maps) holds every
 /// endpoint address, every node address and every prefix a rule mentions.
 fn manifest_maps(cluster: &ResolvedCluster) -> Vec<ciliumc_ir::manifest::ManifestMap> {
-    let mut entries: std::collections::BTreeMap<String, Vec<(Vec<u8>, Vec<u8>)>> =
+    let mut entries: std::collections::BTreeMap<String, maps::Entries> =
         maps::ipcache_map_entries(&ipcache_prefixes(cluster))
             .into_iter()
             .map(|(name, mut e)| {

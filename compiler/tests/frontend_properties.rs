@@ -437,8 +437,14 @@ fn every_corpus_object_round_trips_through_json() {
 /// Inputs the fuzzer found (testdata/frontend/fuzz-regressions): the fuzz target's checks, as a test.
 #[test]
 fn fuzz_regressions_stay_fixed() {
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../testdata/frontend/fuzz-regressions");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
+    let dir = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../testdata/frontend/fuzz-regressions"
+    );
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     files.sort();
     assert!(!files.is_empty());
     for f in files {
@@ -447,7 +453,13 @@ fn fuzz_regressions_stay_fixed() {
         for o in load(&text).objects {
             let json = serde_json::to_string(&o.object).unwrap();
             let back = load(&json);
-            assert_eq!(back.objects.len(), 1, "{}: {json}\n{:?}", f.display(), back.diagnostics);
+            assert_eq!(
+                back.objects.len(),
+                1,
+                "{}: {json}\n{:?}",
+                f.display(),
+                back.diagnostics
+            );
             assert_eq!(back.objects[0].object, o.object, "{}", f.display());
         }
     }

@@ -31,7 +31,15 @@ fn ten_thousand_pods_load_completely() {
     let start = std::time::Instant::now();
     let result = frontend::load_str(&text, "cluster.yaml", &LoadOptions::default());
     let elapsed = start.elapsed();
-    assert!(!result.has_errors(), "{:?}", &result.diagnostics[..result.diagnostics.len().min(3)]);
+    assert!(
+        !result.has_errors(),
+        "{:?}",
+        &result.diagnostics[..result.diagnostics.len().min(3)]
+    );
     assert_eq!(result.objects.len(), 13_000);
-    println!("loaded {} objects ({} bytes) in {elapsed:?}", result.objects.len(), text.len());
+    println!(
+        "loaded {} objects ({} bytes) in {elapsed:?}",
+        result.objects.len(),
+        text.len()
+    );
 }

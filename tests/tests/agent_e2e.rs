@@ -228,6 +228,46 @@ fn agent_enforces_policy_reports_flows_and_refuses_bad_generations() {
     );
     topo.interfaces_file(&dir.0);
 
+    // `observe --follow` streams new flows as they come.
+    let mut follow = std::process::Command::new(ciliumc_bin())
+        .args([
+            "observe",
+            "--state",
+            &agent.state.display().to_string(),
+            "--follow",
+            "--last",
+            "0",
+        ])
+        .args(["-o", "json", "--from", "xwing", "--verdict", "DROPPED"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = follow.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        std::io::BufReader::new(stdout)
+            .lines()
+            .next()
+            .map(|l| l.unwrap())
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    let srv = tcp_server(&ds, 80, Duration::from_secs(3));
+    assert!(!tcp_ok(&xw, "192.0.2.10", 80));
+    srv.join().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !reader.is_finished() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = follow.kill();
+    let _ = follow.wait();
+    let line = reader
+        .join()
+        .unwrap()
+        .expect("observe --follow printed nothing");
+    let flow: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(flow["source"]["pod"], "xwing");
+    assert_eq!(flow["verdict"], "DROPPED");
+
     // The running generation is untouched and still enforcing.
     assert_eq!(agent.pinned_links(), links_before);
     let st = agent.status();
@@ -237,7 +277,7 @@ fn agent_enforces_policy_reports_flows_and_refuses_bad_generations() {
 }
 
 #[test]
-fn agent_survives_kill_9_reconciles_swaps_in_place_and_cleans_up() {
+fn agent_survives_kill_9_under_traffic_reconciles_swaps_in_place_and_cleans_up() {
     let Some(_k) = ciliumc_tests::kernel_or_skip!() else {
         return;
     };
@@ -272,6 +312,20 @@ fn agent_survives_kill_9_reconciles_swaps_in_place_and_cleans_up() {
     let links1 = agent.pinned_links();
     assert_eq!(links1.len(), 6);
 
+    // kill -9 and restart during traffic: no packet of an allowed flow is lost.
+    let load = UdpLoad::start(&topo.pod("xw"), &topo.pod("tf"), "192.0.2.30", 7000, 5000);
+    std::thread::sleep(Duration::from_millis(300));
+    agent.kill9();
+    std::thread::sleep(Duration::from_millis(300));
+    agent.spawn();
+    std::thread::sleep(Duration::from_millis(500));
+    let (sent, got, misordered) = load.stop();
+    assert!(sent > 2000, "sender too slow: {sent}");
+    assert_eq!(
+        (got, misordered),
+        (sent, 0),
+        "traffic disturbed by kill -9 and restart"
+    );
     agent.kill9();
     // The datapath keeps running without the agent.
     check_demo_verdicts(&topo);

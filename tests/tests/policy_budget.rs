@@ -19,12 +19,19 @@ fn identity_rules(n: u32, direction: Direction) -> DirectionPolicy {
     let rules = (0..n)
         .map(|i| Rule {
             id: RuleId(1 + i),
-            kind: if i % 7 == 3 { RuleKind::Deny } else { RuleKind::Allow },
+            kind: if i % 7 == 3 {
+                RuleKind::Deny
+            } else {
+                RuleKind::Allow
+            },
             peers: PeerSet::identities([NumericIdentity(1000 + i % 600)]),
             l4: Some(vec![L4Match::new(
                 Protocol::Tcp,
-                PortRange::new(1000 + (i * 37 % 5000) as u16, 1000 + (i * 37 % 5000) as u16 + (i % 3) as u16)
-                    .expect("range"),
+                PortRange::new(
+                    1000 + (i * 37 % 5000) as u16,
+                    1000 + (i * 37 % 5000) as u16 + (i % 3) as u16,
+                )
+                .expect("range"),
             )]),
         })
         .collect();
@@ -43,7 +50,10 @@ fn address_rules(n: u32, direction: Direction) -> DirectionPolicy {
                 )
                 .expect("cidr"),
             )]),
-            l4: Some(vec![L4Match::new(Protocol::Tcp, PortRange::single(80 + i as u16))]),
+            l4: Some(vec![L4Match::new(
+                Protocol::Tcp,
+                PortRange::single(80 + i as u16),
+            )]),
         })
         .collect();
     DirectionPolicy::enforced(direction, rules)
@@ -63,8 +73,14 @@ fn predicted_processed_instructions_bound_the_kernel_count() {
         }
     }
     for (what, policy, d) in cases {
-        let object = compile::direction_object(NumericIdentity(300), &policy, d, "budget", MapPinning::Private)
-            .expect("compiles");
+        let object = compile::direction_object(
+            NumericIdentity(300),
+            &policy,
+            d,
+            "budget",
+            MapPinning::Private,
+        )
+        .expect("compiles");
         let predicted = object.budgets[0].clone();
         let obj = load_object_raw(&object.bytes).expect("loads");
         let kernel = *obj.verifier_stats().values().next().expect("one program");
@@ -103,5 +119,8 @@ fn a_program_over_budget_is_refused_at_compile_time_naming_the_endpoint_and_rule
     .expect_err("over budget");
     let text = err.to_string();
     assert!(text.contains("ns/too-many-cidrs"), "{text}");
-    assert!(text.contains(&format!("rule {}", budget::MAX_ADDRESS_RULES + 1)), "{text}");
+    assert!(
+        text.contains(&format!("rule {}", budget::MAX_ADDRESS_RULES + 1)),
+        "{text}"
+    );
 }

@@ -22,7 +22,16 @@ use ciliumc_tests::packet::Packet;
 const ENDPOINT_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x10);
 
 fn peer_addr(identity: u32) -> Ipv6Addr {
-    Ipv6Addr::new(0x2001, 0xdb8, 7, 0, 0, 0, (identity >> 16) as u16, identity as u16)
+    Ipv6Addr::new(
+        0x2001,
+        0xdb8,
+        7,
+        0,
+        0,
+        0,
+        (identity >> 16) as u16,
+        identity as u16,
+    )
 }
 
 fn tcp(port: u16) -> L4Match {
@@ -44,11 +53,19 @@ fn load(policy: &DirectionPolicy, direction: Direction, identities: &[u32]) -> L
         "compiled in {:?}: {} bytes, maps {:?}",
         started.elapsed(),
         object.bytes.len(),
-        object.maps.iter().map(|(n, e)| (n.clone(), e.len())).collect::<Vec<_>>()
+        object
+            .maps
+            .iter()
+            .map(|(n, e)| (n.clone(), e.len()))
+            .collect::<Vec<_>>()
     );
     let started = Instant::now();
     let obj = load_object_raw(&object.bytes).unwrap_or_else(|e| panic!("kernel refused: {e}"));
-    eprintln!("loaded in {:?}: {:?}", started.elapsed(), obj.verifier_stats());
+    eprintln!(
+        "loaded in {:?}: {:?}",
+        started.elapsed(),
+        obj.verifier_stats()
+    );
     for (name, entries) in &object.maps {
         let m = obj.map(name).expect("own map");
         for (k, v) in entries {
@@ -93,7 +110,12 @@ fn check_proto(
     }
     .build();
     let (name, _) = lower::program_for(direction);
-    let got = obj.program(name).expect("program").run(&packet).expect("run").retval;
+    let got = obj
+        .program(name)
+        .expect("program")
+        .run(&packet)
+        .expect("run")
+        .retval;
     let ct = obj.map(maps::CT).expect("ct");
     for k in ct.keys().expect("keys") {
         ct.delete(&k).expect("delete");
@@ -105,7 +127,11 @@ fn check_proto(
         proto,
         port,
     );
-    assert_eq!(got == 0, want.is_allow(), "identity {id} port {port}: kernel {got}, evaluator {want:?}");
+    assert_eq!(
+        got == 0,
+        want.is_allow(),
+        "identity {id} port {port}: kernel {got}, evaluator {want:?}"
+    );
 }
 
 #[test]
@@ -124,7 +150,11 @@ fn five_thousand_rules_with_twenty_thousand_peer_port_pairs() {
             }
             Rule {
                 id: RuleId(1 + i),
-                kind: if i % 10 == 9 { RuleKind::Deny } else { RuleKind::Allow },
+                kind: if i % 10 == 9 {
+                    RuleKind::Deny
+                } else {
+                    RuleKind::Allow
+                },
                 peers: PeerSet::identities(ids.map(NumericIdentity)),
                 l4: Some(ports.iter().map(|p| tcp(*p)).collect()),
             }
@@ -145,7 +175,13 @@ fn five_thousand_rules_with_twenty_thousand_peer_port_pairs() {
     let obj = load(&policy, Direction::Egress, &identities);
     for (n, (id, port)) in pairs.iter().enumerate().step_by(97) {
         check(&obj, &policy, Direction::Egress, *id, *port);
-        check(&obj, &policy, Direction::Egress, *id, port.wrapping_add(1 + n as u16 % 3));
+        check(
+            &obj,
+            &policy,
+            Direction::Egress,
+            *id,
+            port.wrapping_add(1 + n as u16 % 3),
+        );
     }
 }
 
@@ -197,8 +233,15 @@ fn rules_as_data_agree_with_the_evaluator() {
             let proto = [Protocol::Tcp, Protocol::Udp, Protocol::Sctp][(i % 3) as usize];
             rules.push(Rule {
                 id: RuleId(1 + i),
-                kind: if i % 6 == 5 { RuleKind::Deny } else { RuleKind::Allow },
-                peers: PeerSet::identities([NumericIdentity(5000 + i % 700), NumericIdentity(5000 + (i * 7) % 700)]),
+                kind: if i % 6 == 5 {
+                    RuleKind::Deny
+                } else {
+                    RuleKind::Allow
+                },
+                peers: PeerSet::identities([
+                    NumericIdentity(5000 + i % 700),
+                    NumericIdentity(5000 + (i * 7) % 700),
+                ]),
                 l4: if i % 50 == 7 {
                     None
                 } else {
@@ -219,16 +262,29 @@ fn rules_as_data_agree_with_the_evaluator() {
             id: RuleId(9001),
             kind: RuleKind::Deny,
             peers: PeerSet::All,
-            l4: Some(vec![L4Match::new(Protocol::Tcp, PortRange::new(7000, 7010).expect("range"))]),
+            l4: Some(vec![L4Match::new(
+                Protocol::Tcp,
+                PortRange::new(7000, 7010).expect("range"),
+            )]),
         });
         let policy = DirectionPolicy::enforced(direction, rules);
         let identities: Vec<u32> = (4990..5710).collect();
         let obj = load(&policy, direction, &identities);
         for (n, r) in policy.rules.iter().enumerate().step_by(13) {
-            let PeerSet::Selected { identities: ids, .. } = &r.peers else { continue };
+            let PeerSet::Selected {
+                identities: ids, ..
+            } = &r.peers
+            else {
+                continue;
+            };
             let id = ids.iter().next().map_or(4995, |i| i.0);
             for m in r.l4.iter().flatten() {
-                for port in [m.ports.lo.wrapping_sub(1), m.ports.lo, m.ports.hi, m.ports.hi.wrapping_add(1)] {
+                for port in [
+                    m.ports.lo.wrapping_sub(1),
+                    m.ports.lo,
+                    m.ports.hi,
+                    m.ports.hi.wrapping_add(1),
+                ] {
                     check_proto(&obj, &policy, direction, id, m.protocol, port);
                 }
             }

@@ -1,6 +1,8 @@
 //! `ciliumc status --state DIR [-o json]`: generation, endpoints and programs loaded, flow counters
 //! and the last apply's latency, from the running agent.
 
+use std::fmt::Write as _;
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -24,17 +26,21 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 if args.output == "json" {
                     println!("{}", serde_json::to_string_pretty(&s).unwrap_or_default());
                 } else {
-                    println!("Generation:     {}", s.generation);
-                    println!(
+                    let mut t = String::new();
+                    let _ = writeln!(t, "Generation:     {}", s.generation);
+                    let _ = writeln!(
+                        t,
                         "Endpoints:      {} ({} programs loaded)",
                         s.endpoints, s.programs
                     );
-                    println!("Current/Max Flows: {}/{}", s.flows_current, s.flows_max);
-                    println!(
+                    let _ = writeln!(t, "Current/Max Flows: {}/{}", s.flows_current, s.flows_max);
+                    let _ = writeln!(
+                        t,
                         "Flows seen:     {} ({:.2} flows/s)",
                         s.flows_seen, s.flows_per_second
                     );
-                    println!(
+                    let _ = writeln!(
+                        t,
                         "Events read:    {}",
                         if s.reading_events {
                             "yes"
@@ -42,18 +48,24 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                             "no (no generation yet)"
                         }
                     );
-                    println!(
+                    let _ = writeln!(
+                        t,
                         "Applies:        {} ok, {} refused",
                         s.applies, s.failed_applies
                     );
                     match s.last_apply_latency_us {
-                        Some(us) => println!("Last apply:     {:.3} ms", us as f64 / 1000.0),
-                        None => println!("Last apply:     -"),
+                        Some(us) => {
+                            let _ = writeln!(t, "Last apply:     {:.3} ms", us as f64 / 1000.0);
+                        }
+                        None => {
+                            let _ = writeln!(t, "Last apply:     -");
+                        }
                     }
                     if let Some(e) = &s.last_error {
-                        println!("Last error:     {e}");
+                        let _ = writeln!(t, "Last error:     {e}");
                     }
-                    println!("Uptime:         {:.0} s", s.uptime_seconds);
+                    let _ = writeln!(t, "Uptime:         {:.0} s", s.uptime_seconds);
+                    let _ = std::io::stdout().write_all(t.as_bytes());
                 }
                 code = ExitCode::SUCCESS;
             }

@@ -269,11 +269,14 @@ impl Loader {
         };
         let placeholders = templates::find(&text);
         if !placeholders.is_empty() {
-            let mut blocks = Vec::new();
-            for root in parsed.documents.iter().filter_map(|d| d.root.as_ref()) {
-                tree::block_scalar_ranges(root, &mut blocks);
+            // Without a complete parse there is no context: every placeholder counts.
+            let mut scalars = Vec::new();
+            if parsed.syntax_error.is_none() {
+                for root in parsed.documents.iter().filter_map(|d| d.root.as_ref()) {
+                    tree::scalar_ranges(root, &mut scalars);
+                }
             }
-            if let Some(d) = templates::diagnose(file, &text, &placeholders, &blocks) {
+            if let Some(d) = templates::diagnose(file, &text, &placeholders, &scalars) {
                 self.result.diagnostics.push(d);
                 return;
             }

@@ -1,13 +1,14 @@
 //! Go-template detection: manifests with `{{ ... }}` placeholders are templates, not objects.
 //!
-//! In: a file's text and the byte ranges of its block scalars. Out: one error at the first placeholder
-//! outside comments and block scalars (`|`/`>` blocks embed config files and dashboards where `{{ }}` is
-//! ordinary text), naming how many more there are; the loader then skips the file, because the YAML
-//! around placeholders is not meaningful.
+//! In: a file's text and the ranges of its scalars (when it parsed). Out: one error at the first
+//! placeholder, naming how many more there are; the loader then skips the file, because the YAML around
+//! placeholders is not meaningful. Not placeholders: `{{ }}` in comments, inside block scalars (`|`/`>`
+//! blocks embed config files and dashboards where braces are ordinary text), and matches that start
+//! inside a scalar but end outside it (JSON text such as `{"a": "{{x"}}`).
 use std::ops::Range;
 
 use super::diagnostic::{Diagnostic, codes};
-use super::tree::{Span, pos_at};
+use super::tree::{ScalarRange, Span, pos_at};
 
 /// Byte ranges of `{{ ... }}` on one line, outside `#` comments. The action may not contain braces, so
 /// JSON such as `{"a": "{{x", "b": {}}}` is not mistaken for a template.
@@ -35,16 +36,24 @@ pub fn find(text: &str) -> Vec<Range<usize>> {
     found
 }
 
-/// The error for the placeholders that are not inside a block scalar; `None` when all are.
+/// The error for the placeholders that are template actions (see the module doc); `None` when none is.
 pub fn diagnose(
     file: &str,
     text: &str,
     placeholders: &[Range<usize>],
-    blocks: &[Range<usize>],
+    scalars: &[ScalarRange],
 ) -> Option<Diagnostic> {
     let outside: Vec<&Range<usize>> = placeholders
         .iter()
-        .filter(|p| !blocks.iter().any(|b| b.start <= p.start && p.end <= b.end))
+        .filter(|p| {
+            match scalars
+                .iter()
+                .find(|s| s.range.start <= p.start && p.start < s.range.end)
+            {
+                Some(s) => !s.block && p.end <= s.range.end,
+                None => true,
+            }
+        })
         .collect();
     let first = outside.first()?;
     let placeholder = &text[first.start..first.end];
@@ -104,7 +113,24 @@ mod tests {
         assert!(find("a: '{ {x} }'\n# {{x}}\n").is_empty());
         assert!(find("{\"a\": \"{{x\", \"b\": {\"c\": {}}}\n").is_empty());
         assert_eq!(find("x: {{{.Y}}\n"), vec![4..10]);
-        let whole_file = 0..text.len();
-        assert!(diagnose("t.yaml", text, &found, std::slice::from_ref(&whole_file)).is_none());
+        let block = ScalarRange {
+            range: 0..text.len(),
+            block: true,
+        };
+        assert!(diagnose("t.yaml", text, &found, std::slice::from_ref(&block)).is_none());
+        // A match that starts in a scalar and ends outside it is JSON structure, not a template.
+        let json = "{\"name\": \"a{{b\"}}\n";
+        let found = find(json);
+        assert_eq!(found.len(), 1);
+        let scalar = ScalarRange {
+            range: 9..15,
+            block: false,
+        };
+        assert!(diagnose("t.json", json, &found, std::slice::from_ref(&scalar)).is_none());
+        let inside = ScalarRange {
+            range: 9..20,
+            block: false,
+        };
+        assert!(diagnose("t.json", json, &found, std::slice::from_ref(&inside)).is_some());
     }
 }

@@ -635,15 +635,29 @@ fn close_end(closing: Span, last_child_end: Option<Pos>, start: Pos) -> Pos {
     }
 }
 
-/// Byte ranges of every block scalar in `node` (where `{{ }}` is ordinary content, not a placeholder).
-pub fn block_scalar_ranges(node: &Node, out: &mut Vec<std::ops::Range<usize>>) {
+/// A scalar's byte range, and whether it is a block scalar (`|`/`>`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScalarRange {
+    pub range: std::ops::Range<usize>,
+    pub block: bool,
+}
+
+/// Every scalar (keys included) of `node`, for telling template placeholders from text.
+pub fn scalar_ranges(node: &Node, out: &mut Vec<ScalarRange>) {
     let mut todo = vec![node];
     while let Some(n) = todo.pop() {
         match &n.value {
-            NodeValue::Scalar(s) if s.block => out.push(n.span.start.offset..n.span.end.offset),
-            NodeValue::Scalar(_) => {}
+            NodeValue::Scalar(s) => out.push(ScalarRange {
+                range: n.span.start.offset..n.span.end.offset,
+                block: s.block,
+            }),
             NodeValue::Seq(items) => todo.extend(items),
-            NodeValue::Map(entries) => todo.extend(entries.iter().map(|e| &e.value)),
+            NodeValue::Map(entries) => {
+                for e in entries {
+                    todo.push(&e.key);
+                    todo.push(&e.value);
+                }
+            }
         }
     }
 }

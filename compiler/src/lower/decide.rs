@@ -407,4 +407,3 @@ fn emit_cidr(
     }
     f.jump(yes);
 }
-

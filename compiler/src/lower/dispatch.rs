@@ -66,20 +66,30 @@ pub fn emit_dispatch(
                 .map(|(i, b)| (i as u32, i as u32, *b))
                 .collect();
             // Values are leaf indices below the leaf count; the last interval absorbs the rest.
-            emit_u32_tree(f, leaf, &close_intervals(segments, leaf_blocks[flat.others]));
+            emit_u32_tree(
+                f,
+                leaf,
+                &close_intervals(segments, leaf_blocks[flat.others]),
+            );
             maps.push(map);
         }
         _ => {
             let mut intervals: Vec<(u32, u32, BlockId)> = Vec::new();
             for (&id, &leaf) in &flat.by_identity {
                 match intervals.last_mut() {
-                    Some(last) if last.1.checked_add(1) == Some(id) && last.2 == leaf_blocks[leaf] => {
+                    Some(last)
+                        if last.1.checked_add(1) == Some(id) && last.2 == leaf_blocks[leaf] =>
+                    {
                         last.1 = id
                     }
                     _ => intervals.push((id, id, leaf_blocks[leaf])),
                 }
             }
-            emit_u32_tree(f, inputs.identity, &close_intervals(intervals, leaf_blocks[flat.others]));
+            emit_u32_tree(
+                f,
+                inputs.identity,
+                &close_intervals(intervals, leaf_blocks[flat.others]),
+            );
         }
     }
     for (leaf, block) in flat.leaves.iter().zip(&leaf_blocks) {
@@ -250,7 +260,11 @@ pub fn port_prefixes(lo: u16, hi: u16) -> Vec<(u16, u32)> {
     let mut out = Vec::new();
     let (mut lo, hi) = (u32::from(lo), u32::from(hi));
     while lo <= hi {
-        let mut size = if lo == 0 { 1 << 16 } else { lo & lo.wrapping_neg() };
+        let mut size = if lo == 0 {
+            1 << 16
+        } else {
+            lo & lo.wrapping_neg()
+        };
         while lo + size - 1 > hi {
             size >>= 1;
         }
@@ -350,7 +364,14 @@ mod tests {
 
     #[test]
     fn port_prefixes_cover_exactly_the_range() {
-        for (lo, hi) in [(0u16, 65535u16), (80, 80), (1, 65535), (1024, 65535), (10000, 20000), (81, 65535)] {
+        for (lo, hi) in [
+            (0u16, 65535u16),
+            (80, 80),
+            (1, 65535),
+            (1024, 65535),
+            (10000, 20000),
+            (81, 65535),
+        ] {
             let p = port_prefixes(lo, hi);
             let mut covered = 0u32;
             for (start, bits) in &p {

@@ -199,7 +199,10 @@ pub fn flatten(policy: &DirectionPolicy) -> Flat {
         .collect();
     let mut by_identity = BTreeMap::new();
     for (id, rules) in naming {
-        let key: BTreeSet<usize> = rules.iter().map(|r| position[&(*r as *const Rule)]).collect();
+        let key: BTreeSet<usize> = rules
+            .iter()
+            .map(|r| position[&(*r as *const Rule)])
+            .collect();
         let leaf = match by_rules.get(&key) {
             Some(l) => *l,
             None => {
@@ -250,7 +253,11 @@ mod tests {
         assert_eq!(flat.by_identity.len(), 2);
         assert_eq!(flat.by_identity[&500], flat.by_identity[&501]);
         let leaf = &flat.leaves[flat.by_identity[&500]];
-        let segs: Vec<_> = leaf.protocols[0].1.iter().map(|s| (s.lo, s.hi, s.outcome)).collect();
+        let segs: Vec<_> = leaf.protocols[0]
+            .1
+            .iter()
+            .map(|s| (s.lo, s.hi, s.outcome))
+            .collect();
         assert_eq!(
             segs,
             vec![

@@ -214,13 +214,16 @@ pub fn manifest_map(def: &MapDef, entries: Vec<(Vec<u8>, Vec<u8>)>) -> ManifestM
     }
 }
 
+/// A map's initial entries: (key bytes, value bytes).
+pub type Entries = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// Every ipcache map's initial entries for these (prefix, identity) pairs, by map name.
-pub fn ipcache_map_entries(prefixes: &[(Cidr, u32)]) -> Vec<(String, Vec<(Vec<u8>, Vec<u8>)>)> {
+pub fn ipcache_map_entries(prefixes: &[(Cidr, u32)]) -> Vec<(String, Entries)> {
     let lpm = prefixes
         .iter()
         .map(|(c, id)| (ipcache_key(c), ipcache_value(*id)))
         .collect();
-    let exact = |want_v4: bool| -> Vec<(Vec<u8>, Vec<u8>)> {
+    let exact = |want_v4: bool| -> Entries {
         prefixes
             .iter()
             .filter_map(|(c, id)| match c.addr() {

@@ -207,7 +207,13 @@ fn lower_program(
     let lpm_v4 = f.block();
     let lpm_v6 = f.block();
     let keyed = f.block();
-    f.branch32(Cond::Eq, parsed.family, i64::from(FAMILY_IPV4), lpm_v4, lpm_v6);
+    f.branch32(
+        Cond::Eq,
+        parsed.family,
+        i64::from(FAMILY_IPV4),
+        lpm_v4,
+        lpm_v6,
+    );
     for (block, family, bits) in [(lpm_v4, FAMILY_IPV4, 32u32), (lpm_v6, FAMILY_IPV6, 128)] {
         f.switch_to(block);
         f.stack_store(ipc_key, 0, i64::from(32 + bits), Size::W);

@@ -87,7 +87,11 @@ pub struct ApplyReport {
     pub map_deletes: usize,
     /// Pins found that the state did not know (removed during reconcile).
     pub stray_pins_removed: usize,
+    /// Total, and its parts: checks + object loads (verifier), map writes, attach/swap + state.
     pub latency_us: u64,
+    pub load_us: u64,
+    pub maps_us: u64,
+    pub attach_us: u64,
 }
 
 /// The running datapath.
@@ -205,7 +209,7 @@ impl Datapath {
 
         // 2. Load what changed.
         let mut report = ApplyReport::default();
-        let mut loaded = Vec::new();
+        let mut todo = Vec::new();
         for ep in &manifest.endpoints {
             let obj = &output.objects[&ep.name];
             let (ifname, ifindex) = &wiring[&ep.name];
@@ -222,10 +226,56 @@ impl Datapath {
                 report.unchanged.push(ep.name.clone());
                 continue;
             }
-            let ebpf = load::load_object(&ep.name, &obj.bytes, &self.paths.maps)?;
-            loaded.push((ep, ebpf, ifname.clone(), *ifindex));
+            todo.push((ep, &obj.bytes, ifname.clone(), *ifindex));
+        }
+        let mut loaded = Vec::new();
+        let mut rest = todo.as_slice();
+        // The first load alone: it may create and pin the shared maps, which concurrent loads
+        // would race on.
+        if let Some((first, tail)) = rest.split_first() {
+            let ebpf = load::load_object(&first.0.name, first.1, &self.paths.maps)?;
+            loaded.push((first.0, ebpf, first.2.clone(), first.3));
+            rest = tail;
+        }
+        // The rest in parallel: parsing and verifying dominate an apply.
+        let workers = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(8);
+        let maps_dir = &self.paths.maps;
+        for chunk in rest.chunks(workers.max(1) * 4) {
+            let results: Vec<Result<aya::Ebpf, LoadError>> = std::thread::scope(|scope| {
+                let handles: Vec<_> = chunk
+                    .chunks(chunk.len().div_ceil(workers.max(1)))
+                    .map(|part| {
+                        scope.spawn(move || {
+                            part.iter()
+                                .map(|(ep, bytes, _, _)| {
+                                    load::load_object(&ep.name, bytes, maps_dir)
+                                })
+                                .collect::<Vec<_>>()
+                        })
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .flat_map(|h| {
+                        h.join().unwrap_or_else(|_| {
+                            vec![Err(LoadError::Program {
+                                endpoint: "?".into(),
+                                program: "?".into(),
+                                detail: "loader thread panicked".into(),
+                            })]
+                        })
+                    })
+                    .collect()
+            });
+            for ((ep, _, ifname, ifindex), r) in chunk.iter().zip(results) {
+                loaded.push((*ep, r?, ifname.clone(), *ifindex));
+            }
         }
 
+        report.load_us = start.elapsed().as_micros() as u64;
+        let maps_start = Instant::now();
         // 3. Maps first.
         let previous = self.current.as_ref().map(|c| &c.manifest);
         let (updates, deletes) = self.sync_pinned_maps(manifest, previous, &preexisting)?;
@@ -235,6 +285,8 @@ impl Datapath {
             report.map_updates += load::fill_object_maps(&ep.name, ebpf, manifest)?;
         }
 
+        report.maps_us = maps_start.elapsed().as_micros() as u64;
+        let attach_start = Instant::now();
         // 4. Programs.
         for (ep, mut ebpf, ifname, ifindex) in loaded {
             let old = self.state.endpoints.get(&ep.name).cloned();
@@ -323,6 +375,7 @@ impl Datapath {
                 .map_err(io("writing", &self.paths.current))?;
         }
         self.current = Some(output);
+        report.attach_us = attach_start.elapsed().as_micros() as u64;
         report.latency_us = start.elapsed().as_micros() as u64;
         tracing::info!(
             generation = report.generation,

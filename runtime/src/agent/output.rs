@@ -226,3 +226,57 @@ fn aya_obj_parse(bytes: &[u8]) -> Result<(), String> {
         .map(|_| ())
         .map_err(|e| e.to_string())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifest(format: &str, entry_key: &str) -> String {
+        format!(
+            r#"{{"format":"{format}","inputs_digest":"00","compiler_version":"0",
+            "identities":[],"endpoints":[{{"name":"default/a","namespace":"default","pod":"a",
+            "node":null,"identity":256,"ipv4":"192.0.2.1","ipv6":null,"object":"bpf/a.o",
+            "programs":[{{"name":"p","section":"classifier","hook":"tc-ingress","direction":"egress"}}]}}],
+            "maps":[{{"name":"m","type":"hash","key_size":4,"value_size":4,"max_entries":1,"flags":0,
+            "pinning":"by_name","entries":[{{"key":"{entry_key}","value":"00000000"}}]}}]}}"#
+        )
+    }
+
+    fn dir_with(tag: &str, manifest: &str, object: &[u8]) -> PathBuf {
+        let d =
+            std::env::temp_dir().join(format!("ciliumc-output-test-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(d.join("bpf")).unwrap();
+        std::fs::write(d.join("manifest.json"), manifest).unwrap();
+        std::fs::write(d.join("bpf/a.o"), object).unwrap();
+        d
+    }
+
+    #[test]
+    fn refuses_other_formats_bad_entries_and_non_elf_objects() {
+        let d = dir_with("fmt", &manifest("ciliumc/v0", "00000000"), b"");
+        assert!(matches!(
+            CompileOutput::read(&d),
+            Err(OutputError::Format { .. })
+        ));
+        let d2 = dir_with("entry", &manifest(MANIFEST_FORMAT, "00"), b"");
+        let e = CompileOutput::read(&d2).unwrap_err().to_string();
+        assert!(
+            e.contains("incompatible manifest") && e.contains("map m"),
+            "{e}"
+        );
+        let d3 = dir_with(
+            "elf",
+            &manifest(MANIFEST_FORMAT, "00000000"),
+            b"not an object at all, but long enough to have a header of sixty-four bytes",
+        );
+        let e = CompileOutput::read(&d3).unwrap_err().to_string();
+        assert!(
+            e.contains("corrupt object") && e.contains("not an ELF"),
+            "{e}"
+        );
+        for d in [d, d2, d3] {
+            let _ = std::fs::remove_dir_all(d);
+        }
+    }
+}

@@ -469,3 +469,99 @@ pub fn udp_ok(ns: &str, addr: &str, port: u16) -> bool {
         false
     })
 }
+
+/// A stream of numbered UDP packets at `pps` from `client_ns` to `addr:port` served in
+/// `server_ns`; [`UdpLoad::stop`] returns (sent, received, misordered).
+pub struct UdpLoad {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    sender: Option<std::thread::JoinHandle<u64>>,
+    receiver: Option<std::thread::JoinHandle<(u64, u64)>>,
+}
+
+impl UdpLoad {
+    pub fn start(server_ns: &str, client_ns: &str, addr: &str, port: u16, pps: u64) -> UdpLoad {
+        use std::sync::atomic::AtomicBool;
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let receiver = {
+            let (stop, ns) = (stop.clone(), server_ns.to_string());
+            std::thread::spawn(move || {
+                in_netns(&ns, move || {
+                    let s = UdpSocket::bind(("0.0.0.0", port)).unwrap();
+                    s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+                    tx.send(()).unwrap();
+                    let (mut got, mut misordered, mut next) = (0u64, 0u64, 0u64);
+                    let mut idle = 0;
+                    let mut buf = [0u8; 64];
+                    loop {
+                        match s.recv_from(&mut buf) {
+                            Ok((n, _)) if n >= 8 => {
+                                idle = 0;
+                                let seq = u64::from_le_bytes(buf[..8].try_into().unwrap());
+                                if seq < next {
+                                    misordered += 1;
+                                }
+                                next = seq + 1;
+                                got += 1;
+                            }
+                            _ => {
+                                if stop.load(Ordering::Relaxed) {
+                                    idle += 1;
+                                    if idle > 6 {
+                                        break;
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    (got, misordered)
+                })
+            })
+        };
+        rx.recv().unwrap();
+        let target: SocketAddr = format!("{addr}:{port}").parse().unwrap();
+        let sender = {
+            let (stop, ns) = (stop.clone(), client_ns.to_string());
+            std::thread::spawn(move || {
+                in_netns(&ns, move || {
+                    let s = UdpSocket::bind("0.0.0.0:0").unwrap();
+                    s.connect(target).unwrap();
+                    let start = Instant::now();
+                    let mut seq = 0u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        let due = start.elapsed().as_micros() as u64 * pps / 1_000_000;
+                        while seq < due {
+                            if s.send(&seq.to_le_bytes()).is_ok() {
+                                seq += 1;
+                            }
+                        }
+                        std::thread::sleep(Duration::from_micros(500));
+                    }
+                    seq
+                })
+            })
+        };
+        UdpLoad {
+            stop,
+            sender: Some(sender),
+            receiver: Some(receiver),
+        }
+    }
+
+    pub fn stop(mut self) -> (u64, u64, u64) {
+        self.stop.store(true, Ordering::SeqCst);
+        let sent = self.sender.take().map(|h| h.join().unwrap()).unwrap_or(0);
+        let (got, mis) = self
+            .receiver
+            .take()
+            .map(|h| h.join().unwrap())
+            .unwrap_or((0, 0));
+        (sent, got, mis)
+    }
+}
+
+impl Drop for UdpLoad {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
