@@ -84,7 +84,11 @@ pub fn inputs_digest(result: &LoadResult) -> anyhow::Result<String> {
     use sha2::{Digest, Sha256};
     let mut docs = Vec::with_capacity(result.objects.len());
     for o in &result.objects {
-        let key = (o.kind.as_str().to_string(), o.namespace.clone().unwrap_or_default(), o.name.clone());
+        let key = (
+            o.kind.as_str().to_string(),
+            o.namespace.clone().unwrap_or_default(),
+            o.name.clone(),
+        );
         docs.push((key, serde_json::to_string(&o.object)?));
     }
     docs.sort();

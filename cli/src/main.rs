@@ -9,7 +9,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "ciliumc", version, about = "Compiles Kubernetes and Cilium network policy into eBPF")]
+#[command(
+    name = "ciliumc",
+    version,
+    about = "Compiles Kubernetes and Cilium network policy into eBPF"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -76,15 +76,26 @@ fn best_of<T>(runs: usize, mut f: impl FnMut() -> T) -> (Duration, T) {
 fn main() {
     // `cargo bench` passes `--bench`; a filter argument selects sizes (e.g. `10000`).
     let filter: Option<usize> = std::env::args().skip(1).find_map(|a| a.parse().ok());
-    println!("{:>7} {:>7} {:>8} {:>10} {:>10} {:>10} {:>12}", "pods", "ns", "policies", "parse", "resolve", "total", "peak RSS");
+    println!(
+        "{:>7} {:>7} {:>8} {:>10} {:>10} {:>10} {:>12}",
+        "pods", "ns", "policies", "parse", "resolve", "total", "peak RSS"
+    );
     for pods in [1_000usize, 10_000, 50_000] {
         if filter.is_some_and(|f| f != pods) {
             continue;
         }
         let text = generate(pods);
-        let (parse, loaded) = best_of(3, || load_str(&text, "generated.yaml", &LoadOptions::default()));
-        assert!(!loaded.has_errors(), "generated input has errors: {:?}", loaded.diagnostics.first());
-        let (res, cluster) = best_of(3, || resolve(&loaded.objects, &ResolveOptions::default()).expect("resolve"));
+        let (parse, loaded) = best_of(3, || {
+            load_str(&text, "generated.yaml", &LoadOptions::default())
+        });
+        assert!(
+            !loaded.has_errors(),
+            "generated input has errors: {:?}",
+            loaded.diagnostics.first()
+        );
+        let (res, cluster) = best_of(3, || {
+            resolve(&loaded.objects, &ResolveOptions::default()).expect("resolve")
+        });
         assert_eq!(cluster.endpoints.len(), pods);
         println!(
             "{:>7} {:>7} {:>8} {:>9.1}ms {:>9.1}ms {:>9.1}ms {:>9.0} MiB",

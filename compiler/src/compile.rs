@@ -97,7 +97,7 @@ pub fn endpoint_object(
     policy: &EndpointPolicy,
     pinning: MapPinning,
 ) -> Result<(Vec<u8>, Vec<FunctionStats>), CompileError> {
-    endpoint_object_with_maps(ep, policy, pinning).map(|(bytes, stats, _)| (bytes, stats))
+    endpoint_object_with_maps(ep, policy, pinning, None).map(|(bytes, stats, _)| (bytes, stats))
 }
 
 /// An endpoint's object bytes, per-function statistics and the programs' own maps.
@@ -109,9 +109,11 @@ pub fn endpoint_object_with_maps(
     ep: &Endpoint,
     policy: &EndpointPolicy,
     pinning: MapPinning,
+    notes: Option<&lower::RuleNotes>,
 ) -> Result<EndpointObject, CompileError> {
     let options = lower::LowerOptions {
         map_tag: (pinning == MapPinning::ByName).then(|| ep.name.clone()),
+        rule_notes: notes.cloned(),
     };
     let mut functions = Vec::new();
     let mut own = Vec::new();
@@ -305,8 +307,10 @@ pub fn compile(
     let mut objects = Vec::with_capacity(cluster.endpoints.len());
     let mut endpoints = Vec::with_capacity(cluster.endpoints.len());
     let mut own_maps: Vec<lower::ProgramMap> = Vec::new();
+    let notes = lower::rule_notes(&cluster.rule_origins);
     for (ep, policy) in cluster.endpoints.iter().zip(&cluster.policies) {
-        let (bytes, stats, own) = endpoint_object_with_maps(ep, policy, MapPinning::ByName)?;
+        let (bytes, stats, own) =
+            endpoint_object_with_maps(ep, policy, MapPinning::ByName, Some(&notes))?;
         own_maps.extend(own);
         let path = object_path(&ep.name);
         endpoints.push(ManifestEndpoint {

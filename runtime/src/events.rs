@@ -36,7 +36,9 @@ pub struct ShortEvent(pub usize);
 
 fn addr(family: u8, bytes: &[u8]) -> Option<IpAddr> {
     match family {
-        4 => Some(IpAddr::V4(Ipv4Addr::new(bytes[0], bytes[1], bytes[2], bytes[3]))),
+        4 => Some(IpAddr::V4(Ipv4Addr::new(
+            bytes[0], bytes[1], bytes[2], bytes[3],
+        ))),
         6 => {
             let mut a = [0u8; 16];
             a.copy_from_slice(&bytes[..16]);

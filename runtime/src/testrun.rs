@@ -44,7 +44,9 @@ impl TestRunError {
     /// evaluating without the kernel.
     pub fn is_bpf_refused(&self) -> bool {
         let text = format!("{self:?}");
-        text.contains("EPERM") || text.contains("Operation not permitted") || text.contains("ENOSYS")
+        text.contains("EPERM")
+            || text.contains("Operation not permitted")
+            || text.contains("ENOSYS")
     }
 }
 
@@ -69,7 +71,10 @@ impl LoadedPolicyObject {
         {
             let map = ebpf.map_mut(IPCACHE).ok_or(TestRunError::NoMap(IPCACHE))?;
             let mut trie: LpmTrie<&mut MapData, [u8; 20], [u8; 8]> = LpmTrie::try_from(map)
-                .map_err(|source| TestRunError::Map { name: IPCACHE.into(), source })?;
+                .map_err(|source| TestRunError::Map {
+                    name: IPCACHE.into(),
+                    source,
+                })?;
             for (k, v) in ipcache {
                 if k.len() != 24 || v.len() != 8 {
                     return Err(TestRunError::BadIpcacheEntry(k.len()));
@@ -80,7 +85,10 @@ impl LoadedPolicyObject {
                 let mut value = [0u8; 8];
                 value.copy_from_slice(v);
                 trie.insert(&Key::new(prefix, data), value, 0)
-                    .map_err(|source| TestRunError::Map { name: IPCACHE.into(), source })?;
+                    .map_err(|source| TestRunError::Map {
+                        name: IPCACHE.into(),
+                        source,
+                    })?;
             }
         }
         let names: Vec<String> = ebpf.programs().map(|(n, _)| n.to_string()).collect();
@@ -89,8 +97,14 @@ impl LoadedPolicyObject {
                 .program_mut(&name)
                 .ok_or_else(|| TestRunError::NoProgram(name.clone()))?
                 .try_into()
-                .map_err(|source| TestRunError::Program { name: name.clone(), source })?;
-            prog.load().map_err(|source| TestRunError::Program { name: name.clone(), source })?;
+                .map_err(|source| TestRunError::Program {
+                    name: name.clone(),
+                    source,
+                })?;
+            prog.load().map_err(|source| TestRunError::Program {
+                name: name.clone(),
+                source,
+            })?;
         }
         Ok(LoadedPolicyObject { ebpf })
     }
@@ -103,17 +117,28 @@ impl LoadedPolicyObject {
             .program_mut(program)
             .ok_or_else(|| TestRunError::NoProgram(program.to_string()))?
             .try_into()
-            .map_err(|source| TestRunError::Program { name: program.into(), source })?;
+            .map_err(|source| TestRunError::Program {
+                name: program.into(),
+                source,
+            })?;
         let mut opts = TestRunOptions::new();
         opts.data_in = Some(packet);
         let result = prog
             .test_run(opts)
-            .map_err(|source| TestRunError::Program { name: program.into(), source })?;
+            .map_err(|source| TestRunError::Program {
+                name: program.into(),
+                source,
+            })?;
         let mut events = Vec::new();
         {
-            let map = self.ebpf.map_mut(EVENTS).ok_or(TestRunError::NoMap(EVENTS))?;
-            let mut ring = RingBuf::try_from(map)
-                .map_err(|source| TestRunError::Map { name: EVENTS.into(), source })?;
+            let map = self
+                .ebpf
+                .map_mut(EVENTS)
+                .ok_or(TestRunError::NoMap(EVENTS))?;
+            let mut ring = RingBuf::try_from(map).map_err(|source| TestRunError::Map {
+                name: EVENTS.into(),
+                source,
+            })?;
             while let Some(item) = ring.next() {
                 if let Ok(ev) = FlowEvent::decode(&item) {
                     events.push(ev);
@@ -122,16 +147,28 @@ impl LoadedPolicyObject {
         }
         if result.return_value != 0 {
             // A dropped packet records no connection.
-            return Ok(RunResult { retval: result.return_value, events });
+            return Ok(RunResult {
+                retval: result.return_value,
+                events,
+            });
         }
         let map = self.ebpf.map_mut(CT).ok_or(TestRunError::NoMap(CT))?;
         let mut ct: HashMap<&mut MapData, [u8; 40], [u8; 8]> =
-            HashMap::try_from(map).map_err(|source| TestRunError::Map { name: CT.into(), source })?;
+            HashMap::try_from(map).map_err(|source| TestRunError::Map {
+                name: CT.into(),
+                source,
+            })?;
         let keys: Vec<[u8; 40]> = ct.keys().filter_map(Result::ok).collect();
         for k in keys {
-            ct.remove(&k).map_err(|source| TestRunError::Map { name: CT.into(), source })?;
+            ct.remove(&k).map_err(|source| TestRunError::Map {
+                name: CT.into(),
+                source,
+            })?;
         }
-        Ok(RunResult { retval: result.return_value, events })
+        Ok(RunResult {
+            retval: result.return_value,
+            events,
+        })
     }
 }
 

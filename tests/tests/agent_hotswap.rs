@@ -239,7 +239,11 @@ fn agent_hot_swaps_generations_under_load_without_loss() {
             .iter()
             .filter(|p| **p > *done + Duration::from_millis(1) && **p < window_end)
             .count();
-        if let Some(last) = probes.iter().filter(|p| **p > *t0 && **p < window_end).max() {
+        if let Some(last) = probes
+            .iter()
+            .filter(|p| **p > *t0 && **p < window_end)
+            .max()
+        {
             enforce_ms = enforce_ms.max((*last - *t0).as_secs_f64() * 1000.0);
         }
     }
@@ -261,5 +265,8 @@ fn agent_hot_swaps_generations_under_load_without_loss() {
         !probes.is_empty(),
         "the admitting generations never let a probe through"
     );
-    assert_eq!(late, 0, "a newly denied flow still passed after its apply returned");
+    assert_eq!(
+        late, 0,
+        "a newly denied flow still passed after its apply returned"
+    );
 }

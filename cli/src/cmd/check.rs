@@ -24,5 +24,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if args.format == DiagFormat::Text && !result.has_errors() {
         eprintln!("checked {} object(s): ok", result.objects.len());
     }
-    Ok(if result.has_errors() { ExitCode::from(1) } else { ExitCode::SUCCESS })
+    Ok(if result.has_errors() {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }

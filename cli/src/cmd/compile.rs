@@ -41,7 +41,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let out = input::with_progress("compiling", || compile::compile(&cluster, &digest))?;
     compile::write_output_dir(&out, &args.out)
         .with_context(|| format!("writing {}", args.out.display()))?;
-    let insns: usize = out.objects.iter().flat_map(|o| &o.stats).map(|s| s.insns).sum();
+    let insns: usize = out
+        .objects
+        .iter()
+        .flat_map(|o| &o.stats)
+        .map(|s| s.insns)
+        .sum();
     eprintln!(
         "compiled {} endpoint(s), {} program(s), {} instructions into {}",
         out.objects.len(),

@@ -39,7 +39,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let conns = connlist::connections(&cluster, &ConnlistOptions { ipv6: args.ipv6 });
     print!("{}", connlist::render(&conns, args.format));
     if args.verify_bytecode {
-        let report = input::with_progress("executing programs", || super::verify::verify_bytecode(&cluster))?;
+        let report = input::with_progress("executing programs", || {
+            super::verify::verify_bytecode(&cluster)
+        })?;
         for d in &report.disagreements {
             eprintln!("disagreement: {d}");
         }

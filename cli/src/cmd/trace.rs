@@ -66,7 +66,12 @@ fn side<'a>(cluster: &'a ResolvedCluster, peer: &str, ipv6: bool) -> anyhow::Res
         });
         return Ok(Side { endpoint, ip });
     }
-    let Some((i, ep)) = cluster.endpoints.iter().enumerate().find(|(_, e)| e.name == peer) else {
+    let Some((i, ep)) = cluster
+        .endpoints
+        .iter()
+        .enumerate()
+        .find(|(_, e)| e.name == peer)
+    else {
         bail!("no endpoint {peer:?} in the inputs (expected namespace/pod or an IP address)");
     };
     let ip = if ipv6 {
@@ -75,7 +80,10 @@ fn side<'a>(cluster: &'a ResolvedCluster, peer: &str, ipv6: bool) -> anyhow::Res
         ep.ipv4.map(IpAddr::V4).or(ep.ipv6.map(IpAddr::V6))
     };
     let ip = ip.with_context(|| format!("endpoint {peer} has no address of that family"))?;
-    Ok(Side { endpoint: Some((i, ep)), ip })
+    Ok(Side {
+        endpoint: Some((i, ep)),
+        ip,
+    })
 }
 
 fn packet(src: IpAddr, dst: IpAddr, proto: Protocol, port: u16) -> anyhow::Result<Vec<u8>> {
@@ -90,7 +98,11 @@ fn packet(src: IpAddr, dst: IpAddr, proto: Protocol, port: u16) -> anyhow::Resul
         Protocol::Sctp => p.sctp(40000, port),
         Protocol::Icmp | Protocol::Icmpv6 => {
             let typ = u8::try_from(port).context("an ICMP type is 0..=255")?;
-            if proto == Protocol::Icmp { p.icmp(typ, 0) } else { p.icmpv6(typ, 0) }
+            if proto == Protocol::Icmp {
+                p.icmp(typ, 0)
+            } else {
+                p.icmpv6(typ, 0)
+            }
         }
     };
     Ok(p.build())
@@ -131,7 +143,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         (to.endpoint, Direction::Ingress, from.ip),
     ];
     for (endpoint, direction, peer_ip) in checks {
-        let Some((index, ep)) = endpoint else { continue };
+        let Some((index, ep)) = endpoint else {
+            continue;
+        };
         let policy = &cluster.policies[index];
         let peer = PeerInfo::new(compile::ipcache_identity(&cluster, peer_ip), Some(peer_ip));
         let expected = verdict(policy, direction, peer, proto, args.port);
@@ -143,7 +157,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 Some(r)
             }
             Err(e) if e.is_bpf_refused() => {
-                eprintln!("note: bpf() refused ({e}); showing the reference evaluator's verdict only");
+                eprintln!(
+                    "note: bpf() refused ({e}); showing the reference evaluator's verdict only"
+                );
                 None
             }
             Err(e) => return Err(e).context(format!("executing {program} of {}", ep.name)),
@@ -169,7 +185,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             Verdict::Allow { basis, .. } => format!("allow ({basis:?})"),
             Verdict::Deny { reason, .. } => format!("drop: {reason:?} ({})", reason.code()),
         };
-        println!("  {direction} policy of {} ({program}): {line}{}evaluator: {why}", ep.name, if line.is_empty() { "" } else { "; " });
+        println!(
+            "  {direction} policy of {} ({program}): {line}{}evaluator: {why}",
+            ep.name,
+            if line.is_empty() { "" } else { "; " }
+        );
         for r in describe_rules(&cluster, expected.rules()) {
             println!("    {r}");
         }
@@ -179,10 +199,18 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if kernel_used {
         println!(
             "obtained by: executing the compiled programs in the kernel (BPF_PROG_TEST_RUN); reference evaluator {}",
-            if disagreements == 0 { "agrees" } else { "DISAGREES" }
+            if disagreements == 0 {
+                "agrees"
+            } else {
+                "DISAGREES"
+            }
         );
     } else {
         println!("obtained by: the reference evaluator (no program was executed)");
     }
-    Ok(if disagreements == 0 { ExitCode::SUCCESS } else { ExitCode::from(3) })
+    Ok(if disagreements == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(3)
+    })
 }

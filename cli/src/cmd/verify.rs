@@ -35,7 +35,11 @@ fn peers(cluster: &ResolvedCluster) -> Vec<Peer> {
             continue;
         }
         if let Some(ip) = ep.ipv4.map(IpAddr::V4).or(ep.ipv6.map(IpAddr::V6)) {
-            out.push(Peer { name: ep.name.clone(), endpoint: Some(i), ip });
+            out.push(Peer {
+                name: ep.name.clone(),
+                endpoint: Some(i),
+                ip,
+            });
         }
     }
     let mut cuts: BTreeSet<IpAddr> = BTreeSet::new();
@@ -58,7 +62,11 @@ fn peers(cluster: &ResolvedCluster) -> Vec<Peer> {
         }
     }
     for ip in cuts {
-        out.push(Peer { name: format!("{ip}[External]"), endpoint: None, ip });
+        out.push(Peer {
+            name: format!("{ip}[External]"),
+            endpoint: None,
+            ip,
+        });
     }
     out
 }
@@ -113,7 +121,10 @@ pub fn verify_bytecode(cluster: &ResolvedCluster) -> anyhow::Result<VerifyReport
         objects.push(Some(loaded));
     }
     let peers = peers(cluster);
-    let mut report = VerifyReport { packets: 0, disagreements: Vec::new() };
+    let mut report = VerifyReport {
+        packets: 0,
+        disagreements: Vec::new(),
+    };
     for src in &peers {
         for dst in &peers {
             if std::ptr::eq(src, dst) || (src.endpoint.is_none() && dst.endpoint.is_none()) {
@@ -122,21 +133,38 @@ pub fn verify_bytecode(cluster: &ResolvedCluster) -> anyhow::Result<VerifyReport
             if src.ip.is_ipv4() != dst.ip.is_ipv4() {
                 continue;
             }
-            let sides = [(src.endpoint, Direction::Egress, dst.ip), (dst.endpoint, Direction::Ingress, src.ip)];
+            let sides = [
+                (src.endpoint, Direction::Egress, dst.ip),
+                (dst.endpoint, Direction::Ingress, src.ip),
+            ];
             let policies: Vec<&DirectionPolicy> = sides
                 .iter()
                 .filter_map(|(e, d, _)| e.map(|i| cluster.policies[i].direction(*d)))
                 .collect();
-            for proto in [Protocol::Tcp, Protocol::Udp, Protocol::Sctp, Protocol::Icmp, Protocol::Icmpv6] {
+            for proto in [
+                Protocol::Tcp,
+                Protocol::Udp,
+                Protocol::Sctp,
+                Protocol::Icmp,
+                Protocol::Icmpv6,
+            ] {
                 for port in port_starts(&policies, proto) {
-                    let Some(pkt) = packet(src.ip, dst.ip, proto, port) else { continue };
+                    let Some(pkt) = packet(src.ip, dst.ip, proto, port) else {
+                        continue;
+                    };
                     for (endpoint, direction, peer_ip) in sides {
                         let Some(i) = endpoint else { continue };
-                        let Some(obj) = objects[i].as_mut() else { continue };
+                        let Some(obj) = objects[i].as_mut() else {
+                            continue;
+                        };
                         let (program, _) = lower::program_for(direction);
                         let got = obj.run(program, &pkt)?.retval == 0;
-                        let peer = PeerInfo::new(compile::ipcache_identity(cluster, peer_ip), Some(peer_ip));
-                        let want = verdict(&cluster.policies[i], direction, peer, proto, port).is_allow();
+                        let peer = PeerInfo::new(
+                            compile::ipcache_identity(cluster, peer_ip),
+                            Some(peer_ip),
+                        );
+                        let want =
+                            verdict(&cluster.policies[i], direction, peer, proto, port).is_allow();
                         report.packets += 1;
                         if got != want {
                             report.disagreements.push(format!(

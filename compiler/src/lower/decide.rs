@@ -21,6 +21,7 @@ use ciliumc_ir::cidr::{Cidr, CidrRule};
 use ciliumc_ir::evaluator::DropReason;
 use ciliumc_ir::identity::NumericIdentity;
 use ciliumc_ir::policy::{Direction, DirectionPolicy, L4Match, PeerSet, PortRange, Rule, RuleKind};
+use ciliumc_targets::codegen::Annotation;
 use ciliumc_targets::codegen::{AluOp, BlockId, Cond, FunctionBuilder, Size, SlotId, VReg};
 
 use super::ProgramMap;
@@ -63,7 +64,14 @@ pub fn emit_decision(
     inputs: &Inputs,
     out: &Targets,
     names: Option<&dispatch::MapNames>,
+    notes: Option<&BTreeMap<u32, Annotation>>,
 ) -> Vec<ProgramMap> {
+    // The code deciding for a rule starts with the rule's annotation.
+    let annotate = |f: &mut FunctionBuilder, rule: u32| {
+        if let Some(note) = notes.and_then(|n| n.get(&rule)) {
+            f.annotate(note.clone());
+        }
+    };
     if !policy.enforced {
         f.assign_const(out.rule, 0);
         f.jump(out.allow);
@@ -111,11 +119,13 @@ pub fn emit_decision(
         f.switch_to(b);
         match o {
             Outcome::Deny(r) => {
+                annotate(f, r);
                 f.assign_const(out.rule, i64::from(r));
                 f.assign_const(out.reason, i64::from(DropReason::PolicyDenyExplicit.code()));
                 f.jump(out.drop);
             }
             Outcome::Allow(r) => {
+                annotate(f, r);
                 f.assign_const(out.rule, i64::from(r));
                 if cidr_deny.is_empty() {
                     f.jump(out.allow);
@@ -166,6 +176,7 @@ pub fn emit_decision(
             let matched = f.block();
             emit_address_rule(f, rule, inputs, &words, matched, next);
             f.switch_to(matched);
+            annotate(f, rule.id.0);
             f.assign_const(out.rule, i64::from(rule.id.0));
             f.jump(hit);
             f.switch_to(next);
@@ -190,6 +201,7 @@ pub fn emit_decision(
             let matched = f.block();
             emit_address_rule(f, rule, inputs, &words, matched, next);
             f.switch_to(matched);
+            annotate(f, rule.id.0);
             f.assign_const(out.rule, i64::from(rule.id.0));
             f.jump(out.allow);
             f.switch_to(next);

@@ -20,6 +20,7 @@ pub mod parse;
 use ciliumc_ir::endpoint::Endpoint;
 use ciliumc_ir::identity::NumericIdentity;
 use ciliumc_ir::policy::{Direction, DirectionPolicy, EndpointPolicy};
+use ciliumc_targets::codegen::Annotation;
 use ciliumc_targets::codegen::{Cond, Function, FunctionBuilder, Size};
 use ciliumc_targets::hooks::{self, Hook, TC_ACT_OK, TC_ACT_SHOT};
 
@@ -86,12 +87,47 @@ pub struct LowerOptions {
     /// Prefix of the program's own map names (at most 8 characters kept), so that objects of
     /// different endpoints do not share them; `None` keeps every set in code.
     pub map_tag: Option<String>,
+    /// Per rule id, the annotation placed on the code that decides for that rule (kept in the
+    /// object as BTF line info: `ciliumc disasm` and `bpftool prog dump xlated` show it).
+    pub rule_notes: Option<RuleNotes>,
+}
+
+/// Rule id → where the rule came from, shared by every endpoint of a compilation.
+pub type RuleNotes = std::sync::Arc<std::collections::BTreeMap<u32, Annotation>>;
+
+/// The annotation of every rule: `rule 17: CiliumNetworkPolicy default/rule1 ingress[0] (file:line:col)`.
+pub fn rule_notes(
+    origins: &std::collections::BTreeMap<
+        ciliumc_ir::policy::RuleId,
+        ciliumc_ir::policy::RuleOrigin,
+    >,
+) -> RuleNotes {
+    let notes = origins
+        .iter()
+        .map(|(id, origin)| {
+            let loc = origin.source.as_ref();
+            let what = origin.describe();
+            let note = Annotation {
+                file: loc.map_or_else(|| "ciliumc".into(), |l| l.file.clone()),
+                // Line 0 is never shown by objdump-style tools.
+                line: loc.map_or(1, |l| l.line.max(1)),
+                column: loc.map_or(0, |l| l.column),
+                text: match loc {
+                    Some(l) => format!("rule {id}: {what} ({l})"),
+                    None => format!("rule {id}: {what}"),
+                },
+            };
+            (id.0, note)
+        })
+        .collect();
+    std::sync::Arc::new(notes)
 }
 
 impl LowerOptions {
     pub fn for_tag(tag: &str) -> Self {
         LowerOptions {
             map_tag: Some(tag.to_string()),
+            rule_notes: None,
         }
     }
 }
@@ -104,7 +140,8 @@ pub fn lower_direction_with(
     options: &LowerOptions,
 ) -> Result<Lowered, ciliumc_targets::codegen::CodegenError> {
     let names = options.map_tag.as_deref().map(|t| map_names(t, direction));
-    let (function, maps) = lower_program(local_identity, policy, direction, names.as_ref())?;
+    let notes = options.rule_notes.as_deref();
+    let (function, maps) = lower_program(local_identity, policy, direction, names.as_ref(), notes)?;
     Ok(Lowered {
         functions: vec![function],
         maps,
@@ -134,7 +171,7 @@ pub fn lower_direction(
     policy: &DirectionPolicy,
     direction: Direction,
 ) -> Result<Function, ciliumc_targets::codegen::CodegenError> {
-    lower_program(local_identity, policy, direction, None).map(|(f, _)| f)
+    lower_program(local_identity, policy, direction, None, None).map(|(f, _)| f)
 }
 
 fn lower_program(
@@ -142,6 +179,7 @@ fn lower_program(
     policy: &DirectionPolicy,
     direction: Direction,
     names: Option<&dispatch::MapNames>,
+    notes: Option<&std::collections::BTreeMap<u32, Annotation>>,
 ) -> Result<(Function, Vec<ProgramMap>), ciliumc_targets::codegen::CodegenError> {
     let (name, hook) = program_for(direction);
     let mut f = FunctionBuilder::new(name, hook);
@@ -253,7 +291,8 @@ fn lower_program(
         rule,
         reason,
     };
-    let own_maps = decide::emit_decision(&mut f, policy, direction, &inputs, &outcome, names);
+    let own_maps =
+        decide::emit_decision(&mut f, policy, direction, &inputs, &outcome, names, notes);
 
     f.switch_to(allow);
     let value = f.stack_slot(maps::CT_VALUE_SIZE);

@@ -19,7 +19,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use aya::maps::MapData;
-use ciliumc_ir::manifest::{Manifest, ManifestMap};
+use ciliumc_ir::manifest::{Manifest, ManifestEndpoint, ManifestMap};
 use serde::{Deserialize, Serialize};
 
 use super::config::Interfaces;
@@ -99,6 +99,62 @@ pub struct Datapath {
     paths: StatePaths,
     state: AgentState,
     current: Option<CompileOutput>,
+    /// One per load worker; see [`load::new_loader`].
+    loaders: Vec<aya::EbpfLoader<'static>>,
+}
+
+type Todo<'m> = (&'m ManifestEndpoint, &'m [u8], String, u32);
+type Loaded<'m> = (&'m ManifestEndpoint, aya::Ebpf, String, u32);
+
+/// Loads every object of `todo`: the first alone (it may create and pin the shared maps, which
+/// concurrent loads would race on), the rest spread over the loaders' threads (parsing and the
+/// verifier dominate an apply).
+fn load_all<'m>(
+    loaders: &mut [aya::EbpfLoader<'static>],
+    todo: &[Todo<'m>],
+) -> Result<Vec<Loaded<'m>>, LoadError> {
+    let mut loaded = Vec::with_capacity(todo.len());
+    let Some((first, rest)) = todo.split_first() else {
+        return Ok(loaded);
+    };
+    let Some(main_loader) = loaders.first_mut() else {
+        return Ok(loaded);
+    };
+    let ebpf = load::load_object(main_loader, &first.0.name, first.1)?;
+    loaded.push((first.0, ebpf, first.2.clone(), first.3));
+    if rest.is_empty() {
+        return Ok(loaded);
+    }
+    let per_worker = rest.len().div_ceil(loaders.len());
+    let results: Vec<Result<aya::Ebpf, LoadError>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = rest
+            .chunks(per_worker)
+            .zip(loaders.iter_mut())
+            .map(|(part, loader)| {
+                scope.spawn(move || {
+                    part.iter()
+                        .map(|(ep, bytes, _, _)| load::load_object(loader, &ep.name, bytes))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| {
+                h.join().unwrap_or_else(|_| {
+                    vec![Err(LoadError::Program {
+                        endpoint: "?".into(),
+                        program: "?".into(),
+                        detail: "loader thread panicked".into(),
+                    })]
+                })
+            })
+            .collect()
+    });
+    for ((ep, _, ifname, ifindex), r) in rest.iter().zip(results) {
+        loaded.push((*ep, r?, ifname.clone(), *ifindex));
+    }
+    Ok(loaded)
 }
 
 /// Manifest type name → the kernel's, as aya's `MapType` prints it without underscores.
@@ -144,6 +200,7 @@ impl Datapath {
             paths,
             state,
             current,
+            loaders: Vec::new(),
         })
     }
 
@@ -226,53 +283,18 @@ impl Datapath {
                 report.unchanged.push(ep.name.clone());
                 continue;
             }
-            todo.push((ep, &obj.bytes, ifname.clone(), *ifindex));
+            todo.push((ep, obj.bytes.as_slice(), ifname.clone(), *ifindex));
         }
-        let mut loaded = Vec::new();
-        let mut rest = todo.as_slice();
-        // The first load alone: it may create and pin the shared maps, which concurrent loads
-        // would race on.
-        if let Some((first, tail)) = rest.split_first() {
-            let ebpf = load::load_object(&first.0.name, first.1, &self.paths.maps)?;
-            loaded.push((first.0, ebpf, first.2.clone(), first.3));
-            rest = tail;
-        }
-        // The rest in parallel: parsing and verifying dominate an apply.
         let workers = std::thread::available_parallelism()
             .map_or(1, |n| n.get())
-            .min(8);
-        let maps_dir = &self.paths.maps;
-        for chunk in rest.chunks(workers.max(1) * 4) {
-            let results: Vec<Result<aya::Ebpf, LoadError>> = std::thread::scope(|scope| {
-                let handles: Vec<_> = chunk
-                    .chunks(chunk.len().div_ceil(workers.max(1)))
-                    .map(|part| {
-                        scope.spawn(move || {
-                            part.iter()
-                                .map(|(ep, bytes, _, _)| {
-                                    load::load_object(&ep.name, bytes, maps_dir)
-                                })
-                                .collect::<Vec<_>>()
-                        })
-                    })
-                    .collect();
-                handles
-                    .into_iter()
-                    .flat_map(|h| {
-                        h.join().unwrap_or_else(|_| {
-                            vec![Err(LoadError::Program {
-                                endpoint: "?".into(),
-                                program: "?".into(),
-                                detail: "loader thread panicked".into(),
-                            })]
-                        })
-                    })
-                    .collect()
-            });
-            for ((ep, _, ifname, ifindex), r) in chunk.iter().zip(results) {
-                loaded.push((*ep, r?, ifname.clone(), *ifindex));
-            }
+            .clamp(1, 8);
+        while self.loaders.len() < workers {
+            self.loaders.push(load::new_loader(&self.paths.maps));
         }
+        let mut loaders = std::mem::take(&mut self.loaders);
+        let loaded = load_all(&mut loaders, &todo);
+        self.loaders = loaders;
+        let mut loaded = loaded?;
 
         report.load_us = start.elapsed().as_micros() as u64;
         let maps_start = Instant::now();

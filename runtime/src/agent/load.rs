@@ -58,19 +58,26 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-/// Loads `bytes` with pinned-by-name maps under `maps_dir` and loads every program in it
-/// (entry points and tail-called sub-programs). Nothing is attached yet.
-pub fn load_object(endpoint: &str, bytes: &[u8], maps_dir: &Path) -> Result<aya::Ebpf, LoadError> {
-    // No kernel BTF: the objects carry no CO-RE relocations, and parsing vmlinux's BTF would
-    // dominate the apply latency.
-    let mut ebpf = aya::EbpfLoader::new()
-        .btf(None)
-        .default_map_pin_directory(maps_dir)
-        .load(bytes)
-        .map_err(|e| LoadError::Object {
-            endpoint: endpoint.into(),
-            detail: error_chain(&e),
-        })?;
+/// A loader for the agent's objects: maps pinned by name under `maps_dir`, no kernel BTF (the
+/// objects carry no CO-RE relocations). `EbpfLoader::new` parses vmlinux's BTF, which costs more
+/// than the rest of a load, so loaders are made once and reused.
+pub fn new_loader(maps_dir: &Path) -> aya::EbpfLoader<'static> {
+    let mut loader = aya::EbpfLoader::new();
+    loader.btf(None).default_map_pin_directory(maps_dir);
+    loader
+}
+
+/// Loads `bytes` and every program in it (entry points and tail-called sub-programs). Nothing
+/// is attached yet.
+pub fn load_object(
+    loader: &mut aya::EbpfLoader<'static>,
+    endpoint: &str,
+    bytes: &[u8],
+) -> Result<aya::Ebpf, LoadError> {
+    let mut ebpf = loader.load(bytes).map_err(|e| LoadError::Object {
+        endpoint: endpoint.into(),
+        detail: error_chain(&e),
+    })?;
     for (name, prog) in ebpf.programs_mut() {
         let r = match prog {
             Program::SchedClassifier(p) => p.load(),
