@@ -250,6 +250,23 @@ fn endpoint_details(o: &ManifestEndpoint, n: &ManifestEndpoint) -> Vec<String> {
     d
 }
 
+/// Whether two objects differ in more than their rule annotations (BTF line info carries source
+/// file paths, which move with the files without changing what the program does): compared by
+/// their code as disassembled, plus byte equality as the fast path.
+fn code_differs(old: Option<&Vec<u8>>, new: Option<&Vec<u8>>) -> bool {
+    match (old, new) {
+        (Some(a), Some(b)) if a == b => false,
+        (Some(a), Some(b)) => {
+            let text = |bytes: &[u8]| ciliumc_targets::disasm::disassemble_object(bytes, "object");
+            match (text(a), text(b)) {
+                (Ok(x), Ok(y)) => x != y,
+                _ => true,
+            }
+        }
+        (a, b) => a != b,
+    }
+}
+
 fn diff_endpoints(old: &ProgramSide, new: &ProgramSide) -> Vec<EndpointProgramChange> {
     let index = |s: &'_ ProgramSide| -> BTreeMap<String, ManifestEndpoint> {
         s.manifest
@@ -267,7 +284,7 @@ fn diff_endpoints(old: &ProgramSide, new: &ProgramSide) -> Vec<EndpointProgramCh
             (None, Some(_)) => (ProgramChangeKind::Added, Vec::new()),
             (Some(a), Some(b)) => {
                 let mut details = Vec::new();
-                if old.objects.get(name) != new.objects.get(name) {
+                if code_differs(old.objects.get(name), new.objects.get(name)) {
                     details.push("object bytes differ".to_string());
                 }
                 details.extend(endpoint_details(a, b));
