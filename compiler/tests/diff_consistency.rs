@@ -14,6 +14,8 @@ use ciliumc_ir::Protocol;
 
 const CORPUS: &str = "../../shared/corpus/netpol-analyzer/cases";
 
+/// (newly allowed?, source, destination, protocol) → port ranges.
+type PortsByChange = BTreeMap<(bool, String, String, Protocol), Vec<(u32, u32)>>;
 fn load(path: PathBuf) -> LoadResult {
     let loaded = frontend::load_with(std::slice::from_ref(&path), &LoadOptions::default());
     assert!(
@@ -227,9 +229,7 @@ fn swapping_old_and_new_swaps_allowed_and_denied() {
         let fwd = diff::diff_inputs(&old.objects, &new.objects, &opts).unwrap();
         let back = diff::diff_inputs(&new.objects, &old.objects, &opts).unwrap();
         // Ranges may be grouped differently (causes differ by side): compare normalized sets.
-        let ports = |r: &DiffReport,
-                     flip: bool|
-         -> BTreeMap<(bool, String, String, Protocol), Vec<(u32, u32)>> {
+        let ports = |r: &DiffReport, flip: bool| -> PortsByChange {
             let mut m: BTreeMap<_, Vec<(u32, u32)>> = BTreeMap::new();
             for c in &r.connections {
                 let allowed = (c.change == ChangeKind::Allowed) != flip;

@@ -192,7 +192,7 @@ spec:
             .contains_ip(&web.ipv6.unwrap().into())
     );
     assert_eq!(a.endpoints, b.endpoints);
-    assert_ne!(a.endpoint("shop/nightly").unwrap().0.ipv4, web.ipv4.into());
+    assert_ne!(a.endpoint("shop/nightly").unwrap().0.ipv4, web.ipv4);
     let custom = ResolveOptions {
         pod_cidr_v4: "172.16.0.0/24".parse().unwrap(),
         ..Default::default()
