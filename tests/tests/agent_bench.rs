@@ -67,7 +67,9 @@ fn bench_apply_latency_1_and_100_endpoints() {
     let states = [(80, 8080), (81, 8080), (81, 8081), (80, 8081)];
     let mut outs = Vec::new();
     for (i, (a, b)) in states.iter().enumerate() {
-        let src = dir.0.join(format!("src{i}"));
+        // One source directory for all states: objects carry source locations, so a
+        // different path would change every object.
+        let src = dir.0.join("src");
         std::fs::create_dir_all(&src).unwrap();
         std::fs::write(src.join("inventory.yaml"), inventory(N)).unwrap();
         std::fs::write(src.join("policy.yaml"), policies(*a, *b)).unwrap();
