@@ -86,7 +86,7 @@ fn fmt_v6(n: u128) -> String {
 }
 
 /// Cuts `[0, max]` at every prefix boundary; returns (first, last) per segment.
-fn segments(prefixes: &BTreeSet<(u128, u128)>, max: u128) -> Vec<(u128, u128)> {
+pub fn segments(prefixes: &BTreeSet<(u128, u128)>, max: u128) -> Vec<(u128, u128)> {
     let mut cuts: BTreeSet<u128> = BTreeSet::new();
     cuts.insert(0);
     for (lo, hi) in prefixes {
@@ -132,7 +132,7 @@ fn external_peers(cidrs: &BTreeSet<ciliumc_ir::Cidr>, opts: &ConnlistOptions) ->
 }
 
 /// How `peer` appears to `observer`: a hostNetwork pod carries its node's identity.
-fn seen_as(peer: &Endpoint, observer: Option<&Endpoint>) -> PeerInfo {
+pub fn seen_as(peer: &Endpoint, observer: Option<&Endpoint>) -> PeerInfo {
     let ip = peer.ipv4.map(IpAddr::V4).or(peer.ipv6.map(IpAddr::V6));
     let identity = if peer.kind == EndpointKind::HostNetwork {
         let same_node = matches!((observer.and_then(|o| o.node.as_ref()), &peer.node), (Some(a), Some(b)) if a == b);
@@ -147,7 +147,7 @@ fn seen_as(peer: &Endpoint, observer: Option<&Endpoint>) -> PeerInfo {
     PeerInfo::new(identity, ip)
 }
 
-fn world_peer(ip: IpAddr) -> PeerInfo {
+pub fn world_peer(ip: IpAddr) -> PeerInfo {
     let id = if ip.is_ipv4() {
         NumericIdentity::WORLD_IPV4
     } else {

@@ -9,9 +9,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use ciliumc_ir::{
-    Cidr, DirectionPolicy, Endpoint, EndpointKind, NumericIdentity, PeerInfo, Protocol,
-};
+use ciliumc_ir::{Cidr, DirectionPolicy, Endpoint, NumericIdentity, PeerInfo, Protocol};
 
 use crate::diff::WorkloadDiff;
 use crate::resolve::ResolvedCluster;
@@ -93,49 +91,8 @@ impl Peer {
     }
 }
 
-/// How `peer` appears to `observer`: a hostNetwork pod carries its node's identity (as connlist).
-pub fn seen_as(peer: &Endpoint, observer: Option<&Endpoint>) -> PeerInfo {
-    let ip = peer.ipv4.map(IpAddr::V4).or(peer.ipv6.map(IpAddr::V6));
-    let identity = if peer.kind == EndpointKind::HostNetwork {
-        let same_node = matches!(
-            (observer.and_then(|o| o.node.as_ref()), &peer.node),
-            (Some(a), Some(b)) if a == b
-        );
-        if same_node {
-            NumericIdentity::HOST
-        } else {
-            NumericIdentity::REMOTE_NODE
-        }
-    } else {
-        peer.identity
-    };
-    PeerInfo::new(identity, ip)
-}
-
-fn world_peer(ip: IpAddr) -> PeerInfo {
-    let id = if ip.is_ipv4() {
-        NumericIdentity::WORLD_IPV4
-    } else {
-        NumericIdentity::WORLD_IPV6
-    };
-    PeerInfo::new(id, Some(ip))
-}
-
-/// Cuts `[0, max]` at every prefix boundary; (first, last) per segment.
-fn segments(prefixes: &BTreeSet<(u128, u128)>, max: u128) -> Vec<(u128, u128)> {
-    let mut cuts: BTreeSet<u128> = BTreeSet::from([0]);
-    for (lo, hi) in prefixes {
-        cuts.insert(*lo);
-        if *hi < max {
-            cuts.insert(hi + 1);
-        }
-    }
-    let cuts: Vec<u128> = cuts.into_iter().collect();
-    cuts.iter()
-        .enumerate()
-        .map(|(i, lo)| (*lo, cuts.get(i + 1).map(|n| n - 1).unwrap_or(max)))
-        .collect()
-}
+pub use crate::connlist::seen_as;
+use crate::connlist::{segments, world_peer};
 
 fn external_peers<'c>(cidrs: impl Iterator<Item = &'c Cidr>) -> Vec<Peer> {
     let (mut v4, mut v6) = (BTreeSet::new(), BTreeSet::new());
