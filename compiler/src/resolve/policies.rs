@@ -320,6 +320,37 @@ fn service_peers<O: SourceObject>(
     }
 }
 
+/// Which section of a Cilium rule an entry comes from, and what it means.
+struct RuleSection {
+    /// `ingress`, `ingressDeny`, `egress` or `egressDeny`.
+    name: &'static str,
+    direction: Direction,
+    kind: RuleKind,
+}
+
+/// Adds entry `i` of `section` (peers and ports already picked from the model) to `subject`.
+/// `at` is the rule's (origin prefix, field path), e.g. (`specs[1].`, `specs[1]`).
+fn add_cilium_rule<O: SourceObject>(
+    ctx: &mut Ctx<'_, O>,
+    subject: &mut SubjectRule,
+    at: (&str, &str),
+    section: &RuleSection,
+    i: usize,
+    f: &CiliumPeerFields<'_>,
+    clusterwide: bool,
+) {
+    let (prefix, path) = at;
+    let name = section.name;
+    let origin = ctx.origin(
+        &format!("{prefix}{name}"),
+        i,
+        &format!("{path}.{name}[{i}]"),
+    );
+    let peers = cilium_peers(ctx, f, clusterwide);
+    let l4 = cilium_l4(ctx, &f.ports, f.has_to_ports, f.icmps);
+    push_rule(subject, origin, section.direction, section.kind, peers, l4);
+}
+
 fn push_rule(
     subject: &mut SubjectRule,
     origin: usize,
@@ -390,20 +421,19 @@ fn translate_cilium<O: SourceObject>(
                 has_to_ports: r.to_ports.as_ref().is_some_and(|p| !p.is_empty()),
                 icmps: r.icmps.as_ref(),
             };
-            let origin = ctx.origin(
-                &format!("{prefix}ingress"),
-                i,
-                &format!("{path}.ingress[{i}]"),
-            );
-            let peers = cilium_peers(ctx, &f, clusterwide);
-            let l4 = cilium_l4(ctx, &f.ports, f.has_to_ports, f.icmps);
-            push_rule(
+            let section = RuleSection {
+                name: "ingress",
+                direction: Direction::Ingress,
+                kind: RuleKind::Allow,
+            };
+            add_cilium_rule(
+                ctx,
                 &mut subject,
-                origin,
-                Direction::Ingress,
-                RuleKind::Allow,
-                peers,
-                l4,
+                (&prefix, &path),
+                &section,
+                i,
+                &f,
+                clusterwide,
             );
         }
         for (i, r) in rule.ingress_deny.iter().flatten().enumerate() {
@@ -423,20 +453,19 @@ fn translate_cilium<O: SourceObject>(
                 has_to_ports: r.to_ports.as_ref().is_some_and(|p| !p.is_empty()),
                 icmps: r.icmps.as_ref(),
             };
-            let origin = ctx.origin(
-                &format!("{prefix}ingressDeny"),
-                i,
-                &format!("{path}.ingressDeny[{i}]"),
-            );
-            let peers = cilium_peers(ctx, &f, clusterwide);
-            let l4 = cilium_l4(ctx, &f.ports, f.has_to_ports, f.icmps);
-            push_rule(
+            let section = RuleSection {
+                name: "ingressDeny",
+                direction: Direction::Ingress,
+                kind: RuleKind::Deny,
+            };
+            add_cilium_rule(
+                ctx,
                 &mut subject,
-                origin,
-                Direction::Ingress,
-                RuleKind::Deny,
-                peers,
-                l4,
+                (&prefix, &path),
+                &section,
+                i,
+                &f,
+                clusterwide,
             );
         }
         for (i, r) in rule.egress.iter().flatten().enumerate() {
@@ -458,20 +487,19 @@ fn translate_cilium<O: SourceObject>(
                 has_to_ports: r.to_ports.as_ref().is_some_and(|p| !p.is_empty()),
                 icmps: r.icmps.as_ref(),
             };
-            let origin = ctx.origin(
-                &format!("{prefix}egress"),
-                i,
-                &format!("{path}.egress[{i}]"),
-            );
-            let peers = cilium_peers(ctx, &f, clusterwide);
-            let l4 = cilium_l4(ctx, &f.ports, f.has_to_ports, f.icmps);
-            push_rule(
+            let section = RuleSection {
+                name: "egress",
+                direction: Direction::Egress,
+                kind: RuleKind::Allow,
+            };
+            add_cilium_rule(
+                ctx,
                 &mut subject,
-                origin,
-                Direction::Egress,
-                RuleKind::Allow,
-                peers,
-                l4,
+                (&prefix, &path),
+                &section,
+                i,
+                &f,
+                clusterwide,
             );
         }
         for (i, r) in rule.egress_deny.iter().flatten().enumerate() {
@@ -491,20 +519,19 @@ fn translate_cilium<O: SourceObject>(
                 has_to_ports: r.to_ports.as_ref().is_some_and(|p| !p.is_empty()),
                 icmps: r.icmps.as_ref(),
             };
-            let origin = ctx.origin(
-                &format!("{prefix}egressDeny"),
-                i,
-                &format!("{path}.egressDeny[{i}]"),
-            );
-            let peers = cilium_peers(ctx, &f, clusterwide);
-            let l4 = cilium_l4(ctx, &f.ports, f.has_to_ports, f.icmps);
-            push_rule(
+            let section = RuleSection {
+                name: "egressDeny",
+                direction: Direction::Egress,
+                kind: RuleKind::Deny,
+            };
+            add_cilium_rule(
+                ctx,
                 &mut subject,
-                origin,
-                Direction::Egress,
-                RuleKind::Deny,
-                peers,
-                l4,
+                (&prefix, &path),
+                &section,
+                i,
+                &f,
+                clusterwide,
             );
         }
         ctx.out.subjects.push(subject);
