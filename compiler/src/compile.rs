@@ -322,6 +322,7 @@ pub fn compile(
             ipv4: ep.ipv4.map(|a| a.to_string()),
             ipv6: ep.ipv6.map(|a| a.to_string()),
             object: path.clone(),
+            interface: cluster.interfaces.get(&ep.name).cloned(),
             programs: [Direction::Egress, Direction::Ingress]
                 .into_iter()
                 .map(|d| {

@@ -49,6 +49,12 @@ pub struct ManifestEndpoint {
     pub ipv6: Option<String>,
     /// Path relative to the output directory, `bpf/<file>.o`.
     pub object: String,
+    /// Host-side interface to attach the programs to, from the pod's (or external workload's)
+    /// `ciliumc.io/interface` annotation. Absent when not annotated (and then omitted from the
+    /// JSON, so manifests without annotations are unchanged); a loader's own configuration
+    /// takes precedence.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interface: Option<String>,
     pub programs: Vec<ManifestProgram>,
 }
 
@@ -162,6 +168,7 @@ mod tests {
                 ipv4: Some("10.0.0.1".into()),
                 ipv6: None,
                 object: "bpf/default_web.o".into(),
+                interface: None,
                 programs: vec![ManifestProgram {
                     name: "ingress".into(),
                     section: "classifier/ingress".into(),
@@ -197,5 +204,34 @@ mod tests {
         assert_eq!(back, m);
         let schema = serde_json::to_value(manifest_schema()).unwrap();
         assert!(schema["properties"]["tail_calls"].is_object());
+    }
+
+    #[test]
+    fn endpoint_interface_is_optional_and_omitted_when_absent() {
+        let text = r#"{"name":"ns/a","namespace":"ns","pod":"a","node":null,"identity":256,
+            "ipv4":null,"ipv6":null,"object":"bpf/a.o","programs":[]}"#;
+        let mut ep: ManifestEndpoint = serde_json::from_str(text).unwrap();
+        assert_eq!(ep.interface, None);
+        assert!(!serde_json::to_string(&ep).unwrap().contains("interface"));
+        ep.interface = Some("lxc1".into());
+        let json = serde_json::to_value(&ep).unwrap();
+        assert_eq!(json["interface"], "lxc1");
+        assert_eq!(
+            serde_json::from_value::<ManifestEndpoint>(json).unwrap(),
+            ep
+        );
+        let schema = serde_json::to_value(manifest_schema()).unwrap();
+        let endpoint = &schema["$defs"]["ManifestEndpoint"];
+        assert!(
+            endpoint["properties"]["interface"].is_object(),
+            "{endpoint}"
+        );
+        assert!(
+            !endpoint["required"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|r| r == "interface")
+        );
     }
 }

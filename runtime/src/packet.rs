@@ -285,6 +285,81 @@ impl Packet {
         self
     }
 
+    /// IPv4 identification (the datagram id fragments share; 1 unless set).
+    pub fn ip_id(mut self, value: u16) -> Self {
+        if let L3::V4 { id, .. } = &mut self.l3 {
+            *id = value;
+        }
+        self
+    }
+
+    /// The datagram split into fragments as a router would: the upper-layer bytes (L4 header
+    /// and payload, checksums over the whole datagram) cut into pieces of `chunk` bytes (rounded
+    /// down to a multiple of 8, at least 8), in order. IPv4: each piece gets a copy of the header
+    /// (options included) with identification `id` (low 16 bits), its offset and MF. IPv6: the
+    /// configured extension headers stay in front as the unfragmentable part, followed by a
+    /// fragment header with `id`. Non-IP frames come back whole.
+    pub fn fragments(&self, id: u32, chunk: usize) -> Vec<Vec<u8>> {
+        let chunk = (chunk / 8).max(1) * 8;
+        let frame = self.build();
+        let eth = &frame[..ETH_HLEN];
+        let piece =
+            |i: usize, body_len: usize| ((i * chunk / 8) as u16, (i + 1) * chunk < body_len);
+        match &self.l3 {
+            L3::Other { .. } => vec![frame],
+            L3::V4 {
+                options,
+                dont_fragment,
+                ..
+            } => {
+                let ihl = 20 + options.len();
+                let header = &frame[ETH_HLEN..ETH_HLEN + ihl];
+                let body = &frame[ETH_HLEN + ihl..];
+                body.chunks(chunk)
+                    .enumerate()
+                    .map(|(i, part)| {
+                        let (offset, more) = piece(i, body.len());
+                        let mut ip = header.to_vec();
+                        ip[2..4].copy_from_slice(&((ihl + part.len()) as u16).to_be_bytes());
+                        ip[4..6].copy_from_slice(&(id as u16).to_be_bytes());
+                        let flags = (u16::from(*dont_fragment) << 14)
+                            | (u16::from(more) << 13)
+                            | (offset & 0x1fff);
+                        ip[6..8].copy_from_slice(&flags.to_be_bytes());
+                        ip[10..12].fill(0);
+                        let c = inet_checksum(&[&ip]);
+                        ip[10..12].copy_from_slice(&c.to_be_bytes());
+                        [eth, &ip, part].concat()
+                    })
+                    .collect()
+            }
+            L3::V6 { ext, .. } => {
+                let unfragmentable = 40 + 8 * ext.len();
+                let header = &frame[ETH_HLEN..ETH_HLEN + unfragmentable];
+                let body = &frame[ETH_HLEN + unfragmentable..];
+                let proto = self.l4_proto_number();
+                body.chunks(chunk)
+                    .enumerate()
+                    .map(|(i, part)| {
+                        let (offset, more) = piece(i, body.len());
+                        let mut ip = header.to_vec();
+                        // The last header before the fragment header now points to it.
+                        let next_at = if ext.is_empty() {
+                            6
+                        } else {
+                            40 + 8 * (ext.len() - 1)
+                        };
+                        ip[next_at] = 44;
+                        let payload = (unfragmentable - 40 + 8 + part.len()) as u16;
+                        ip[4..6].copy_from_slice(&payload.to_be_bytes());
+                        let frag = ExtHeader::Fragment { offset, more, id }.encode(proto);
+                        [eth, &ip, &frag, part].concat()
+                    })
+                    .collect()
+            }
+        }
+    }
+
     pub fn dont_fragment(mut self) -> Self {
         if let L3::V4 { dont_fragment, .. } = &mut self.l3 {
             *dont_fragment = true;
@@ -572,6 +647,63 @@ mod tests {
         let stored = u32::from_le_bytes(l4[8..12].try_into().unwrap());
         l4[8..12].fill(0);
         assert_eq!(crc32c(&l4), stored);
+    }
+
+    #[test]
+    fn fragments_reassemble_to_the_datagram() {
+        let payload: Vec<u8> = (0..40u8).collect();
+        let v4 = Packet::ipv4([192, 0, 2, 1], [198, 51, 100, 2])
+            .ipv4_options(&[1, 1, 1, 1])
+            .udp(1000, 53)
+            .payload(&payload);
+        let whole = v4.build();
+        let parts = v4.fragments(0x1234, 20);
+        assert_eq!(parts.len(), 3, "48 bytes of UDP in 16-byte pieces");
+        let mut body = Vec::new();
+        for (i, p) in parts.iter().enumerate() {
+            assert_eq!(
+                inet_checksum(&[&p[14..38]]),
+                0,
+                "header checksum of piece {i}"
+            );
+            assert_eq!(u16::from_be_bytes([p[18], p[19]]), 0x1234);
+            let field = u16::from_be_bytes([p[20], p[21]]);
+            assert_eq!(field & 0x1fff, (i * 2) as u16, "offset in 8-byte units");
+            assert_eq!(field & 0x2000 != 0, i + 1 < parts.len(), "MF");
+            assert_eq!(
+                usize::from(u16::from_be_bytes([p[16], p[17]])),
+                p.len() - 14
+            );
+            body.extend_from_slice(&p[38..]);
+        }
+        assert_eq!(body, whole[38..]);
+
+        let v6 = Packet::ipv6(
+            "2001:db8::1".parse::<Ipv6Addr>().unwrap(),
+            "2001:db8::2".parse::<Ipv6Addr>().unwrap(),
+        )
+        .ext_header(ExtHeader::HopByHop)
+        .tcp(1000, 80)
+        .payload(&payload);
+        let whole = v6.build();
+        let parts = v6.fragments(7, 16);
+        assert_eq!(parts.len(), 4);
+        let mut body = Vec::new();
+        for (i, p) in parts.iter().enumerate() {
+            assert_eq!(p[20], 0, "hop-by-hop first");
+            assert_eq!(p[54], 44, "then the fragment header");
+            assert_eq!(p[62], IPPROTO_TCP, "which points to TCP");
+            let field = u16::from_be_bytes([p[64], p[65]]);
+            assert_eq!(usize::from(field >> 3), i * 2);
+            assert_eq!(field & 1 != 0, i + 1 < parts.len());
+            assert_eq!(u32::from_be_bytes([p[66], p[67], p[68], p[69]]), 7);
+            assert_eq!(
+                usize::from(u16::from_be_bytes([p[18], p[19]])),
+                p.len() - 54
+            );
+            body.extend_from_slice(&p[70..]);
+        }
+        assert_eq!(body, whole[62..]);
     }
 
     #[test]

@@ -422,6 +422,8 @@ pub static RINGBUF_DISCARD: HelperSig = h(
     RetKind::Void,
     BOTH,
 );
+/// Flags 0 = `BPF_RB_AVAIL_DATA`: bytes written and not yet consumed.
+pub static RINGBUF_QUERY: HelperSig = h("ringbuf_query", 134, &[RingBuf, Scalar], Int, BOTH);
 pub static CSUM_LEVEL: HelperSig = h("csum_level", 135, &[Ctx, Scalar], Int, TC);
 pub static REDIRECT_NEIGH: HelperSig = h(
     "redirect_neigh",
@@ -474,6 +476,7 @@ pub static HELPERS: &[&HelperSig] = &[
     &RINGBUF_RESERVE,
     &RINGBUF_SUBMIT,
     &RINGBUF_DISCARD,
+    &RINGBUF_QUERY,
     &CSUM_LEVEL,
     &REDIRECT_NEIGH,
     &REDIRECT_PEER,

@@ -10,3 +10,4 @@ pub mod elf;
 pub mod hooks;
 pub mod isa;
 pub mod program;
+pub mod vm;

@@ -272,7 +272,8 @@ fn policy_cases() -> Vec<Case> {
             128,
             true,
         ),
-        // A non-first fragment carries no L4 header: dropped (no fragment tracking), whatever policy says.
+        // A non-first fragment whose first fragment was never seen: dropped (175, fragment not found),
+        // whatever policy says.
         (
             Packet::ipv4(a4, b4)
                 .fragment(8, false)

@@ -1,11 +1,12 @@
-//! `ciliumc agent --state DIR [--interfaces FILE] [--watch DIR] [--flows N] [--cleanup]`: the
-//! node daemon (see `docs/agent.md`). `--cleanup` removes everything the agent owns and exits.
+//! `ciliumc agent --state DIR [--interfaces FILE] [--watch DIR] [--flows N] [--tc-attach MODE]
+//! [--cleanup]`: the node daemon (see `docs/agent.md`). `--cleanup` removes everything the agent
+//! owns and exits.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use ciliumc_runtime::agent::daemon::{AgentConfig, run_blocking};
-use ciliumc_runtime::agent::{Datapath, StatePaths};
+use ciliumc_runtime::agent::{Datapath, StatePaths, TcAttach};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -13,7 +14,8 @@ pub struct Args {
     /// the agent's own bpf filesystem mount.
     #[arg(long)]
     state: PathBuf,
-    /// `namespace/pod: ifname` lines: the host-side interface of each endpoint.
+    /// `namespace/pod: ifname` lines: the host-side interface of each endpoint (takes
+    /// precedence over the manifest's `interface`, i.e. the `ciliumc.io/interface` annotation).
     #[arg(long)]
     interfaces: Option<PathBuf>,
     /// Apply this compile output directory whenever its manifest changes.
@@ -25,7 +27,12 @@ pub struct Args {
     /// Pin under this directory of an existing bpf filesystem instead of mounting one in --state.
     #[arg(long)]
     bpffs: Option<PathBuf>,
-    /// Remove all links, pins, the mount and state the agent owns, then exit.
+    /// How tc programs are attached: `tcx` links (Linux >= 6.6), `clsact` qdisc + cls_bpf
+    /// filters (netlink), or `auto` (tcx where available). Existing attachments keep their kind.
+    #[arg(long, default_value_t = TcAttach::Auto)]
+    tc_attach: TcAttach,
+    /// Remove all links, filters, pins, the mount and state the agent owns, then exit (run it in
+    /// the agent's network namespace).
     #[arg(long)]
     cleanup: bool,
 }
@@ -36,8 +43,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if args.cleanup {
         let r = Datapath::cleanup(&paths)?;
         println!(
-            "removed {} link(s) and {} map pin(s) under {}",
+            "removed {} link(s), {} tc filter(s), {} clsact qdisc(s) and {} map pin(s) of {}",
             r.links,
+            r.filters,
+            r.qdiscs,
             r.maps,
             state.display()
         );
@@ -48,6 +57,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         interfaces: args.interfaces.map(std::path::absolute).transpose()?,
         watch: args.watch.map(std::path::absolute).transpose()?,
         flows: args.flows,
+        tc_attach: args.tc_attach,
     };
     run_blocking(cfg)?;
     Ok(ExitCode::SUCCESS)

@@ -1,5 +1,6 @@
 //! `ciliumc status --state DIR [-o json]`: generation, endpoints and programs loaded, flow counters
-//! and the last apply's latency, from the running agent.
+//! (seen, current/max, rate, events lost to a full ring buffer) and the last apply's latency, from
+//! the running agent.
 
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -39,6 +40,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                         "Flows seen:     {} ({:.2} flows/s)",
                         s.flows_seen, s.flows_per_second
                     );
+                    match s.events_lost {
+                        Some(n) => {
+                            let _ = writeln!(t, "Events lost:    {n} (ring buffer full)");
+                        }
+                        None => {
+                            let _ = writeln!(t, "Events lost:    - (no ciliumc_evlost counter)");
+                        }
+                    }
                     let _ = writeln!(
                         t,
                         "Events read:    {}",

@@ -8,9 +8,10 @@
 //! thresholds (`decide::IDENTITY_MAP_MIN`, `dispatch::LEAF_MAP_MIN_SEGMENTS`; above them they are
 //! data), so only address rules (CIDR peers, compare chains) grow the program without bound; they
 //! are capped by [`MAX_ADDRESS_RULES`]. Processed instructions are predicted by a model of how the
-//! verifier walks our programs: a fixed part (parse, CT, ipcache, events: every parse outcome is a
-//! distinct verifier state) plus, for the decision, each instruction visited once per distinct
-//! state entering it ([`DECISION_STATES`]). `tests/tests/policy_budget.rs` checks the prediction
+//! verifier walks our programs: a fixed part (parse, fragments, CT, ipcache, events; parse paths
+//! meet again because the values they leave are forgotten, `lower::forget_value`) plus, for the
+//! decision, each instruction visited once per distinct state entering it ([`DECISION_STATES`]).
+//! `tests/tests/policy_budget.rs` checks the prediction
 //! bounds the kernel's `verified_insns` and stays within 3x of it.
 
 use ciliumc_ir::policy::{DirectionPolicy, PeerSet, RuleId};
@@ -26,11 +27,11 @@ pub const MAX_INSNS: usize = 65_536;
 pub const MAX_ADDRESS_RULES: usize = 2_000;
 
 /// Instructions of a program with an empty decision, and what the verifier processes for them.
-pub const FIXED_INSNS: u64 = 480;
-pub const FIXED_PROCESSED: u64 = 6_000;
-/// Distinct verifier states that reach the decision (per IP family, exact or LPM ipcache hit,
-/// miss), each walking the decision code once.
-pub const DECISION_STATES: u64 = 8;
+pub const FIXED_INSNS: u64 = 1_000;
+pub const FIXED_PROCESSED: u64 = 3_200;
+/// Distinct verifier states that reach the decision (an identity from the ipcache, the world
+/// constant on a miss, per IP family where CIDRs are compared), each walking the decision once.
+pub const DECISION_STATES: u64 = 4;
 
 /// What the compiler predicts for one program.
 #[derive(Debug, Clone, PartialEq, Eq)]

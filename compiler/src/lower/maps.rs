@@ -45,6 +45,9 @@ pub const CT_MAX_ENTRIES: u32 = 65_536;
 
 /// Ring buffer size in bytes (a power of two, multiple of the page size).
 pub const EVENTS_BYTES: u32 = 1 << 20;
+/// Per-CPU count of events the ring buffer had no room for (index 0, u64): readers report it as
+/// lost events.
+pub const EVENTS_LOST: &str = "ciliumc_evlost";
 
 fn ipcache_key_type() -> TypeDesc {
     TypeDesc::structure(
@@ -126,6 +129,16 @@ pub fn shared_map_defs() -> Vec<MapDef> {
         )
         .with_pinning(Pinning::ByName),
         MapDef::ringbuf(EVENTS, EVENTS_BYTES).with_pinning(Pinning::ByName),
+        MapDef::typed(
+            EVENTS_LOST,
+            MapType::PercpuArray,
+            TypeDesc::U32,
+            TypeDesc::U64,
+            1,
+        )
+        .with_pinning(Pinning::ByName),
+        frag_map_def(FAMILY_IPV4),
+        frag_map_def(FAMILY_IPV6),
     ]
 }
 
@@ -159,6 +172,92 @@ pub fn ct_decl() -> MapDecl {
         kind: MapKind::LruHash,
         key_size: CT_KEY_SIZE,
         value_size: CT_VALUE_SIZE,
+    }
+}
+
+pub fn events_lost_decl() -> MapDecl {
+    MapDecl {
+        name: EVENTS_LOST.into(),
+        kind: MapKind::PerCpuArray,
+        key_size: 4,
+        value_size: 8,
+    }
+}
+
+/// IP fragment tracking (Cilium's `cilium_ipv4_frag_datagrams` / `cilium_ipv6_frag_datagrams`):
+/// the L4 ports of a fragmented datagram, written when its first fragment (the one holding the L4
+/// header) is parsed, read by its later fragments. LRU hash, shared by every program.
+pub const FRAG4: &str = "ciliumc_frag4";
+pub const FRAG6: &str = "ciliumc_frag6";
+/// `struct frag4_key { be32 daddr; be32 saddr; be16 id; u8 proto; u8 pad; }` (Cilium's
+/// `struct ipv4_frag_id`): addresses as on the wire, not oriented from the endpoint.
+pub const FRAG4_KEY_SIZE: u32 = 12;
+/// `struct frag6_key { be32 id; u8 proto; u8 pad[3]; u8 saddr[16]; u8 daddr[16]; }` (Cilium's
+/// `struct ipv6_frag_id`); `proto` is the fragment header's next header.
+pub const FRAG6_KEY_SIZE: u32 = 40;
+/// `struct frag_ports { be16 sport; be16 dport; }` (Cilium's `struct ipv4_frag_l4ports`).
+pub const FRAG_VALUE_SIZE: u32 = 4;
+/// Cilium's default `--bpf-fragments-map-max`.
+pub const FRAG_MAX_ENTRIES: u32 = 8192;
+
+fn frag_key_type(family: u32) -> TypeDesc {
+    if family == FAMILY_IPV4 {
+        TypeDesc::structure(
+            "ciliumc_frag4_key",
+            [
+                ("daddr", TypeDesc::Bytes(4)),
+                ("saddr", TypeDesc::Bytes(4)),
+                ("id", TypeDesc::U16),
+                ("proto", TypeDesc::U8),
+                ("pad", TypeDesc::U8),
+            ],
+        )
+    } else {
+        TypeDesc::structure(
+            "ciliumc_frag6_key",
+            [
+                ("id", TypeDesc::U32),
+                ("proto", TypeDesc::U8),
+                ("pad", TypeDesc::Bytes(3)),
+                ("saddr", TypeDesc::Bytes(16)),
+                ("daddr", TypeDesc::Bytes(16)),
+            ],
+        )
+    }
+}
+
+fn frag_value_type() -> TypeDesc {
+    TypeDesc::structure(
+        "ciliumc_frag_ports",
+        [("sport", TypeDesc::U16), ("dport", TypeDesc::U16)],
+    )
+}
+
+/// The ELF definition of a family's fragment map.
+pub fn frag_map_def(family: u32) -> MapDef {
+    let name = if family == FAMILY_IPV4 { FRAG4 } else { FRAG6 };
+    MapDef::typed(
+        name,
+        MapType::LruHash,
+        frag_key_type(family),
+        frag_value_type(),
+        FRAG_MAX_ENTRIES,
+    )
+    .with_pinning(Pinning::ByName)
+}
+
+/// The fragment map of a family, as programs reference it.
+pub fn frag_decl(family: u32) -> MapDecl {
+    let (name, key_size) = if family == FAMILY_IPV4 {
+        (FRAG4, FRAG4_KEY_SIZE)
+    } else {
+        (FRAG6, FRAG6_KEY_SIZE)
+    };
+    MapDecl {
+        name: name.into(),
+        kind: MapKind::LruHash,
+        key_size,
+        value_size: FRAG_VALUE_SIZE,
     }
 }
 
@@ -217,10 +316,21 @@ pub fn manifest_map(def: &MapDef, entries: Vec<(Vec<u8>, Vec<u8>)>) -> ManifestM
 /// A map's initial entries: (key bytes, value bytes).
 pub type Entries = Vec<(Vec<u8>, Vec<u8>)>;
 
+fn is_host_route(c: &Cidr) -> bool {
+    match c.addr() {
+        IpAddr::V4(_) => c.prefix_len() == 32,
+        IpAddr::V6(_) => c.prefix_len() == 128,
+    }
+}
+
 /// Every ipcache map's initial entries for these (prefix, identity) pairs, by map name.
 pub fn ipcache_map_entries(prefixes: &[(Cidr, u32)]) -> Vec<(String, Entries)> {
+    // Host routes live in the exact-match maps, which programs read first; the trie keeps only
+    // the shorter prefixes (CIDR identities, node and pod ranges), so a miss there stays shallow.
+    // Programs stay correct when host routes are in the trie too (loaders may put them there).
     let lpm = prefixes
         .iter()
+        .filter(|(c, _)| !is_host_route(c))
         .map(|(c, id)| (ipcache_key(c), ipcache_value(*id)))
         .collect();
     let exact = |want_v4: bool| -> Entries {

@@ -21,7 +21,7 @@ use ciliumc_ir::endpoint::Endpoint;
 use ciliumc_ir::identity::NumericIdentity;
 use ciliumc_ir::policy::{Direction, DirectionPolicy, EndpointPolicy};
 use ciliumc_targets::codegen::Annotation;
-use ciliumc_targets::codegen::{Cond, Function, FunctionBuilder, Size};
+use ciliumc_targets::codegen::{AluOp, Cond, Function, FunctionBuilder, Size};
 use ciliumc_targets::hooks::{self, Hook, TC_ACT_OK, TC_ACT_SHOT};
 
 use self::events::{EVENT_DROP, EVENT_POLICY_VERDICT, EventFields};
@@ -174,6 +174,46 @@ pub fn lower_direction(
     lower_program(local_identity, policy, direction, None, None).map(|(f, _)| f)
 }
 
+/// Re-reads family, protocol and policy port from the stack where parsing left them.
+///
+/// Each parse path ends with some of them known to the verifier as constants (the TCP path knows
+/// the protocol is 6, the IPv6 path that the family is 6...). Once a later branch on such a constant
+/// is decided, the verifier marks it precise and can no longer prune one path's states against
+/// another's, so everything after parsing would be verified once per protocol and family. Values
+/// read back from bytes the verifier tracks as plain memory are unknown scalars, the same on
+/// every path, and what follows parsing is verified once. (The port is tagged with a high bit
+/// before the round trip so that a constant 0 is not remembered as a zeroed slot.) Parsing stores
+/// family and protocol at unaligned offsets of the flow key, which the verifier keeps as bytes.
+fn forget_path_constants(f: &mut FunctionBuilder, parsed: parse::Parsed) -> parse::Parsed {
+    let family = f.stack_load(parsed.flow_key, parse::KEY_FAMILY, Size::B);
+    let proto = f.stack_load(parsed.flow_key, parse::KEY_PROTO, Size::B);
+    let scratch = f.stack_slot(8);
+    let port = forget_value(f, scratch, parsed.port, 0xffff);
+    parse::Parsed {
+        family,
+        proto,
+        port,
+        ..parsed
+    }
+}
+
+/// `value & mask` (`mask` < 2^31) as a scalar the verifier knows nothing about beyond the mask,
+/// through a round trip in `scratch` (an 8-byte slot): written at an unaligned offset, which the
+/// verifier tracks as plain bytes (aligned narrow spills keep their value), with a high tag bit
+/// so that a constant 0 is not remembered as a zeroed slot. Costs three instructions at run time
+/// and lets verifier states of different paths meet (see `forget_path_constants`).
+pub(crate) fn forget_value(
+    f: &mut FunctionBuilder,
+    scratch: ciliumc_targets::codegen::SlotId,
+    value: ciliumc_targets::codegen::VReg,
+    mask: i64,
+) -> ciliumc_targets::codegen::VReg {
+    let tagged = f.alu32(AluOp::Or, value, 0x8000_0000u32 as i32 as i64);
+    f.stack_store(scratch, 4, tagged, Size::W);
+    let reloaded = f.stack_load(scratch, 4, Size::W);
+    f.alu32(AluOp::And, reloaded, mask)
+}
+
 fn lower_program(
     local_identity: NumericIdentity,
     policy: &DirectionPolicy,
@@ -185,7 +225,10 @@ fn lower_program(
     let mut f = FunctionBuilder::new(name, hook);
     let ct = f.map(maps::ct_decl());
     let ipcache = f.map(maps::ipcache_decl());
-    let events = f.map(maps::events_decl());
+    let events = events::EventMaps {
+        ring: f.map(maps::events_decl()),
+        lost: f.map(maps::events_lost_decl()),
+    };
     let ipc4 = f.map(maps::ipcache_exact_decl(FAMILY_IPV4));
     let ipc6 = f.map(maps::ipcache_exact_decl(FAMILY_IPV6));
 
@@ -195,7 +238,6 @@ fn lower_program(
     f.assign_const(reason, 0);
     f.assign_const(rule, 0);
     f.assign_const(remote, 0);
-    let record = f.stack_slot(events::EVENT_SIZE);
     let drop = f.block();
     let pass = f.block();
     let allow = f.block();
@@ -204,14 +246,21 @@ fn lower_program(
     let parsed_port = f.vreg();
     f.assign_const(parsed_port, 0);
     let parsed = parse::emit_parse(&mut f, direction, &exits);
+    let parsed = forget_path_constants(&mut f, parsed);
     f.assign(parsed_port, parsed.port);
 
     // Connection tracking: the key is oriented from the endpoint, so one lookup finds both
     // later packets of a flow this program allowed and replies to flows the other one allowed.
-    let key = f.stack_addr(parsed.flow_key);
-    let entry = f.map_lookup(ct, key);
+    // A connection attempt (TCP SYN without ACK) is neither a reply nor part of a flow that policy
+    // already allowed, so policy decides it without the lookup (as Cilium re-decides every
+    // non-reply packet); an allowed one then (re)creates its entry.
     let new_flow = f.block();
     let established = f.block();
+    let lookup = f.block();
+    f.branch32(Cond::Eq, parsed.tcp_syn, 1, new_flow, lookup);
+    f.switch_to(lookup);
+    let key = f.stack_addr(parsed.flow_key);
+    let entry = f.map_lookup(ct, key);
     f.branch_null(entry, new_flow, established);
     f.switch_to(established);
     f.ret(TC_ACT_OK);
@@ -318,7 +367,7 @@ fn lower_program(
         remote_identity: remote,
         port: parsed_port,
     };
-    events::emit_event(&mut f, events, record, parsed.flow_key, direction, &verdict);
+    events::emit_event(&mut f, events, parsed.flow_key, direction, &verdict);
     f.ret(TC_ACT_OK);
 
     f.switch_to(drop);
@@ -331,7 +380,7 @@ fn lower_program(
         remote_identity: remote,
         port: parsed_port,
     };
-    events::emit_event(&mut f, events, record, parsed.flow_key, direction, &dropped);
+    events::emit_event(&mut f, events, parsed.flow_key, direction, &dropped);
     f.ret(TC_ACT_SHOT);
 
     f.switch_to(pass);

@@ -4,16 +4,21 @@
 //! In: a [`FunctionBuilder`] positioned at the program's entry. Out: a [`Parsed`] set of virtual
 //! registers and the flow key slots filled, with control continuing in the block where every field
 //! is valid; malformed packets jump to the drop block with the reason set, non-IP packets follow
-//! Cilium (ARP passes, anything else is dropped as unknown L3).
+//! Cilium (ARP passes, anything else is dropped as unknown L3). Fragments: see [`fragment`].
 
 use ciliumc_ir::policy::Direction;
 use ciliumc_targets::codegen::{AluOp, BlockId, Cond, FunctionBuilder, Size, SlotId, VReg};
 
 use super::maps::{FAMILY_IPV4, FAMILY_IPV6};
 
+mod fragment;
+
+pub use fragment::{DROP_CT_INVALID_HDR, DROP_FRAG_NOT_FOUND};
+
 /// Cilium drop reasons used outside policy (`bpf/lib/common.h`, as positive codes).
 pub const DROP_INVALID: i64 = 134;
 pub const DROP_UNKNOWN_L3: i64 = 139;
+/// Cilium's reason for fragments without fragment tracking; unused since fragments are tracked.
 pub const DROP_FRAG_NOSUPPORT: i64 = 157;
 
 const ETH_HLEN: i32 = 14;
@@ -27,6 +32,11 @@ pub const IPPROTO_TCP: i64 = 6;
 pub const IPPROTO_UDP: i64 = 17;
 pub const IPPROTO_SCTP: i64 = 132;
 pub const IPPROTO_ICMPV6: i64 = 58;
+
+const TCP_FIN: i64 = 0x01;
+const TCP_SYN: i64 = 0x02;
+const TCP_RST: i64 = 0x04;
+const TCP_ACK: i64 = 0x10;
 
 /// IPv6 extension headers walked before the L4 header; more than this many is malformed.
 const MAX_IPV6_EXT_HEADERS: usize = 4;
@@ -49,6 +59,9 @@ pub struct Parsed {
     pub port: VReg,
     /// The flow key (CT key layout), oriented from the endpoint; zeroed before parsing.
     pub flow_key: SlotId,
+    /// 1 for a TCP segment with SYN set and ACK, RST and FIN clear (a connection attempt, never a
+    /// reply), else 0.
+    pub tcp_syn: VReg,
 }
 
 /// The blocks and registers that failure paths use.
@@ -68,7 +81,9 @@ pub fn emit_parse(f: &mut FunctionBuilder, direction: Direction, exits: &Exits) 
         proto: f.vreg(),
         port: f.vreg(),
         flow_key: f.stack_slot(40),
+        tcp_syn: f.vreg(),
     };
+    f.assign_const(parsed.tcp_syn, 0);
     for off in (0..40).step_by(8) {
         f.stack_store(parsed.flow_key, off, 0i64, Size::DW);
     }
@@ -90,10 +105,12 @@ pub fn emit_parse(f: &mut FunctionBuilder, direction: Direction, exits: &Exits) 
     f.branch32(Cond::Eq, h_proto, ETH_P_ARP_LE, exits.pass, unknown_l3);
 
     let done = f.block();
+    let frag = fragment::Pending::new(f, done);
     f.switch_to(ipv4);
-    parse_ipv4(f, data, end, direction, &parsed, exits, done);
+    parse_ipv4(f, data, end, &frag, direction, &parsed, exits, done);
     f.switch_to(ipv6);
-    parse_ipv6(f, data, end, direction, &parsed, exits, done);
+    parse_ipv6(f, data, end, &frag, direction, &parsed, exits, done);
+    fragment::emit_pending(f, &frag, direction, &parsed, exits);
     f.switch_to(done);
     parsed
 }
@@ -109,6 +126,14 @@ fn drop_with(f: &mut FunctionBuilder, exits: &Exits, reason: i64) -> BlockId {
     b
 }
 
+/// Flow key offsets of the packet's (source, destination) ports.
+fn port_slots(direction: Direction) -> (u32, u32) {
+    match direction {
+        Direction::Ingress => (KEY_PEER_PORT, KEY_EP_PORT),
+        Direction::Egress => (KEY_EP_PORT, KEY_PEER_PORT),
+    }
+}
+
 /// Offsets of (endpoint, peer) addresses in the packet's (source, destination) order.
 fn address_slots(direction: Direction) -> (u32, u32) {
     match direction {
@@ -117,17 +142,18 @@ fn address_slots(direction: Direction) -> (u32, u32) {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn parse_ipv4(
     f: &mut FunctionBuilder,
     data: VReg,
     end: VReg,
+    frag: &fragment::Pending,
     direction: Direction,
     p: &Parsed,
     exits: &Exits,
     done: BlockId,
 ) {
     let invalid = drop_with(f, exits, DROP_INVALID);
-    let frag = drop_with(f, exits, DROP_FRAG_NOSUPPORT);
     f.check_packet_bounds(data, end, (ETH_HLEN + 20) as u32, invalid);
     let ver_ihl = f.load(data, ETH_HLEN, Size::B);
     let version = f.alu32(AluOp::Rsh, ver_ihl, 4);
@@ -138,13 +164,6 @@ fn parse_ipv4(
     let ok_ihl = f.block();
     f.branch32(Cond::Lt, ihl, 5, invalid, ok_ihl);
     f.switch_to(ok_ihl);
-    // Non-first fragments carry no L4 header; without fragment tracking Cilium drops them.
-    let frag_field = f.load(data, ETH_HLEN + 6, Size::H);
-    let frag_host = f.bswap(16, frag_field);
-    let frag_off = f.alu32(AluOp::And, frag_host, 0x1fff);
-    let first = f.block();
-    f.branch32(Cond::Ne, frag_off, 0, frag, first);
-    f.switch_to(first);
     let proto = f.load(data, ETH_HLEN + 9, Size::B);
     f.assign(p.proto, proto);
     f.assign_const(p.family, FAMILY_IPV4 as i64);
@@ -157,20 +176,31 @@ fn parse_ipv4(
     f.stack_store(p.flow_key, KEY_FAMILY, FAMILY_IPV4 as i64, Size::B);
     let hdr_len = f.alu32(AluOp::Lsh, ihl, 2);
     let l4 = f.ptr_add(data, hdr_len);
+    // MF or a non-zero offset: a fragment. One test on the raw half-word, whose little-endian
+    // load sees the mask 0x3fff as 0xff3f.
+    let frag_field = f.load(data, ETH_HLEN + 6, Size::H);
+    let frag_bits = f.alu32(AluOp::And, frag_field, 0xff3f);
+    let whole = f.block();
+    let fragmented = f.block();
+    f.branch32(Cond::Ne, frag_bits, 0, fragmented, whole);
+    f.switch_to(fragmented);
+    fragment::ipv4(f, data, end, l4, frag, direction, p, exits);
+    f.switch_to(whole);
     parse_l4(f, l4, end, direction, p, exits, done, IPPROTO_ICMP, [8, 0]);
 }
 
+#[allow(clippy::too_many_arguments)]
 fn parse_ipv6(
     f: &mut FunctionBuilder,
     data: VReg,
     end: VReg,
+    frag: &fragment::Pending,
     direction: Direction,
     p: &Parsed,
     exits: &Exits,
     done: BlockId,
 ) {
     let invalid = drop_with(f, exits, DROP_INVALID);
-    let frag = drop_with(f, exits, DROP_FRAG_NOSUPPORT);
     f.check_packet_bounds(data, end, (ETH_HLEN + 40) as u32, invalid);
     let first = f.load(data, ETH_HLEN, Size::B);
     let version = f.alu32(AluOp::Rsh, first, 4);
@@ -193,10 +223,70 @@ fn parse_ipv6(
     let offset = f.vreg();
     f.assign_const(offset, 40);
     let at_l4 = f.block();
+    let frag_args = fragment::Ipv6Args {
+        later: f.block(),
+        pending: frag,
+        direction,
+        p,
+        exits,
+    };
+    ext_walk(f, data, end, invalid, (next_hdr, offset), &frag_args, at_l4);
+
+    f.switch_to(frag_args.later);
+    fragment::ipv6_later(f, &frag_args);
+
+    f.switch_to(at_l4);
+    f.assign(p.proto, next_hdr);
+    f.stack_store(p.flow_key, KEY_PROTO, next_hdr, Size::B);
+    let masked = f.alu(AluOp::And, offset, 0x3fff);
+    let l4 = f.ptr_add(data, masked);
+    let whole = f.block();
+    fragment::ipv6_at_l4(f, l4, end, &frag_args, whole);
+    f.switch_to(whole);
+    parse_l4(
+        f,
+        l4,
+        end,
+        direction,
+        p,
+        exits,
+        done,
+        IPPROTO_ICMPV6,
+        [128, 129],
+    );
+}
+
+/// Walks at most `MAX_IPV6_EXT_HEADERS` IPv6 extension headers: `cursor` is (next header, offset
+/// of that header after the Ethernet header), updated as headers are passed; at the upper-layer
+/// header, jumps to `at_l4`. Fragment headers go through `fragment::ipv6_header`. More headers:
+/// invalid.
+fn ext_walk(
+    f: &mut FunctionBuilder,
+    data: VReg,
+    end: VReg,
+    invalid: BlockId,
+    cursor: (VReg, VReg),
+    fragment: &fragment::Ipv6Args,
+    at_l4: BlockId,
+) {
+    let (next_hdr, offset) = cursor;
+    let advance = |f: &mut FunctionBuilder, bytes: ciliumc_targets::codegen::Operand| {
+        f.alu_into(
+            offset,
+            AluOp::Add,
+            ciliumc_targets::codegen::Width::W64,
+            offset,
+            bytes,
+        );
+    };
+    // Each header kind advances the offset by a differently bounded amount; the verifier keeps
+    // those bounds apart (the offset feeds pointer arithmetic) and would walk the rest once per
+    // combination of header kinds (3^4), so the offset is forgotten to 0..0x3fff after each step.
+    let scratch = f.stack_slot(8);
     // Unrolled walk: the verifier needs a bounded number of steps.
     for _ in 0..MAX_IPV6_EXT_HEADERS {
         let generic = f.block();
-        let fragment = f.block();
+        let frag_hdr = f.block();
         let step = f.block();
         let not_generic = f.block();
         let is_generic = [0i64, 43, 60, 51];
@@ -211,7 +301,7 @@ fn parse_ipv6(
             f.branch32(Cond::Eq, next_hdr, *proto, generic, next);
         }
         f.switch_to(not_generic);
-        f.branch32(Cond::Eq, next_hdr, 44, fragment, at_l4);
+        f.branch32(Cond::Eq, next_hdr, 44, frag_hdr, at_l4);
 
         // Hop-by-hop, routing, destination options: length in 8-byte units after the first 8;
         // AH: in 4-byte units after the first 8. Both are read as (len + 1) << 3 here and
@@ -228,49 +318,28 @@ fn parse_ipv6(
         f.switch_to(ah);
         let units = f.alu(AluOp::Add, len, 2);
         let bytes = f.alu(AluOp::Lsh, units, 2);
-        f.alu_into(
-            offset,
-            AluOp::Add,
-            ciliumc_targets::codegen::Width::W64,
-            offset,
-            bytes,
-        );
+        advance(f, bytes.into());
         f.assign(next_hdr, nh);
         f.jump(step);
         f.switch_to(not_ah);
         let units = f.alu(AluOp::Add, len, 1);
         let bytes = f.alu(AluOp::Lsh, units, 3);
-        f.alu_into(
-            offset,
-            AluOp::Add,
-            ciliumc_targets::codegen::Width::W64,
-            offset,
-            bytes,
-        );
+        advance(f, bytes.into());
         f.assign(next_hdr, nh);
         f.jump(step);
 
-        f.switch_to(fragment);
+        f.switch_to(frag_hdr);
         let masked = f.alu(AluOp::And, offset, 0x3fff);
         let hdr = f.ptr_add(data, masked);
         f.check_packet_bounds(hdr, end, (ETH_HLEN + 8) as u32, invalid);
+        fragment::ipv6_header(f, hdr, end, fragment);
         let nh = f.load(hdr, ETH_HLEN, Size::B);
-        let field = f.load(hdr, ETH_HLEN + 2, Size::H);
-        let host = f.bswap(16, field);
-        let frag_off = f.alu32(AluOp::And, host, 0xfff8);
-        let first_frag = f.block();
-        f.branch32(Cond::Ne, frag_off, 0, frag, first_frag);
-        f.switch_to(first_frag);
-        f.alu_into(
-            offset,
-            AluOp::Add,
-            ciliumc_targets::codegen::Width::W64,
-            offset,
-            8i64,
-        );
+        advance(f, 8i64.into());
         f.assign(next_hdr, nh);
         f.jump(step);
         f.switch_to(step);
+        let forgotten = super::forget_value(f, scratch, offset, 0x3fff);
+        f.assign(offset, forgotten);
     }
     // Still an extension header after the walk: too many to inspect.
     let leftover = f.block();
@@ -282,23 +351,6 @@ fn parse_ipv6(
     f.jump(at_l4);
     f.switch_to(leftover);
     f.jump(invalid);
-
-    f.switch_to(at_l4);
-    f.assign(p.proto, next_hdr);
-    f.stack_store(p.flow_key, KEY_PROTO, next_hdr, Size::B);
-    let masked = f.alu(AluOp::And, offset, 0x3fff);
-    let l4 = f.ptr_add(data, masked);
-    parse_l4(
-        f,
-        l4,
-        end,
-        direction,
-        p,
-        exits,
-        done,
-        IPPROTO_ICMPV6,
-        [128, 129],
-    );
 }
 
 /// L4 fields from `l4` (which points `ETH_HLEN` bytes before the L4 header, like `data`).
@@ -340,6 +392,17 @@ fn parse_l4(
     f.stack_store(p.flow_key, sport_slot, sport, Size::H);
     f.stack_store(p.flow_key, dport_slot, dport, Size::H);
     f.assign(p.port, dport);
+    let tcp = f.block();
+    f.branch32(Cond::Eq, p.proto, IPPROTO_TCP, tcp, done);
+    // The flags byte (TCP offset 13); a segment too short to hold it is left to CT as before.
+    f.switch_to(tcp);
+    f.check_packet_bounds(l4, end, (ETH_HLEN + 14) as u32, done);
+    let flags = f.load(l4, ETH_HLEN + 13, Size::B);
+    let handshake_bits = f.alu32(AluOp::And, flags, TCP_SYN | TCP_ACK | TCP_RST | TCP_FIN);
+    let syn = f.block();
+    f.branch32(Cond::Eq, handshake_bits, TCP_SYN, syn, done);
+    f.switch_to(syn);
+    f.assign_const(p.tcp_syn, 1);
     f.jump(done);
 
     f.switch_to(icmp);

@@ -46,11 +46,47 @@ pub struct Inventory {
     pub namespaces: BTreeMap<String, BTreeMap<String, String>>,
     pub endpoints: Vec<Endpoint>,
     pub nodes: Vec<NodeInfo>,
+    /// Endpoint name → host-side interface, from [`INTERFACE_ANNOTATION`].
+    pub interfaces: BTreeMap<String, String>,
 }
+
+/// Pod (template) or CiliumExternalWorkload annotation naming the host-side interface the
+/// agent attaches the endpoint's programs to; carried into the manifest as `interface`.
+pub const INTERFACE_ANNOTATION: &str = "ciliumc.io/interface";
 
 struct PendingEndpoint {
     endpoint: Endpoint,
     host_network: bool,
+    interface: Option<String>,
+}
+
+/// The [`INTERFACE_ANNOTATION`] of an object, if it is a usable Linux interface name (1..=15
+/// bytes, no `/`, `:`, whitespace or NUL); an unusable one is dropped with a warning.
+fn interface_annotation(
+    meta: &model::ObjectMeta,
+    what: &str,
+    warnings: &mut Vec<ResolveWarning>,
+) -> Option<String> {
+    let value = meta.annotations.as_ref()?.get(INTERFACE_ANNOTATION)?.trim();
+    let usable = !value.is_empty()
+        && value.len() <= 15
+        && value != "."
+        && value != ".."
+        && !value
+            .chars()
+            .any(|c| c == '/' || c == ':' || c.is_whitespace() || c == '\0');
+    if usable {
+        Some(value.to_string())
+    } else {
+        warnings.push(ResolveWarning::new(
+            what,
+            format!(
+                "annotation {INTERFACE_ANNOTATION}={value:?} is not an interface name \
+                 (1-15 bytes, no `/`, `:` or spaces); ignored"
+            ),
+        ));
+        None
+    }
 }
 
 fn object_ns(meta: &model::ObjectMeta) -> String {
@@ -257,6 +293,7 @@ pub fn build_inventory<O: SourceObject>(
             })
             .unwrap_or_default();
         let (ipv4, ipv6) = parse_ips(ips.into_iter());
+        let interface = interface_annotation(&pod.metadata, &format!("pod {ns}/{name}"), warnings);
         pending.push(PendingEndpoint {
             endpoint: Endpoint {
                 name: format!("{ns}/{name}"),
@@ -278,6 +315,7 @@ pub fn build_inventory<O: SourceObject>(
                 named_ports: named_ports(&pod.spec),
             },
             host_network: pod.spec.host_network == Some(true),
+            interface,
         });
     }
     for o in objects {
@@ -326,6 +364,11 @@ pub fn build_inventory<O: SourceObject>(
                 named_ports: named_ports(&template.spec),
             },
             host_network: template.spec.host_network == Some(true),
+            interface: interface_annotation(
+                &template.metadata,
+                &format!("{kind} {ns}/{}: pod template", object_name(meta)),
+                warnings,
+            ),
         });
     }
     for o in objects {
@@ -361,6 +404,11 @@ pub fn build_inventory<O: SourceObject>(
                 named_ports: Vec::new(),
             },
             host_network: false,
+            interface: interface_annotation(
+                &w.metadata,
+                &format!("CiliumExternalWorkload {}", object_name(&w.metadata)),
+                warnings,
+            ),
         });
     }
     for o in objects {
@@ -405,7 +453,66 @@ pub fn build_inventory<O: SourceObject>(
                 _ => NumericIdentity::REMOTE_NODE,
             };
         }
+        if let Some(ifname) = p.interface {
+            inv.interfaces.insert(ep.name.clone(), ifname);
+        }
         inv.endpoints.push(ep);
     }
     Ok(inv)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::INTERFACE_ANNOTATION;
+    use crate::frontend::load::{LoadOptions, load_str};
+    use crate::resolve::{ResolveOptions, resolve};
+
+    fn resolve_text(text: &str) -> crate::resolve::ResolvedCluster {
+        let loaded = load_str(text, "t.yaml", &LoadOptions::default());
+        assert!(
+            loaded.diagnostics.iter().all(|d| !d.is_error()),
+            "{:?}",
+            loaded.diagnostics
+        );
+        resolve(&loaded.objects, &ResolveOptions::default()).unwrap()
+    }
+
+    #[test]
+    fn interface_annotation_of_pods_templates_and_external_workloads_is_kept_per_endpoint() {
+        let text = format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: a, namespace: ns, annotations: {{{INTERFACE_ANNOTATION}: lxc-a}}}}\nspec: {{containers: [{{name: c}}]}}\n---\n\
+             apiVersion: v1\nkind: Pod\nmetadata: {{name: b, namespace: ns}}\nspec: {{containers: [{{name: c}}]}}\n---\n\
+             apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: d, namespace: ns}}\nspec:\n  selector: {{matchLabels: {{app: d}}}}\n  template:\n    metadata: {{labels: {{app: d}}, annotations: {{{INTERFACE_ANNOTATION}: \" veth-d \"}}}}\n    spec: {{containers: [{{name: c}}]}}\n---\n\
+             apiVersion: cilium.io/v2\nkind: CiliumExternalWorkload\nmetadata: {{name: vm1, annotations: {{{INTERFACE_ANNOTATION}: tap-vm1}}}}\nspec: {{}}\n"
+        );
+        let c = resolve_text(&text);
+        let got: Vec<(&str, &str)> = c
+            .interfaces
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [("ns/a", "lxc-a"), ("ns/d", "veth-d"), ("vm1", "tap-vm1")]
+        );
+        assert!(c.endpoints.iter().any(|e| e.name == "ns/b"));
+    }
+
+    #[test]
+    fn unusable_interface_names_are_ignored_with_a_warning() {
+        for bad in ["", "a/b", "name-longer-than-15", "a b", "x:y"] {
+            let text = format!(
+                "apiVersion: v1\nkind: Pod\nmetadata: {{name: a, namespace: ns, annotations: {{{INTERFACE_ANNOTATION}: \"{bad}\"}}}}\nspec: {{containers: [{{name: c}}]}}\n"
+            );
+            let c = resolve_text(&text);
+            assert!(c.interfaces.is_empty(), "{bad:?} accepted");
+            assert!(
+                c.warnings
+                    .iter()
+                    .any(|w| w.object == "pod ns/a" && w.message.contains(INTERFACE_ANNOTATION)),
+                "{bad:?}: {:?}",
+                c.warnings
+            );
+        }
+    }
 }

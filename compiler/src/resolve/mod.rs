@@ -27,7 +27,7 @@ use ciliumc_ir::{
 };
 
 use crate::frontend::model::Object;
-pub use inventory::NodeInfo;
+pub use inventory::{INTERFACE_ANNOTATION, NodeInfo};
 
 /// An input object with a way to locate its fields.
 pub trait SourceObject {
@@ -149,6 +149,9 @@ pub struct ResolvedCluster {
     pub nodes: Vec<NodeInfo>,
     pub rule_origins: BTreeMap<RuleId, RuleOrigin>,
     pub warnings: Vec<ResolveWarning>,
+    /// Endpoint name → host-side interface from the `ciliumc.io/interface` annotation (only
+    /// endpoints that have one); becomes the manifest endpoint's `interface`.
+    pub interfaces: BTreeMap<String, String>,
 }
 
 impl ResolvedCluster {
@@ -276,5 +279,6 @@ pub fn resolve<O: SourceObject>(
         nodes: inv.nodes,
         rule_origins,
         warnings,
+        interfaces: inv.interfaces,
     })
 }

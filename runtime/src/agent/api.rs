@@ -54,6 +54,11 @@ pub struct Status {
     pub flows_per_second: f64,
     /// Records in the ring buffer too short to decode.
     pub events_undecodable: u64,
+    /// Events the programs could not write because the ring buffer was full (the sum over CPUs
+    /// of the pinned `ciliumc_evlost` counter, since the map was created); `None` when the running
+    /// generation has no such counter.
+    #[serde(default)]
+    pub events_lost: Option<u64>,
     pub applies: u64,
     pub failed_applies: u64,
     pub last_apply_latency_us: Option<u64>,

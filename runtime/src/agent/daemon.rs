@@ -8,8 +8,6 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use aya::maps::{Map, MapData, RingBuf};
-use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::broadcast;
@@ -17,6 +15,7 @@ use tokio::sync::broadcast;
 use super::api::{Reply, Request, Status};
 use super::config::{ConfigError, Interfaces};
 use super::datapath::{AgentError, Datapath};
+use super::flows::ring::{self, RingReader};
 use super::flows::{Flow, FlowStore, Names, StoredEvent};
 use super::output::{CompileOutput, is_pinned};
 use super::state::StatePaths;
@@ -32,6 +31,8 @@ pub struct AgentConfig {
     pub watch: Option<PathBuf>,
     /// Flows kept in memory.
     pub flows: usize,
+    /// How new tc attachments are made (`--tc-attach`).
+    pub tc_attach: super::config::TcAttach,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -115,14 +116,30 @@ impl Shared {
     }
 
     fn status(&self) -> Status {
-        let (generation, endpoints, programs) = {
+        let (generation, endpoints, programs, lost_pin) = {
             let dp = lock(&self.datapath);
+            let lost_pin = dp.manifest().and_then(|m| {
+                m.maps
+                    .iter()
+                    .find(|x| is_pinned(x) && x.name == ring::EVENTS_LOST)
+                    .map(|x| dp.paths().maps.join(&x.name))
+            });
             (
                 dp.state().generation,
                 dp.state().endpoints.len(),
                 dp.state().program_count(),
+                lost_pin,
             )
         };
+        // Read per request (one open and one lookup): the counter comes and goes with the
+        // generation that declares it.
+        let events_lost = lost_pin.and_then(|p| match ring::read_lost(&p) {
+            Ok(n) => Some(n),
+            Err(e) => {
+                tracing::warn!("{e}");
+                None
+            }
+        });
         let now = self.started.elapsed().as_secs_f64();
         let f = lock(&self.flows);
         let c = lock(&self.counters);
@@ -135,6 +152,7 @@ impl Shared {
             flows_max: f.store.capacity(),
             flows_per_second: f.store.rate(now),
             events_undecodable: f.undecodable,
+            events_lost,
             applies: c.applies,
             failed_applies: c.failed,
             last_apply_latency_us: c.last_latency_us,
@@ -144,27 +162,24 @@ impl Shared {
         }
     }
 
-    /// Stores a batch of ring-buffer records under one lock; names them only for followers.
-    fn ingest(&self, records: &mut Vec<Vec<u8>>, clock_offset_ns: i128) {
+    /// Stores a batch of decoded events under one lock; names them only for followers.
+    fn ingest(&self, events: &mut Vec<FlowEvent>, undecodable: u64, clock_offset_ns: i128) {
         let now = self.started.elapsed().as_secs_f64();
         let followers = self.follow.receiver_count() > 0;
         let mut f = lock(&self.flows);
-        for record in records.drain(..) {
-            match FlowEvent::decode(&record) {
-                Ok(event) => {
-                    let time_ns = (event.timestamp_ns as i128 + clock_offset_ns).max(0) as u64;
-                    let stored = StoredEvent {
-                        event,
-                        time_ns,
-                        names: f.names.clone(),
-                    };
-                    if followers {
-                        let _ = self.follow.send(stored.flow());
-                    }
-                    f.store.push(stored, now);
-                }
-                Err(_) => f.undecodable += 1,
+        f.undecodable += undecodable;
+        let names = f.names.clone();
+        for event in events.drain(..) {
+            let time_ns = (event.timestamp_ns as i128 + clock_offset_ns).max(0) as u64;
+            let stored = StoredEvent {
+                event,
+                time_ns,
+                names: names.clone(),
+            };
+            if followers {
+                let _ = self.follow.send(stored.flow());
             }
+            f.store.push(stored, now);
         }
     }
 }
@@ -180,6 +195,7 @@ fn clock_offset_ns() -> i128 {
 /// Runs the agent until SIGINT or SIGTERM.
 pub async fn run(cfg: AgentConfig) -> Result<(), DaemonError> {
     let mut datapath = Datapath::open(cfg.paths.clone())?;
+    datapath.set_tc_attach(cfg.tc_attach);
     let ifaces = match &cfg.interfaces {
         Some(p) => Interfaces::load(p)?,
         None => Interfaces::default(),
@@ -359,41 +375,21 @@ async fn events_task(shared: Arc<Shared>) {
     }
 }
 
+/// Drains the ring whenever the kernel wakes the reader (a backlog of 32 KiB) or
+/// its poll timer fires ([`ring::POLL_INTERVAL`] while events flow, up to
+/// [`ring::IDLE_POLL_INTERVAL`] when idle), so a lone event is seen within that interval.
 async fn read_ring(shared: &Arc<Shared>, path: &std::path::Path) -> std::io::Result<()> {
-    let data = MapData::from_pin(path).map_err(std::io::Error::other)?;
-    let ring = RingBuf::try_from(Map::RingBuf(data)).map_err(std::io::Error::other)?;
-    // SAFETY: the ring's fd stays open for as long as the AsyncFd owns it.
-    let mut afd = unsafe { AsyncFd::register(ring) }.map_err(std::io::Error::from)?;
+    let mut reader = RingReader::open(path)?;
     lock(&shared.flows).reading = true;
     let mut offset = clock_offset_ns();
     let mut last_sync = Instant::now();
     loop {
-        let mut guard = afd.readable_mut().await?;
+        reader.wait().await?;
         if last_sync.elapsed() > Duration::from_secs(10) {
             offset = clock_offset_ns();
             last_sync = Instant::now();
         }
-        let ring = guard.get_inner_mut();
-        // Copy out a batch (only one ring item may be held at a time), then store it under a
-        // single lock.
-        let mut batch = Vec::new();
-        loop {
-            while batch.len() < 4096 {
-                match ring.next() {
-                    Some(item) => batch.push(item.to_vec()),
-                    None => break,
-                }
-            }
-            if batch.is_empty() {
-                break;
-            }
-            let full = batch.len() == 4096;
-            shared.ingest(&mut batch, offset);
-            if !full {
-                break;
-            }
-        }
-        guard.clear_ready();
+        reader.drain(|events, undecodable| shared.ingest(events, undecodable, offset));
     }
 }
 

@@ -1,9 +1,9 @@
 //! The agent's datapath: applies compile outputs as generations, reconciles after a restart and
 //! removes everything it owns on `--cleanup`.
 //!
-//! In: [`CompileOutput`]s and the interface table. Out: programs attached through pinned links,
-//! shared maps pinned once under the pin root and kept up to date by diffs, `state.json`, and an
-//! [`ApplyReport`] per generation.
+//! In: [`CompileOutput`]s, the interface table and the tc attach mode. Out: programs attached
+//! through pinned links (tcx, XDP) or clsact filters, shared maps pinned once under the pin root
+//! and kept up to date by diffs, `state.json`, and an [`ApplyReport`] per generation.
 //!
 //! Order of an apply, so that the running generation is never harmed by a bad one:
 //! 1. check everything that can be checked without the kernel (manifest, objects, interfaces,
@@ -11,20 +11,25 @@
 //! 2. load every changed endpoint's object (the verifier runs here; a failure stops the apply
 //!    with nothing attached or written);
 //! 3. write map diffs (pinned maps) and per-object maps and prog-array slots;
-//! 4. swap programs into existing links (`BPF_LINK_UPDATE`) or attach new links; remove links of
-//!    endpoints that are gone; save the state.
+//! 4. swap programs into existing links (`BPF_LINK_UPDATE`) or filters (replace in place), or
+//!    attach new ones; remove those of endpoints that are gone; save the copy of the output, then
+//!    the state.
+//!
+//! An apply costs what the changed endpoints cost: unchanged endpoints (same fingerprint, same
+//! interface index) are neither reloaded nor probed in the kernel (their attachments are checked
+//! at start, by [`Datapath::reconcile`]), and the copy of the output writes only new objects.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::Instant;
 
-use aya::maps::MapData;
-use ciliumc_ir::manifest::{Manifest, ManifestEndpoint, ManifestMap};
+use ciliumc_ir::manifest::{Manifest, ManifestEndpoint};
 use serde::{Deserialize, Serialize};
 
-use super::config::Interfaces;
-use super::load::{self, AttachOutcome, LoadError};
+use super::config::{InterfaceSource, Interfaces, TcAttach, interface_for};
+use super::load::{self, AttachOutcome, LoadError, Target, TcKind};
 use super::output::{CompileOutput, OutputError, is_pinned};
+use super::pinned_maps;
 use super::state::{
     AgentState, Attachment, EndpointState, ProgramState, StatePaths, link_pin_name,
 };
@@ -37,11 +42,16 @@ pub enum AgentError {
     #[error(transparent)]
     Load(Box<LoadError>),
     #[error(
-        "endpoint {endpoint}: no interface configured (add `{endpoint}: IFNAME` to the interfaces file)"
+        "endpoint {endpoint}: no interface configured (add `{endpoint}: IFNAME` to the agent's \
+         --interfaces file, or annotate the pod with `ciliumc.io/interface: IFNAME` and compile again)"
     )]
     NoInterface { endpoint: String },
-    #[error("endpoint {endpoint}: interface {ifname} does not exist")]
-    MissingInterface { endpoint: String, ifname: String },
+    #[error("endpoint {endpoint}: interface {ifname} ({source_name}) does not exist")]
+    MissingInterface {
+        endpoint: String,
+        ifname: String,
+        source_name: &'static str,
+    },
     #[error(
         "map {name}: pinned with {pinned}, the new generation wants {wanted}; the layout changed \
          and cannot be migrated in place: stop the agent and run `ciliumc agent --cleanup`"
@@ -53,6 +63,10 @@ pub enum AgentError {
     },
     #[error("map {name}: {detail}")]
     Map { name: String, detail: String },
+    #[error(
+        "{detail}: run `ciliumc agent --cleanup` in the agent's network namespace (nothing was removed)"
+    )]
+    WrongNamespace { detail: String },
     #[error("{what} {path}: {source}")]
     Io {
         what: &'static str,
@@ -101,6 +115,7 @@ pub struct Datapath {
     current: Option<CompileOutput>,
     /// One per load worker; see [`load::new_loader`].
     loaders: Vec<aya::EbpfLoader<'static>>,
+    tc_attach: TcAttach,
 }
 
 type Todo<'m> = (&'m ManifestEndpoint, &'m [u8], String, u32);
@@ -157,21 +172,6 @@ fn load_all<'m>(
     Ok(loaded)
 }
 
-/// Manifest type name → the kernel's, as aya's `MapType` prints it without underscores.
-fn normalized_type(t: &str) -> String {
-    let t = t.to_ascii_lowercase().replace('_', "");
-    match t.as_str() {
-        "progarray" => "programarray".into(),
-        "lruhashmap" => "lruhash".into(),
-        "hashmap" => "hash".into(),
-        _ => t,
-    }
-}
-
-fn layout(t: &str, k: u32, v: u32, n: u32) -> String {
-    format!("type {t}, key {k} B, value {v} B, max_entries {n}")
-}
-
 impl Datapath {
     /// Prepares the state directory and the pin root (mounting a bpf filesystem there if the
     /// agent owns it and none is mounted) and reads the persisted state.
@@ -201,7 +201,13 @@ impl Datapath {
             state,
             current,
             loaders: Vec::new(),
+            tc_attach: TcAttach::Auto,
         })
+    }
+
+    /// How new tc attachments are made (`--tc-attach`); existing ones keep their kind.
+    pub fn set_tc_attach(&mut self, mode: TcAttach) {
+        self.tc_attach = mode;
     }
 
     pub fn paths(&self) -> &StatePaths {
@@ -251,20 +257,24 @@ impl Datapath {
         // 1. Checks without side effects.
         let mut wiring = BTreeMap::new();
         for ep in &manifest.endpoints {
-            let ifname = ifaces
-                .get(&ep.name)
-                .ok_or_else(|| AgentError::NoInterface {
+            let (ifname, source) =
+                interface_for(ifaces, ep).ok_or_else(|| AgentError::NoInterface {
                     endpoint: ep.name.clone(),
                 })?;
             let ifindex = sys::ifindex(ifname).ok_or_else(|| AgentError::MissingInterface {
                 endpoint: ep.name.clone(),
                 ifname: ifname.into(),
+                source_name: match source {
+                    InterfaceSource::File => "from the interfaces file",
+                    InterfaceSource::Annotation => "from the ciliumc.io/interface annotation",
+                },
             })?;
             wiring.insert(ep.name.clone(), (ifname.to_string(), ifindex));
         }
-        let preexisting = self.check_pinned_layouts(&manifest.maps)?;
+        let preexisting = pinned_maps::check_pinned_layouts(&self.paths.maps, &manifest.maps)?;
 
-        // 2. Load what changed.
+        // 2. Load what changed. Within a running agent the state is the truth about the
+        // attachments it made; after a restart (`reconcile`) each one is probed in the kernel.
         let mut report = ApplyReport::default();
         let mut todo = Vec::new();
         for ep in &manifest.endpoints {
@@ -274,10 +284,11 @@ impl Datapath {
                 old.fingerprint == obj.fingerprint
                     && old.ifindex == *ifindex
                     && old.programs.len() == ep.programs.len()
-                    && old
-                        .programs
-                        .iter()
-                        .all(|p| self.attachment_alive(&p.attachment))
+                    && (new_generation
+                        || old
+                            .programs
+                            .iter()
+                            .all(|p| self.attachment_alive(old.ifindex, p)))
             });
             if unchanged {
                 report.unchanged.push(ep.name.clone());
@@ -287,12 +298,13 @@ impl Datapath {
         }
         let workers = std::thread::available_parallelism()
             .map_or(1, |n| n.get())
-            .clamp(1, 8);
+            .clamp(1, 8)
+            .min(todo.len().max(1));
         while self.loaders.len() < workers {
             self.loaders.push(load::new_loader(&self.paths.maps));
         }
         let mut loaders = std::mem::take(&mut self.loaders);
-        let loaded = load_all(&mut loaders, &todo);
+        let loaded = load_all(&mut loaders[..workers], &todo);
         self.loaders = loaders;
         let mut loaded = loaded?;
 
@@ -300,7 +312,8 @@ impl Datapath {
         let maps_start = Instant::now();
         // 3. Maps first.
         let previous = self.current.as_ref().map(|c| &c.manifest);
-        let (updates, deletes) = self.sync_pinned_maps(manifest, previous, &preexisting)?;
+        let (updates, deletes) =
+            pinned_maps::sync_pinned_maps(&self.paths.maps, manifest, previous, &preexisting)?;
         report.map_updates = updates;
         report.map_deletes = deletes;
         for (ep, ebpf, _, _) in &mut loaded {
@@ -310,6 +323,7 @@ impl Datapath {
         report.maps_us = maps_start.elapsed().as_micros() as u64;
         let attach_start = Instant::now();
         // 4. Programs.
+        let tc = TcKind::resolve(self.tc_attach);
         for (ep, mut ebpf, ifname, ifindex) in loaded {
             let old = self.state.endpoints.get(&ep.name).cloned();
             // A link on another interface (the pod was re-wired) cannot be swapped.
@@ -324,36 +338,42 @@ impl Datapath {
                             .iter()
                             .find(|p| p.program == prog.name && p.hook == prog.hook)
                     })
-                    .map(|p| &p.attachment)
-                    .filter(|a| self.attachment_alive(a));
+                    .filter(|p| self.attachment_alive(ifindex, p))
+                    .map(|p| &p.attachment);
                 let pin = link_pin_name(&ep.name, &prog.name, prog.hook);
                 // A dead pin (interface gone and back) is replaced by a fresh link.
                 if existing.is_none() {
                     let _ = std::fs::remove_file(self.paths.links.join(&pin));
                 }
-                let (attachment, outcome) = load::attach_program(
-                    &ep.name,
-                    &mut ebpf,
-                    prog,
-                    &ifname,
-                    existing,
-                    &self.paths.links,
-                    &pin,
-                )?;
-                match outcome {
+                let target = Target {
+                    ifname: &ifname,
+                    ifindex,
+                    pin_dir: &self.paths.links,
+                    pin_name: &pin,
+                    tc,
+                };
+                let attached = load::attach_program(&ep.name, &mut ebpf, prog, &target, existing)?;
+                if attached.created_clsact {
+                    self.state.clsact_qdiscs.insert(ifname.clone(), ifindex);
+                }
+                match attached.outcome {
                     AttachOutcome::Attached => report.programs_attached += 1,
                     AttachOutcome::Swapped => report.programs_swapped += 1,
                 }
                 programs.push(ProgramState {
                     program: prog.name.clone(),
                     hook: prog.hook,
-                    attachment,
+                    attachment: attached.attachment,
                 });
             }
             if let Some(old) = &old {
                 for p in &old.programs {
-                    if !programs.iter().any(|n| n.attachment == p.attachment) {
-                        let _ = load::detach(&p.attachment, &old.ifname, p.hook, &self.paths.links);
+                    let kept = old.ifindex == ifindex
+                        && programs
+                            .iter()
+                            .any(|n| n.hook == p.hook && n.attachment.same_slot(&p.attachment));
+                    if !kept {
+                        let _ = load::detach(&p.attachment, old.ifindex, p.hook, &self.paths.links);
                     }
                 }
             }
@@ -367,35 +387,40 @@ impl Datapath {
                 },
             );
             report.loaded.push(ep.name.clone());
-            // Dropping `ebpf` closes our fds; the links (pinned) hold the programs.
+            // Dropping `ebpf` closes our fds; the links (pinned) and filters hold the programs.
         }
+        let wanted: BTreeSet<&str> = manifest.endpoints.iter().map(|e| e.name.as_str()).collect();
         let gone: Vec<String> = self
             .state
             .endpoints
             .keys()
-            .filter(|n| !manifest.endpoints.iter().any(|e| &&e.name == n))
+            .filter(|n| !wanted.contains(n.as_str()))
             .cloned()
             .collect();
         for name in gone {
             if let Some(old) = self.state.endpoints.remove(&name) {
                 for p in &old.programs {
-                    let _ = load::detach(&p.attachment, &old.ifname, p.hook, &self.paths.links);
+                    let _ = load::detach(&p.attachment, old.ifindex, p.hook, &self.paths.links);
                 }
             }
             report.removed.push(name);
         }
+        self.release_unused_qdiscs();
         if new_generation {
             self.state.generation += 1;
         }
         report.generation = self.state.generation;
-        self.state
-            .save(&self.paths.state_file)
-            .map_err(io("writing", &self.paths.state_file))?;
+        // The copy first: killed between the two, the next start finds the new output and the
+        // old fingerprints, and converges forward by swapping in the (already running) new
+        // programs again rather than back to the old ones.
         if new_generation {
             output
                 .save_copy(&self.paths.current)
                 .map_err(io("writing", &self.paths.current))?;
         }
+        self.state
+            .save(&self.paths.state_file)
+            .map_err(io("writing", &self.paths.state_file))?;
         self.current = Some(output);
         report.attach_us = attach_start.elapsed().as_micros() as u64;
         report.latency_us = start.elapsed().as_micros() as u64;
@@ -407,128 +432,33 @@ impl Datapath {
         Ok(report)
     }
 
-    fn attachment_alive(&self, a: &Attachment) -> bool {
-        match a {
-            Attachment::Link { pin } => {
-                aya::programs::links::PinnedLink::from_pin(self.paths.links.join(pin))
-                    .ok()
-                    .and_then(|p| aya::programs::links::FdLink::from(p).info().ok())
-                    .is_some()
-            }
-            Attachment::Netlink { .. } => true,
-        }
+    fn attachment_alive(&self, ifindex: u32, p: &ProgramState) -> bool {
+        load::attachment_alive(&p.attachment, ifindex, p.hook, &self.paths.links)
     }
 
-    /// Refuses a generation whose pinned maps differ in layout from the pinned ones. Returns the
-    /// names of the maps that were pinned before this apply.
-    fn check_pinned_layouts(&self, maps: &[ManifestMap]) -> Result<BTreeSet<String>, AgentError> {
-        let mut existing = BTreeSet::new();
-        for m in maps.iter().filter(|m| is_pinned(m)) {
-            let path = self.paths.maps.join(&m.name);
-            if !path.exists() {
-                continue;
+    /// Deletes the clsact qdiscs the agent created where none of its filters is left, unless
+    /// other filters use them; forgets those whose interface is gone.
+    fn release_unused_qdiscs(&mut self) {
+        let in_use: BTreeSet<u32> = self
+            .state
+            .endpoints
+            .values()
+            .filter(|e| {
+                e.programs
+                    .iter()
+                    .any(|p| matches!(p.attachment, Attachment::Netlink { .. }))
+            })
+            .map(|e| e.ifindex)
+            .collect();
+        self.state.clsact_qdiscs.retain(|ifname, ifindex| {
+            if in_use.contains(ifindex) {
+                return true;
             }
-            let data = MapData::from_pin(&path).map_err(|e| AgentError::Map {
-                name: m.name.clone(),
-                detail: load::error_chain(&e),
-            })?;
-            let info = data.info().map_err(|e| AgentError::Map {
-                name: m.name.clone(),
-                detail: load::error_chain(&e),
-            })?;
-            let ptype = info
-                .map_type()
-                .map(|t| format!("{t:?}"))
-                .unwrap_or_else(|_| "unknown".into());
-            let same = normalized_type(&ptype) == normalized_type(&m.map_type)
-                && info.key_size() == m.key_size
-                && info.value_size() == m.value_size
-                && info.max_entries() == m.max_entries;
-            if !same {
-                return Err(AgentError::LayoutChanged {
-                    name: m.name.clone(),
-                    pinned: layout(
-                        &ptype,
-                        info.key_size(),
-                        info.value_size(),
-                        info.max_entries(),
-                    ),
-                    wanted: layout(&m.map_type, m.key_size, m.value_size, m.max_entries),
-                });
+            if sys::ifindex(ifname) != Some(*ifindex) {
+                return false;
             }
-            existing.insert(m.name.clone());
-        }
-        Ok(existing)
-    }
-
-    /// Writes the difference between the previous and the new entries of every pinned map (all
-    /// entries for a map that was created by this apply).
-    fn sync_pinned_maps(
-        &self,
-        manifest: &Manifest,
-        previous: Option<&Manifest>,
-        preexisting: &BTreeSet<String>,
-    ) -> Result<(usize, usize), AgentError> {
-        let (mut updates, mut deletes) = (0, 0);
-        for m in manifest.maps.iter().filter(|m| is_pinned(m)) {
-            let path = self.paths.maps.join(&m.name);
-            if !path.exists() {
-                if m.entries.is_empty() {
-                    continue;
-                }
-                return Err(AgentError::Map {
-                    name: m.name.clone(),
-                    detail: "has entries but no object declares it".into(),
-                });
-            }
-            let old: BTreeMap<&str, &str> = if preexisting.contains(&m.name) {
-                previous
-                    .and_then(|p| p.maps.iter().find(|x| x.name == m.name))
-                    .map(|x| {
-                        x.entries
-                            .iter()
-                            .map(|e| (e.key.as_str(), e.value.as_str()))
-                            .collect()
-                    })
-                    .unwrap_or_default()
-            } else {
-                BTreeMap::new()
-            };
-            let new: BTreeMap<&str, &str> = m
-                .entries
-                .iter()
-                .map(|e| (e.key.as_str(), e.value.as_str()))
-                .collect();
-            if old == new {
-                continue;
-            }
-            let data = MapData::from_pin(&path).map_err(|e| AgentError::Map {
-                name: m.name.clone(),
-                detail: load::error_chain(&e),
-            })?;
-            let fd = std::os::fd::AsFd::as_fd(data.fd());
-            let bad = |detail: String| AgentError::Map {
-                name: m.name.clone(),
-                detail,
-            };
-            // Additions and changes before removals: a lookup never misses an address that stays.
-            for (k, v) in &new {
-                if old.get(k) != Some(v) {
-                    let (kb, vb) = (hex::decode(k), hex::decode(v));
-                    let (Ok(kb), Ok(vb)) = (kb, vb) else {
-                        return Err(bad("entry is not hex".into()));
-                    };
-                    sys::map_update(fd, &kb, &vb).map_err(|e| bad(e.to_string()))?;
-                    updates += 1;
-                }
-            }
-            for k in old.keys().filter(|k| !new.contains_key(*k)) {
-                let kb = hex::decode(k).map_err(|e| bad(e.to_string()))?;
-                sys::map_delete(fd, &kb).map_err(|e| bad(e.to_string()))?;
-                deletes += 1;
-            }
-        }
-        Ok((updates, deletes))
+            !release_qdisc(*ifindex)
+        });
     }
 
     /// Link pins the state does not reference, and map pins no map of the running generation
@@ -578,20 +508,60 @@ impl Datapath {
         Ok(removed)
     }
 
-    /// Removes everything the agent owns: links (detaching the programs), map pins, its bpffs
-    /// mount, the state file, the copy of the last output and the socket. Nothing else.
+    /// Removes everything the agent owns: links (detaching the programs), its clsact filters and
+    /// the clsact qdiscs it created (if no other filter uses them), map pins, its bpffs mount,
+    /// the state file, the copy of the last output and the socket. Nothing else. Filters are
+    /// found by interface index, so this must run in the agent's network namespace: if an
+    /// index names another interface here, nothing is removed and the error says so.
     pub fn cleanup(paths: &StatePaths) -> Result<CleanupReport, AgentError> {
         let state =
             AgentState::load(&paths.state_file).map_err(io("reading", &paths.state_file))?;
         let mut report = CleanupReport::default();
         let pins_available =
             paths.pin_root.exists() && sys::is_bpffs(&paths.pin_root).unwrap_or(false);
+        // Every interface the state names by index must be that interface here, or gone.
+        let mut present = BTreeSet::new();
+        let netlink_ifaces = state
+            .endpoints
+            .values()
+            .filter(|e| {
+                e.programs
+                    .iter()
+                    .any(|p| matches!(p.attachment, Attachment::Netlink { .. }))
+            })
+            .map(|e| (e.ifname.as_str(), e.ifindex))
+            .chain(state.clsact_qdiscs.iter().map(|(n, i)| (n.as_str(), *i)));
+        for (ifname, ifindex) in netlink_ifaces {
+            match sys::ifname(ifindex) {
+                Some(here) if here == ifname => {
+                    present.insert(ifindex);
+                }
+                Some(here) => {
+                    return Err(AgentError::WrongNamespace {
+                        detail: format!(
+                            "interface index {ifindex} is {here} here, the agent attached to \
+                             {ifname}"
+                        ),
+                    });
+                }
+                // Gone: its qdisc and filters went with it.
+                None => {}
+            }
+        }
         for ep in state.endpoints.values() {
             for p in &ep.programs {
-                if let Attachment::Netlink { .. } = p.attachment {
-                    let _ = load::detach(&p.attachment, &ep.ifname, p.hook, &paths.links);
-                    report.links += 1;
+                if let Attachment::Netlink { .. } = p.attachment
+                    && present.contains(&ep.ifindex)
+                {
+                    load::detach(&p.attachment, ep.ifindex, p.hook, &paths.links)
+                        .map_err(io("deleting a tc filter on", Path::new(&ep.ifname)))?;
+                    report.filters += 1;
                 }
+            }
+        }
+        for ifindex in state.clsact_qdiscs.values() {
+            if present.contains(ifindex) && release_qdisc(*ifindex) {
+                report.qdiscs += 1;
             }
         }
         if pins_available {
@@ -625,9 +595,49 @@ impl Datapath {
     }
 }
 
+/// Deletes the clsact qdisc of `ifindex` if no filter is left on either hook (other owners'
+/// filters keep it). Returns whether it was deleted.
+fn release_qdisc(ifindex: u32) -> bool {
+    use super::netlink;
+    let empty = |parent| netlink::filters(ifindex, parent).is_ok_and(|f| f.is_empty());
+    if !(empty(netlink::PARENT_INGRESS) && empty(netlink::PARENT_EGRESS)) {
+        return false;
+    }
+    match netlink::delete_clsact(ifindex) {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::warn!("deleting the clsact qdisc of interface {ifindex}: {e}");
+            false
+        }
+    }
+}
+
 /// What `--cleanup` removed.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CleanupReport {
+    /// Pinned links (tcx, XDP).
     pub links: usize,
     pub maps: usize,
+    /// cls_bpf filters and the clsact qdiscs the agent had created.
+    pub filters: usize,
+    pub qdiscs: usize,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::AgentError;
+
+    #[test]
+    fn a_missing_interface_names_both_ways_to_configure_one() {
+        let e = AgentError::NoInterface {
+            endpoint: "default/a".into(),
+        }
+        .to_string();
+        assert!(
+            e.contains("default/a: IFNAME")
+                && e.contains("--interfaces")
+                && e.contains("ciliumc.io/interface: IFNAME"),
+            "{e}"
+        );
+    }
 }

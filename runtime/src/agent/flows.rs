@@ -2,7 +2,10 @@
 //! printed the way hubble does.
 //!
 //! In: [`FlowEvent`]s and the running generation's manifest. Out: [`Flow`] records (JSON),
-//! [`FlowStore`] (last N, counters, rate), [`FlowFilter`] and the table printer.
+//! [`FlowStore`] (last N, counters, rate), [`FlowFilter`] and the table printer. [`ring`] reads
+//! the events ring buffer and the lost-events counter.
+
+pub mod ring;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::IpAddr;
@@ -91,6 +94,8 @@ pub fn drop_reason_desc(code: u8) -> String {
         133 => "POLICY_DENIED".into(),
         181 => "POLICY_DENY".into(),
         134 => "INVALID_PACKET".into(),
+        135 => "CT_TRUNCATED_OR_INVALID_HEADER".into(),
+        175 => "FIRST_LOGICAL_DATAGRAM_FRAGMENT_NOT_FOUND".into(),
         139 => "UNSUPPORTED_L3_PROTOCOL".into(),
         140 => "MISSED_TAIL_CALL".into(),
         142 => "UNKNOWN_L4_PROTOCOL".into(),

@@ -1,6 +1,7 @@
 //! The kernel side of one endpoint: load its object against the pinned shared maps, fill its own
-//! maps and prog-array slots, then attach each entry program (new tcx/XDP link, pinned) or swap
-//! it into the existing link (`BPF_LINK_UPDATE`, atomic per packet).
+//! maps and prog-array slots, then attach each entry program (new tcx/XDP link, pinned, or a
+//! cls_bpf filter on a clsact qdisc) or swap it into the existing link (`BPF_LINK_UPDATE`) or
+//! filter (replace at the same priority and handle), atomic per packet either way.
 //!
 //! In: object bytes, the manifest, pin paths. Out: a loaded `aya::Ebpf`, [`Attachment`]s, or
 //! [`LoadError`] (with the verifier log when the kernel refused a program).
@@ -14,6 +15,8 @@ use aya::programs::xdp::XdpLink;
 use aya::programs::{LinkOrder, Program, SchedClassifier, TcAttachType, Xdp, XdpMode};
 use ciliumc_ir::manifest::{Hook, Manifest, ManifestProgram};
 
+use super::config::TcAttach;
+use super::netlink;
 use super::output::is_pinned;
 use super::state::Attachment;
 use super::sys;
@@ -180,23 +183,89 @@ pub fn fill_object_maps(
 /// What happened to one entry program.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AttachOutcome {
-    /// A new link was created on the hook.
+    /// A new link (or filter) was created on the hook.
     Attached,
-    /// The program replaced the previous one in its link.
+    /// The program replaced the previous one in its link (or filter).
     Swapped,
 }
 
-/// Attaches `prog` of `ebpf` to `ifname`. With `existing`, the program is swapped into that link
-/// (the hook is never empty); otherwise a new link is made and pinned at `pin_dir/pin_name`.
+/// How a new tc attachment is made (the resolved `--tc-attach`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TcKind {
+    Tcx,
+    Clsact,
+}
+
+impl TcKind {
+    pub fn resolve(mode: TcAttach) -> TcKind {
+        match mode {
+            TcAttach::Tcx => TcKind::Tcx,
+            TcAttach::Clsact => TcKind::Clsact,
+            TcAttach::Auto if tcx_supported() => TcKind::Tcx,
+            TcAttach::Auto => TcKind::Clsact,
+        }
+    }
+}
+
+/// Priority and handle of the agent's cls_bpf filters (one per clsact hook and interface).
+/// Priority 1 runs before filters added with tc's defaults; the handle is distinctive so that a
+/// filter found there after a crash can be told apart from others by name.
+pub const CLSACT_PRIORITY: u16 = 1;
+pub const CLSACT_HANDLE: u32 = 0xc111;
+
+/// Where one endpoint program goes.
+pub struct Target<'a> {
+    pub ifname: &'a str,
+    pub ifindex: u32,
+    /// Directory of the link pins and the pin name of this program's link.
+    pub pin_dir: &'a Path,
+    pub pin_name: &'a str,
+    pub tc: TcKind,
+}
+
+/// The result of [`attach_program`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attached {
+    pub attachment: Attachment,
+    pub outcome: AttachOutcome,
+    /// The clsact qdisc was created by this attach (the agent owns it).
+    pub created_clsact: bool,
+}
+
+fn tc_attach_type(hook: Hook) -> TcAttachType {
+    if hook == Hook::TcIngress {
+        TcAttachType::Ingress
+    } else {
+        TcAttachType::Egress
+    }
+}
+
+/// The clsact filter parent of a tc hook.
+pub fn clsact_parent(hook: Hook) -> u32 {
+    if hook == Hook::TcIngress {
+        netlink::PARENT_INGRESS
+    } else {
+        netlink::PARENT_EGRESS
+    }
+}
+
+/// Attaches `prog` of `ebpf` to the target interface. With `existing`, the program is swapped
+/// into that link or filter (the hook is never empty); otherwise a new tcx or XDP link is made
+/// and pinned, or a cls_bpf filter is added (clsact).
+///
+/// Atomicity of a swap: a link gets `BPF_LINK_UPDATE`, which exchanges the program pointer of
+/// the attached link. A clsact filter is replaced by `RTM_NEWTFILTER` without `NLM_F_CREATE`
+/// for the same parent, priority and handle: cls_bpf's change operation builds the new filter
+/// and puts it in place of the old one in the RCU-protected filter list (`list_replace_rcu`),
+/// so a packet runs either the old or the new program, never none.
 pub fn attach_program(
     endpoint: &str,
     ebpf: &mut aya::Ebpf,
     prog: &ManifestProgram,
-    ifname: &str,
+    target: &Target<'_>,
     existing: Option<&Attachment>,
-    pin_dir: &Path,
-    pin_name: &str,
-) -> Result<(Attachment, AttachOutcome), LoadError> {
+) -> Result<Attached, LoadError> {
+    let ifname = target.ifname;
     let fail = |detail: String| LoadError::Attach {
         endpoint: endpoint.into(),
         program: prog.name.clone(),
@@ -206,96 +275,80 @@ pub fn attach_program(
     let p = ebpf
         .program_mut(&prog.name)
         .ok_or_else(|| fail("program not in the object".into()))?;
+    let done = |attachment, outcome| Attached {
+        attachment,
+        outcome,
+        created_clsact: false,
+    };
     match prog.hook {
         Hook::TcIngress | Hook::TcEgress => {
-            let attach_type = if prog.hook == Hook::TcIngress {
-                TcAttachType::Ingress
-            } else {
-                TcAttachType::Egress
-            };
+            let attach_type = tc_attach_type(prog.hook);
             let p: &mut SchedClassifier = p.try_into().map_err(|e| fail(error_chain(&e)))?;
             match existing {
                 Some(Attachment::Link { pin }) => {
-                    let pinned = PinnedLink::from_pin(pin_dir.join(pin))
+                    let pinned = PinnedLink::from_pin(target.pin_dir.join(pin))
                         .map_err(|e| fail(error_chain(&e)))?;
                     let link = SchedClassifierLink::try_from(FdLink::from(pinned))
                         .map_err(|e| fail(error_chain(&e)))?;
                     let id = p.attach_to_link(link).map_err(|e| fail(error_chain(&e)))?;
                     // The pin keeps the link; our fd may go.
                     drop(p.take_link(id));
-                    Ok((
+                    Ok(done(
                         Attachment::Link { pin: pin.clone() },
                         AttachOutcome::Swapped,
                     ))
                 }
-                Some(Attachment::Netlink { priority, handle }) => {
-                    let link = SchedClassifierLink::attached(
-                        ifname,
-                        attach_type,
-                        *priority,
-                        tc::TcHandle::from(*handle),
-                        None,
-                    )
-                    .map_err(|e| fail(e.to_string()))?;
-                    let id = p.attach_to_link(link).map_err(|e| fail(error_chain(&e)))?;
-                    std::mem::forget(p.take_link(id));
-                    Ok((
+                Some(Attachment::Netlink {
+                    priority, handle, ..
+                }) => {
+                    let prog_id =
+                        replace_filter(p, ifname, attach_type, *priority, *handle).map_err(fail)?;
+                    Ok(done(
                         Attachment::Netlink {
                             priority: *priority,
                             handle: *handle,
+                            prog_id,
                         },
                         AttachOutcome::Swapped,
                     ))
                 }
-                None => {
-                    let tcx = tcx_supported();
-                    if !tcx {
-                        // EEXIST when the qdisc is there already is fine.
-                        let _ = tc::qdisc_add_clsact(ifname);
-                    }
-                    let opts = if tcx {
-                        TcAttachOptions::TcxOrder(LinkOrder::default())
-                    } else {
-                        TcAttachOptions::Netlink(tc::NlOptions::default())
-                    };
+                None if target.tc == TcKind::Tcx => {
+                    let opts = TcAttachOptions::TcxOrder(LinkOrder::default());
                     let id = p
                         .attach_with_options(ifname, attach_type, opts)
-                        .map_err(|e| fail(error_chain(&e)))?;
+                        .map_err(|e| {
+                            let hint = if tcx_supported() {
+                                ""
+                            } else {
+                                " (tcx needs Linux >= 6.6: use --tc-attach clsact or auto)"
+                            };
+                            fail(format!("{}{hint}", error_chain(&e)))
+                        })?;
                     let link = p.take_link(id).map_err(|e| fail(error_chain(&e)))?;
-                    if tcx {
-                        let fd = FdLink::try_from(link).map_err(|e| fail(error_chain(&e)))?;
-                        fd.pin(pin_dir.join(pin_name))
-                            .map_err(|e| fail(error_chain(&e)))?;
-                        Ok((
-                            Attachment::Link {
-                                pin: pin_name.into(),
-                            },
-                            AttachOutcome::Attached,
-                        ))
-                    } else {
-                        let priority = link.priority().map_err(|e| fail(error_chain(&e)))?;
-                        let handle: u32 = link.handle().map_err(|e| fail(error_chain(&e)))?.into();
-                        // Dropping the wrapper would remove the filter.
-                        std::mem::forget(link);
-                        Ok((
-                            Attachment::Netlink { priority, handle },
-                            AttachOutcome::Attached,
-                        ))
-                    }
+                    let fd = FdLink::try_from(link).map_err(|e| fail(error_chain(&e)))?;
+                    fd.pin(target.pin_dir.join(target.pin_name))
+                        .map_err(|e| fail(error_chain(&e)))?;
+                    Ok(done(
+                        Attachment::Link {
+                            pin: target.pin_name.into(),
+                        },
+                        AttachOutcome::Attached,
+                    ))
                 }
+                None => attach_clsact(p, prog, target).map_err(fail),
             }
         }
         Hook::Xdp => {
             let p: &mut Xdp = p.try_into().map_err(|e| fail(error_chain(&e)))?;
             match existing {
                 Some(Attachment::Link { pin }) => {
-                    let pinned = PinnedLink::from_pin(pin_dir.join(pin))
+                    let pinned = PinnedLink::from_pin(target.pin_dir.join(pin))
                         .map_err(|e| fail(error_chain(&e)))?;
                     let link = XdpLink::try_from(FdLink::from(pinned))
                         .map_err(|e| fail(error_chain(&e)))?;
                     let id = p.attach_to_link(link).map_err(|e| fail(error_chain(&e)))?;
                     drop(p.take_link(id));
-                    Ok((
+                    Ok(done(
                         Attachment::Link { pin: pin.clone() },
                         AttachOutcome::Swapped,
                     ))
@@ -303,15 +356,21 @@ pub fn attach_program(
                 Some(Attachment::Netlink { .. }) => Err(fail("XDP attachments are links".into())),
                 None => {
                     let id = p
-                        .attach(ifname, XdpMode::default())
+                        .attach_to_if_index(target.ifindex, XdpMode::default())
                         .map_err(|e| fail(error_chain(&e)))?;
                     let link = p.take_link(id).map_err(|e| fail(error_chain(&e)))?;
-                    let fd = FdLink::try_from(link).map_err(|e| fail(error_chain(&e)))?;
-                    fd.pin(pin_dir.join(pin_name))
+                    let fd = FdLink::try_from(link).map_err(|e| {
+                        fail(format!(
+                            "the kernel gave no XDP link (netlink attachment), which cannot be \
+                             pinned: {}",
+                            error_chain(&e)
+                        ))
+                    })?;
+                    fd.pin(target.pin_dir.join(target.pin_name))
                         .map_err(|e| fail(error_chain(&e)))?;
-                    Ok((
+                    Ok(done(
                         Attachment::Link {
-                            pin: pin_name.into(),
+                            pin: target.pin_name.into(),
                         },
                         AttachOutcome::Attached,
                     ))
@@ -321,10 +380,123 @@ pub fn attach_program(
     }
 }
 
-/// Removes one attachment: the pin goes, and with it (no fd left) the link and its hook entry.
+/// Replaces the program of the filter at `priority`/`handle` (see [`attach_program`] for why
+/// this is atomic). Returns the new program's id.
+fn replace_filter(
+    p: &mut SchedClassifier,
+    ifname: &str,
+    attach_type: TcAttachType,
+    priority: u16,
+    handle: u32,
+) -> Result<u32, String> {
+    let link = SchedClassifierLink::attached(
+        ifname,
+        attach_type,
+        priority,
+        tc::TcHandle::from(handle),
+        None,
+    )
+    .map_err(|e| e.to_string())?;
+    let id = p.attach_to_link(link).map_err(|e| error_chain(&e))?;
+    // Dropping the wrapper would delete the filter: it belongs to the agent's state now.
+    std::mem::forget(p.take_link(id));
+    p.info().map(|i| i.id()).map_err(|e| error_chain(&e))
+}
+
+/// A new cls_bpf filter (direct action) on the clsact qdisc of the target, creating the qdisc
+/// when there is none. A filter already at the agent's priority and handle is taken over when
+/// it carries this program's name (left by an agent killed before it saved its state) and
+/// refused otherwise.
+fn attach_clsact(
+    p: &mut SchedClassifier,
+    prog: &ManifestProgram,
+    target: &Target<'_>,
+) -> Result<Attached, String> {
+    let attach_type = tc_attach_type(prog.hook);
+    let created_clsact =
+        netlink::add_clsact(target.ifindex).map_err(|e| format!("adding a clsact qdisc: {e}"))?;
+    let occupant = netlink::filters(target.ifindex, clsact_parent(prog.hook))
+        .map_err(|e| format!("listing tc filters: {e}"))?
+        .into_iter()
+        .find(|f| f.priority == CLSACT_PRIORITY && f.handle == CLSACT_HANDLE);
+    let (prog_id, outcome) = match occupant {
+        Some(f) if f.kind == "bpf" && f.bpf_name.as_deref() == Some(prog.name.as_str()) => (
+            replace_filter(
+                p,
+                target.ifname,
+                attach_type,
+                CLSACT_PRIORITY,
+                CLSACT_HANDLE,
+            )?,
+            AttachOutcome::Swapped,
+        ),
+        Some(f) => {
+            return Err(format!(
+                "a {} filter {:?} of another owner occupies priority {CLSACT_PRIORITY} handle \
+                 {CLSACT_HANDLE:#x}",
+                f.kind,
+                f.bpf_name.unwrap_or_default()
+            ));
+        }
+        None => {
+            let opts = TcAttachOptions::Netlink(tc::NlOptions {
+                priority: CLSACT_PRIORITY,
+                handle: tc::TcHandle::from(CLSACT_HANDLE),
+                ..Default::default()
+            });
+            let id = p
+                .attach_with_options(target.ifname, attach_type, opts)
+                .map_err(|e| error_chain(&e))?;
+            let link = p.take_link(id).map_err(|e| error_chain(&e))?;
+            // Dropping the wrapper would delete the filter.
+            std::mem::forget(link);
+            (
+                p.info().map(|i| i.id()).map_err(|e| error_chain(&e))?,
+                AttachOutcome::Attached,
+            )
+        }
+    };
+    Ok(Attached {
+        attachment: Attachment::Netlink {
+            priority: CLSACT_PRIORITY,
+            handle: CLSACT_HANDLE,
+            prog_id,
+        },
+        outcome,
+        created_clsact,
+    })
+}
+
+/// Whether an attachment is still in place: the pinned link exists, or the filter is on the
+/// hook and runs the program the agent put there.
+pub fn attachment_alive(a: &Attachment, ifindex: u32, hook: Hook, pin_dir: &Path) -> bool {
+    match a {
+        Attachment::Link { pin } => PinnedLink::from_pin(pin_dir.join(pin))
+            .ok()
+            .and_then(|p| FdLink::from(p).info().ok())
+            .is_some(),
+        Attachment::Netlink {
+            priority,
+            handle,
+            prog_id,
+        } => netlink::filters(ifindex, clsact_parent(hook))
+            .map(|fs| {
+                fs.iter().any(|f| {
+                    f.priority == *priority
+                        && f.handle == *handle
+                        && f.kind == "bpf"
+                        && f.prog_id == Some(*prog_id)
+                })
+            })
+            .unwrap_or(false),
+    }
+}
+
+/// Removes one attachment: the pin goes, and with it (no fd left) the link and its hook entry;
+/// a filter is deleted by interface index (the interface's name is not needed).
 pub fn detach(
     attachment: &Attachment,
-    ifname: &str,
+    ifindex: u32,
     hook: Hook,
     pin_dir: &Path,
 ) -> std::io::Result<()> {
@@ -336,17 +508,9 @@ pub fn detach(
                 r => r,
             },
         },
-        Attachment::Netlink { priority, handle } => {
-            let attach_type = if hook == Hook::TcIngress {
-                TcAttachType::Ingress
-            } else {
-                TcAttachType::Egress
-            };
-            // The wrapper detaches the filter when dropped.
-            SchedClassifierLink::attached(ifname, attach_type, *priority, (*handle).into(), None)
-                .map(drop)
-                .map_err(std::io::Error::other)
-        }
+        Attachment::Netlink {
+            priority, handle, ..
+        } => netlink::delete_filter(ifindex, clsact_parent(hook), *priority, *handle),
     }
 }
 

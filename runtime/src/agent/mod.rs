@@ -12,11 +12,13 @@ pub mod datapath;
 pub mod demo;
 pub mod flows;
 pub mod load;
+pub mod netlink;
 pub mod output;
+pub mod pinned_maps;
 pub mod state;
 pub mod sys;
 
-pub use config::Interfaces;
+pub use config::{Interfaces, TcAttach};
 pub use datapath::{AgentError, ApplyReport, CleanupReport, Datapath};
 pub use output::CompileOutput;
 pub use state::StatePaths;

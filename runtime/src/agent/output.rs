@@ -3,9 +3,12 @@
 //!
 //! In: `DIR` written by `ciliumc compile`. Out: [`CompileOutput`] with per-endpoint object bytes
 //! and fingerprints (equal fingerprint = nothing to reload), or a [`OutputError`] saying what is wrong.
+//! [`CompileOutput::save_copy`] keeps the agent's copy of the running output incrementally
+//! (content-addressed objects, one atomic manifest switch).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use ciliumc_ir::manifest::{MANIFEST_FORMAT, Manifest, ManifestMap};
 use sha2::{Digest, Sha256};
@@ -36,8 +39,38 @@ pub enum OutputError {
 #[derive(Debug, Clone)]
 pub struct EndpointObject {
     pub bytes: Vec<u8>,
-    /// sha256 over the object and everything outside it that a load depends on.
+    /// sha256 of `bytes` alone (hex): names the object in the agent's copy.
+    pub digest: String,
+    /// sha256 over the object and everything outside it that a load depends on: the entries of
+    /// the per-object maps it declares, its prog-array slots and its program list.
     pub fingerprint: String,
+}
+
+/// Objects already parsed by aya-obj in this process: sha256 → the map names they declare.
+/// An apply that changes one endpoint among many re-reads and hashes every object (it must, to
+/// know which changed) but parses only the new ones.
+static PARSED: Mutex<Option<HashMap<[u8; 32], Vec<String>>>> = Mutex::new(None);
+/// Bound on [`PARSED`]: about two generations of a large node; cleared when exceeded.
+const PARSED_CACHE_MAX: usize = 8192;
+
+fn parsed_maps(path: &Path, bytes: &[u8], digest: [u8; 32]) -> Result<Vec<String>, OutputError> {
+    let mut cache = PARSED.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(maps) = cache.as_ref().and_then(|c| c.get(&digest)) {
+        return Ok(maps.clone());
+    }
+    check_elf_header(path, bytes)?;
+    let obj = aya_obj::Object::parse(bytes).map_err(|e| OutputError::CorruptObject {
+        path: path.into(),
+        reason: e.to_string(),
+    })?;
+    let mut maps: Vec<String> = obj.maps.keys().cloned().collect();
+    maps.sort();
+    let c = cache.get_or_insert_with(HashMap::new);
+    if c.len() >= PARSED_CACHE_MAX {
+        c.clear();
+    }
+    c.insert(digest, maps.clone());
+    Ok(maps)
 }
 
 /// A compile output read into memory.
@@ -74,15 +107,14 @@ impl CompileOutput {
         }
         check_manifest(&manifest)?;
         // Entries of per-object maps and prog-array slots are loaded with the object: an object
-        // with the same bytes but other entries must be reloaded.
-        let mut extra = Sha256::new();
-        for m in manifest.maps.iter().filter(|m| !is_pinned(m)) {
-            extra.update(serde_json::to_vec(m).unwrap_or_default());
-        }
-        for t in &manifest.tail_calls {
-            extra.update(serde_json::to_vec(t).unwrap_or_default());
-        }
-        let extra = extra.finalize();
+        // with the same bytes but other entries must be reloaded. Only the maps an object
+        // declares count, so that one endpoint's entries do not reload every other endpoint.
+        let own_maps: BTreeMap<&str, Vec<u8>> = manifest
+            .maps
+            .iter()
+            .filter(|m| !is_pinned(m))
+            .map(|m| (m.name.as_str(), serde_json::to_vec(m).unwrap_or_default()))
+            .collect();
         let mut objects = BTreeMap::new();
         for ep in &manifest.endpoints {
             let rel = Path::new(&ep.object);
@@ -97,10 +129,18 @@ impl CompileOutput {
                 path: opath.clone(),
                 source,
             })?;
-            check_elf(&opath, &bytes)?;
+            let digest: [u8; 32] = Sha256::digest(&bytes).into();
+            let declared = parsed_maps(&opath, &bytes, digest)?;
             let mut h = Sha256::new();
-            h.update(&bytes);
-            h.update(extra);
+            h.update(digest);
+            for name in &declared {
+                if let Some(m) = own_maps.get(name.as_str()) {
+                    h.update(m);
+                }
+                for t in manifest.tail_calls.iter().filter(|t| &t.map == name) {
+                    h.update(serde_json::to_vec(t).unwrap_or_default());
+                }
+            }
             for p in &ep.programs {
                 h.update(format!("{}:{:?}:{:?};", p.name, p.hook, p.direction).as_bytes());
             }
@@ -108,6 +148,7 @@ impl CompileOutput {
                 ep.name.clone(),
                 EndpointObject {
                     bytes,
+                    digest: hex::encode(digest),
                     fingerprint: hex::encode(h.finalize()),
                 },
             );
@@ -120,28 +161,47 @@ impl CompileOutput {
         })
     }
 
-    /// Copies manifest and objects to `dest` (replacing it), so a restarted agent can reconcile
-    /// against exactly what it last applied.
+    /// Keeps `dest` a copy of this output, so a restarted agent can reconcile against exactly
+    /// what it last applied. Objects are stored by content (`objects/<sha256>.o`) and only
+    /// those not there yet are written; the copied manifest names them. The manifest is switched
+    /// with one rename after its objects are in place, and objects no manifest names any more
+    /// are removed after it: a kill at any point leaves the old or the new copy, both whole.
+    /// The cost is one write per changed object, not one per endpoint.
     pub fn save_copy(&self, dest: &Path) -> std::io::Result<()> {
-        let tmp = dest.with_extension("tmp");
-        if tmp.exists() {
-            std::fs::remove_dir_all(&tmp)?;
+        let objects_dir = dest.join("objects");
+        std::fs::create_dir_all(&objects_dir)?;
+        let mut manifest = self.manifest.clone();
+        let mut keep = BTreeSet::new();
+        for ep in &mut manifest.endpoints {
+            let Some(obj) = self.objects.get(&ep.name) else {
+                continue;
+            };
+            let file = format!("{}.o", obj.digest);
+            let path = objects_dir.join(&file);
+            if !path.exists() {
+                let tmp = objects_dir.join(format!("{file}.tmp"));
+                std::fs::write(&tmp, &obj.bytes)?;
+                std::fs::rename(&tmp, &path)?;
+            }
+            ep.object = format!("objects/{file}");
+            keep.insert(file);
         }
-        std::fs::create_dir_all(&tmp)?;
-        std::fs::write(tmp.join("manifest.json"), &self.manifest_bytes)?;
-        for ep in &self.manifest.endpoints {
-            if let Some(obj) = self.objects.get(&ep.name) {
-                let p = tmp.join(&ep.object);
-                if let Some(parent) = p.parent() {
-                    std::fs::create_dir_all(parent)?;
-                }
-                std::fs::write(p, &obj.bytes)?;
+        let bytes = serde_json::to_vec(&manifest).map_err(std::io::Error::other)?;
+        let tmp = dest.join("manifest.json.tmp");
+        std::fs::write(&tmp, bytes)?;
+        std::fs::rename(&tmp, dest.join("manifest.json"))?;
+        for entry in std::fs::read_dir(&objects_dir)?.flatten() {
+            let name = entry.file_name().to_string_lossy().to_string();
+            if !keep.contains(&name) {
+                std::fs::remove_file(entry.path())?;
             }
         }
-        if dest.exists() {
-            std::fs::remove_dir_all(dest)?;
+        // Layout of earlier versions: a full copy with objects under `bpf/`.
+        let old = dest.join("bpf");
+        if old.exists() {
+            std::fs::remove_dir_all(old)?;
         }
-        std::fs::rename(&tmp, dest)
+        Ok(())
     }
 }
 
@@ -199,7 +259,7 @@ fn check_manifest(m: &Manifest) -> Result<(), OutputError> {
 }
 
 /// The cheap checks that catch a truncated or foreign file before aya's parser does.
-fn check_elf(path: &Path, bytes: &[u8]) -> Result<(), OutputError> {
+fn check_elf_header(path: &Path, bytes: &[u8]) -> Result<(), OutputError> {
     let bad = |reason: &str| OutputError::CorruptObject {
         path: path.into(),
         reason: reason.into(),
@@ -218,13 +278,7 @@ fn check_elf(path: &Path, bytes: &[u8]) -> Result<(), OutputError> {
     if shoff.saturating_add(shnum.saturating_mul(64)) > bytes.len() as u64 {
         return Err(bad("section headers past the end of the file (truncated?)"));
     }
-    aya_obj_parse(bytes).map_err(|e| bad(&e))
-}
-
-fn aya_obj_parse(bytes: &[u8]) -> Result<(), String> {
-    aya_obj::Object::parse(bytes)
-        .map(|_| ())
-        .map_err(|e| e.to_string())
+    Ok(())
 }
 
 #[cfg(test)]
@@ -278,5 +332,104 @@ mod tests {
         for d in [d, d2, d3] {
             let _ = std::fs::remove_dir_all(d);
         }
+    }
+
+    /// An object with one tc program returning `ret` and a hash map named `map`.
+    fn object(ret: i64, map: &str) -> Vec<u8> {
+        use ciliumc_targets::codegen::{FunctionBuilder, compile};
+        use ciliumc_targets::elf::{MapDef, ObjectWriter, TypeDesc};
+        use ciliumc_targets::hooks::Hook;
+        let mut f = FunctionBuilder::new("p", Hook::TcIngress);
+        f.ret(ret);
+        ObjectWriter::new()
+            .functions(compile(&[f.finish().unwrap()]).unwrap())
+            .map(MapDef::hash(map, TypeDesc::Bytes(4), TypeDesc::Bytes(4), 4))
+            .license("GPL")
+            .write()
+            .unwrap()
+    }
+
+    fn two_endpoints(dir: &Path, a_ret: i64, a_entry: &str) {
+        std::fs::create_dir_all(dir.join("bpf")).unwrap();
+        std::fs::write(dir.join("bpf/a.o"), object(a_ret, "a_own")).unwrap();
+        std::fs::write(dir.join("bpf/b.o"), object(0, "b_own")).unwrap();
+        let ep = |n: &str| {
+            format!(
+                r#"{{"name":"default/{n}","namespace":"default","pod":"{n}","node":null,
+                "identity":256,"ipv4":null,"ipv6":null,"object":"bpf/{n}.o","programs":[
+                {{"name":"p","section":"classifier","hook":"tc-ingress","direction":"egress"}}]}}"#
+            )
+        };
+        let map = |n: &str, v: &str| {
+            format!(
+                r#"{{"name":"{n}","type":"hash","key_size":4,"value_size":4,"max_entries":4,
+                "flags":0,"pinning":"none","entries":[{{"key":"00000000","value":"{v}"}}]}}"#
+            )
+        };
+        let m = format!(
+            r#"{{"format":"{MANIFEST_FORMAT}","inputs_digest":"00","compiler_version":"0",
+            "identities":[],"endpoints":[{},{}],"maps":[{},{}]}}"#,
+            ep("a"),
+            ep("b"),
+            map("a_own", a_entry),
+            map("b_own", "00000000")
+        );
+        std::fs::write(dir.join("manifest.json"), m).unwrap();
+    }
+
+    #[test]
+    fn fingerprints_cover_only_the_maps_an_object_declares() {
+        let d = std::env::temp_dir().join(format!("ciliumc-output-fp-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        two_endpoints(&d, 0, "00000000");
+        let before = CompileOutput::read(&d).unwrap();
+        two_endpoints(&d, 0, "01000000");
+        let after = CompileOutput::read(&d).unwrap();
+        let fp = |o: &CompileOutput, n: &str| o.objects[n].fingerprint.clone();
+        assert_ne!(fp(&before, "default/a"), fp(&after, "default/a"));
+        assert_eq!(fp(&before, "default/b"), fp(&after, "default/b"));
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn the_copy_writes_only_new_objects_and_reads_back_the_same() {
+        use std::os::unix::fs::MetadataExt;
+        let base = std::env::temp_dir().join(format!("ciliumc-output-copy-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        let (src, dest) = (base.join("src"), base.join("current"));
+        two_endpoints(&src, 0, "00000000");
+        let first = CompileOutput::read(&src).unwrap();
+        first.save_copy(&dest).unwrap();
+        let copy = CompileOutput::read(&dest).unwrap();
+        for (n, o) in &first.objects {
+            assert_eq!(copy.objects[n].fingerprint, o.fingerprint, "{n}");
+        }
+        let b_file = dest
+            .join("objects")
+            .join(format!("{}.o", first.objects["default/b"].digest));
+        let b_inode = std::fs::metadata(&b_file).unwrap().ino();
+        // A generation changing only a's object: b's copy is not rewritten, a's old one goes.
+        two_endpoints(&src, 1, "00000000");
+        let second = CompileOutput::read(&src).unwrap();
+        second.save_copy(&dest).unwrap();
+        assert_eq!(std::fs::metadata(&b_file).unwrap().ino(), b_inode);
+        let mut files: Vec<String> = std::fs::read_dir(dest.join("objects"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+            .collect();
+        files.sort();
+        let mut want: Vec<String> = second
+            .objects
+            .values()
+            .map(|o| format!("{}.o", o.digest))
+            .collect();
+        want.sort();
+        assert_eq!(files, want);
+        let copy = CompileOutput::read(&dest).unwrap();
+        assert_eq!(
+            copy.objects["default/a"].fingerprint,
+            second.objects["default/a"].fingerprint
+        );
+        let _ = std::fs::remove_dir_all(&base);
     }
 }

@@ -52,8 +52,38 @@ impl StatePaths {
 pub enum Attachment {
     /// A bpf_link (tcx or XDP) pinned at `links/<pin>`.
     Link { pin: String },
-    /// A cls_bpf filter (kernels before 6.6): not pinnable, found again by priority and handle.
-    Netlink { priority: u16, handle: u32 },
+    /// A cls_bpf filter on a clsact qdisc (kernels before 6.6, or `--tc-attach clsact`): not
+    /// pinnable, found again by hook, priority and handle; `prog_id` is the program it ran when
+    /// the agent last wrote it (a filter running another program is not adopted).
+    Netlink {
+        priority: u16,
+        handle: u32,
+        #[serde(default)]
+        prog_id: u32,
+    },
+}
+
+impl Attachment {
+    /// Whether both name the same hook slot (the same pin, or the same filter whatever program
+    /// it runs): swapping a program keeps the slot.
+    pub fn same_slot(&self, other: &Attachment) -> bool {
+        match (self, other) {
+            (Attachment::Link { pin: a }, Attachment::Link { pin: b }) => a == b,
+            (
+                Attachment::Netlink {
+                    priority: pa,
+                    handle: ha,
+                    ..
+                },
+                Attachment::Netlink {
+                    priority: pb,
+                    handle: hb,
+                    ..
+                },
+            ) => pa == pb && ha == hb,
+            _ => false,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -75,6 +105,10 @@ pub struct EndpointState {
 pub struct AgentState {
     pub generation: u64,
     pub endpoints: BTreeMap<String, EndpointState>,
+    /// Interfaces (name → index) on which the agent created the clsact qdisc: removed again
+    /// when the agent's last filter there goes, unless other filters use it.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub clsact_qdiscs: BTreeMap<String, u32>,
 }
 
 impl AgentState {

@@ -16,7 +16,7 @@ use ciliumc_ir::policy::{
 };
 use ciliumc_tests::loader::{aya_map_view, aya_program_fd, load_object_aya};
 
-use ciliumc_tests::packet::Packet;
+use ciliumc_tests::packet::{Packet, tcp_flags};
 use ciliumc_tests::sys::{self, TestRunOutput};
 
 const ENDPOINT: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
@@ -85,7 +85,16 @@ impl Spec {
             PacketClass::DeniedKnownPeer => (self.peers[0].0, 999),
             PacketClass::DeniedWorld => (Ipv4Addr::new(203, 0, 113, 255), 80),
         };
-        Packet::ipv4(peer, ENDPOINT).tcp(40000, port).build()
+        let packet = Packet::ipv4(peer, ENDPOINT).tcp(40000, port);
+        match class {
+            // Segments of a connection: the first run finds no entry, policy allows and records
+            // the flow; every later run is an established packet.
+            PacketClass::AllowedFirst | PacketClass::AllowedLast => {
+                packet.tcp_flags(tcp_flags::ACK).build()
+            }
+            // Connection attempts, judged by policy every time.
+            PacketClass::DeniedKnownPeer | PacketClass::DeniedWorld => packet.build(),
+        }
     }
 }
 
@@ -267,7 +276,7 @@ impl Ours {
             let fd = aya_program_fd(&ebpf, name).map_err(|e| e.to_string())?;
             sys::prog_info(fd.as_fd()).map_err(|e| e.to_string())?
         };
-        // The agent drains the ring buffer while traffic flows: so does the bench.
+        // The agent drains the ring buffer while traffic flows: so does the bench, the same way.
         let ring = ebpf
             .take_map(maps::EVENTS)
             .ok_or("no events map")
@@ -283,7 +292,8 @@ impl Ours {
                         drop(item);
                         drained.fetch_add(1, Ordering::Relaxed);
                     }
-                    std::hint::spin_loop();
+                    // As the agent: a timed poll (the programs wake the reader only on a backlog).
+                    std::thread::sleep(std::time::Duration::from_millis(2));
                 }
             })
         };

@@ -236,21 +236,49 @@ pub fn build_packet(
     port: u16,
     sport: u16,
 ) -> Option<Vec<u8>> {
+    packet_builder(direction, peer, proto, port, sport).map(|p| p.build())
+}
+
+fn packet_builder(
+    direction: Direction,
+    peer: IpAddr,
+    proto: Protocol,
+    port: u16,
+    sport: u16,
+) -> Option<Packet> {
     let p = match (peer, direction) {
         (IpAddr::V4(peer), Direction::Ingress) => Packet::ipv4(peer, ENDPOINT_V4),
         (IpAddr::V4(peer), Direction::Egress) => Packet::ipv4(ENDPOINT_V4, peer),
         (IpAddr::V6(peer), Direction::Ingress) => Packet::ipv6(peer, ENDPOINT_V6),
         (IpAddr::V6(peer), Direction::Egress) => Packet::ipv6(ENDPOINT_V6, peer),
     };
-    let p = match proto {
+    Some(match proto {
         Protocol::Tcp => p.tcp(sport, port),
         Protocol::Udp => p.udp(sport, port),
         Protocol::Sctp => p.sctp(sport, port),
         Protocol::Icmp if peer.is_ipv4() => p.icmp(u8::try_from(port).ok()?, 0),
         Protocol::Icmpv6 if peer.is_ipv6() => p.icmpv6(u8::try_from(port).ok()?, 0),
         _ => return None,
-    };
-    Some(p.build())
+    })
+}
+
+/// Fragments: the datagram of [`build_packet`] with a 56-byte payload, cut into 24-byte pieces
+/// (3 or more; the first holds the whole TCP, UDP or SCTP header) with identification `id`. `None` for
+/// ICMP, whose fragments are dropped as invalid whatever the policy (as in Cilium).
+pub fn build_fragments(
+    direction: Direction,
+    peer: IpAddr,
+    proto: Protocol,
+    port: u16,
+    sport: u16,
+    id: u32,
+) -> Option<Vec<Vec<u8>>> {
+    if !matches!(proto, Protocol::Tcp | Protocol::Udp | Protocol::Sctp) {
+        return None;
+    }
+    let payload: Vec<u8> = (0..56u8).collect();
+    let p = packet_builder(direction, peer, proto, port, sport)?.payload(&payload);
+    Some(p.fragments(id, 24))
 }
 
 /// Addresses at the edges of every CIDR the policy mentions, plus cluster peers and strangers.
@@ -382,6 +410,14 @@ pub fn random_packet(
         rng.below(65536) as u16
     };
     let sport = 1024 + rng.below(60000) as u16;
+    // Now and then the first fragment of the datagram instead: it records its ports and is
+    // judged as the whole packet would be.
+    if rng.chance(10) {
+        let id = rng.next() as u32;
+        if let Some(mut parts) = build_fragments(case.direction, peer, proto, port, sport, id) {
+            return Some((peer, proto, port, parts.swap_remove(0)));
+        }
+    }
     let packet = build_packet(case.direction, peer, proto, port, sport)?;
     Some((peer, proto, port, packet))
 }

@@ -1,9 +1,13 @@
-//! `ciliumc trace PATH... --from PEER --to PEER --proto P --port N`: the verdict for one flow,
-//! obtained by executing the compiled programs in the kernel (`BPF_PROG_TEST_RUN`) and
-//! cross-checked with the reference evaluator.
+//! `ciliumc trace PATH... --from PEER --to PEER --proto P --port N [--engine E]`: the verdict for
+//! one flow, obtained by executing the compiled programs — in the kernel (`BPF_PROG_TEST_RUN`) or,
+//! where `bpf()` is refused or `--engine interpreter` asks for it, in the userspace eBPF
+//! interpreter (`engine`) — and cross-checked with the reference evaluator.
 //!
 //! A flow between two endpoints passes two programs: the egress policy of the source and the
 //! ingress policy of the destination; a flow to or from an address outside the cluster passes one.
+//! The output is the same whichever engine ran, except the `engine:` line.
+
+mod engine;
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -11,14 +15,14 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use ciliumc_compiler::compile::{self, MapPinning};
-use ciliumc_compiler::lower;
+use ciliumc_compiler::lower::{self, maps};
 use ciliumc_compiler::resolve::{self, ResolveOptions, ResolvedCluster};
 use ciliumc_ir::endpoint::Endpoint;
 use ciliumc_ir::evaluator::{PeerInfo, Verdict, verdict};
 use ciliumc_ir::policy::{Direction, Protocol, RuleId};
 use ciliumc_runtime::packet::Packet;
-use ciliumc_runtime::testrun;
 
+use self::engine::{EngineChoice, Executor};
 use crate::input::{self, DiagFormat};
 
 #[derive(clap::Args)]
@@ -40,6 +44,10 @@ pub struct Args {
     /// Use IPv6 addresses of endpoints.
     #[arg(long)]
     ipv6: bool,
+    /// Where the programs run: the kernel when bpf() works (auto), the kernel, or the userspace
+    /// eBPF interpreter.
+    #[arg(long, value_enum, default_value_t = EngineChoice::Auto)]
+    engine: EngineChoice,
 }
 
 /// One side of the flow.
@@ -132,11 +140,16 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let from = side(&cluster, &args.from, args.ipv6)?;
     let to = side(&cluster, &args.to, args.ipv6)?;
     let pkt = packet(from.ip, to.ip, proto, args.port)?;
-    let ipcache = compile::ipcache_entries(&cluster);
+    let prefixes = compile::ipcache_prefixes(&cluster);
+    let manifest_entries = maps::ipcache_map_entries(&prefixes);
+    let mut executor = Executor::new(
+        args.engine,
+        compile::ipcache_entries(&cluster),
+        manifest_entries,
+    );
     println!("trace {} -> {} {proto}/{}", args.from, args.to, args.port);
 
     let mut allowed = true;
-    let mut kernel_used = false;
     let mut disagreements = 0;
     let checks = [
         (from.endpoint, Direction::Egress, to.ip),
@@ -151,62 +164,57 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         let expected = verdict(policy, direction, peer, proto, args.port);
         let (program, _) = lower::program_for(direction);
         let (object, _) = compile::endpoint_object(ep, policy, MapPinning::Private)?;
-        let observed = match testrun::run_tc_program(&object, program, &ipcache, &pkt) {
-            Ok(r) => {
-                kernel_used = true;
-                Some(r)
+        let run = executor
+            .run(&object, program, &pkt)
+            .with_context(|| format!("executing {program} of {}", ep.name))?;
+        let ok = run.retval == 0;
+        let rule = run.events.first().map(|e| (e.rule_id, e.reason));
+        let line = match (ok, rule) {
+            (true, Some((id, _))) if id != 0 => format!("ALLOWED by rule {id}"),
+            (true, _) => "ALLOWED".to_string(),
+            (false, Some((id, reason))) if id != 0 => {
+                format!("DROPPED by rule {id} (reason {reason})")
             }
-            Err(e) if e.is_bpf_refused() => {
-                eprintln!(
-                    "note: bpf() refused ({e}); showing the reference evaluator's verdict only"
-                );
-                None
-            }
-            Err(e) => return Err(e).context(format!("executing {program} of {}", ep.name)),
+            (false, Some((_, reason))) => format!("DROPPED (reason {reason})"),
+            (false, None) => "DROPPED".to_string(),
         };
-        let (side_allowed, line) = match &observed {
-            Some(r) => {
-                let ok = r.retval == 0;
-                let rule = r.events.first().map(|e| (e.rule_id, e.reason));
-                let text = match (ok, rule) {
-                    (true, Some((id, _))) if id != 0 => format!("ALLOWED by rule {id}"),
-                    (true, _) => "ALLOWED".to_string(),
-                    (false, Some((_, reason))) => format!("DROPPED (reason {reason})"),
-                    (false, None) => "DROPPED".to_string(),
-                };
-                if ok != expected.is_allow() {
-                    disagreements += 1;
-                }
-                (ok, text)
-            }
-            None => (expected.is_allow(), String::new()),
-        };
+        // The program's deciding rule (when its event names one) must be one the evaluator gives.
+        let rule_disagrees = rule.is_some_and(|(id, _)| {
+            id != 0 && !expected.rules().is_empty() && !expected.rules().contains(&RuleId(id))
+        });
+        if ok != expected.is_allow() || rule_disagrees {
+            disagreements += 1;
+        }
         let why = match &expected {
             Verdict::Allow { basis, .. } => format!("allow ({basis:?})"),
             Verdict::Deny { reason, .. } => format!("drop: {reason:?} ({})", reason.code()),
         };
         println!(
-            "  {direction} policy of {} ({program}): {line}{}evaluator: {why}",
-            ep.name,
-            if line.is_empty() { "" } else { "; " }
+            "  {direction} policy of {} ({program}): {line}; evaluator: {why}",
+            ep.name
         );
         for r in describe_rules(&cluster, expected.rules()) {
             println!("    {r}");
         }
-        allowed &= side_allowed;
+        allowed &= ok;
     }
     println!("verdict: {}", if allowed { "ALLOWED" } else { "DROPPED" });
-    if kernel_used {
-        println!(
-            "obtained by: executing the compiled programs in the kernel (BPF_PROG_TEST_RUN); reference evaluator {}",
-            if disagreements == 0 {
-                "agrees"
-            } else {
-                "DISAGREES"
+    match executor.used() {
+        Some(engine) => {
+            if let Some(why) = &executor.fallback_reason {
+                eprintln!("note: bpf() refused ({why}); running the programs in the interpreter");
             }
-        );
-    } else {
-        println!("obtained by: the reference evaluator (no program was executed)");
+            println!("engine: {}", engine.describe());
+            println!(
+                "obtained by: executing the compiled programs; reference evaluator {}",
+                if disagreements == 0 {
+                    "agrees"
+                } else {
+                    "DISAGREES"
+                }
+            );
+        }
+        None => println!("obtained by: the reference evaluator (no endpoint program on this path)"),
     }
     Ok(if disagreements == 0 {
         ExitCode::SUCCESS
