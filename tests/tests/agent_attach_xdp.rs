@@ -230,8 +230,17 @@ fn xdp_program_attaches_by_link_swaps_atomically_survives_restart_and_cleans_up(
         "cleanup: {}",
         String::from_utf8_lossy(&c.stderr)
     );
-    assert!(!kernel_ids("link").contains(&link_id), "link leaked");
-    assert!(!kernel_ids("prog").contains(&prog_b), "program leaked");
+    // The kernel frees a detached program after an RCU grace period: give it a moment.
+    assert!(
+        gone_within(Duration::from_secs(3), || !kernel_ids("link")
+            .contains(&link_id)),
+        "link leaked"
+    );
+    assert!(
+        gone_within(Duration::from_secs(3), || !kernel_ids("prog")
+            .contains(&prog_b)),
+        "program leaked"
+    );
     assert_eq!(xdp_prog_on(&node, "xw"), 0, "XDP still on xw");
     assert!(!state.join("bpffs").exists());
     assert!(udp_passes(&topo, 7002));

@@ -38,13 +38,7 @@ fn few_events_reach_observe_by_the_timed_poll_and_ring_overflow_is_counted_as_lo
     let topo = Topology::new("q");
     let ifaces = topo.interfaces_file(&dir.0);
     let agent = Agent::start(&topo.node, &dir.0.join("state"), &ifaces);
-    let r = agent.apply(&out);
-    assert!(
-        r.status.success(),
-        "apply: {} {}",
-        String::from_utf8_lossy(&r.stderr),
-        agent.log()
-    );
+    agent.apply_expect_ok(&out);
     let pid = agent.child.as_ref().unwrap().id();
     let deadline = Instant::now() + Duration::from_secs(5);
     while agent.status()["reading_events"] != true {

@@ -9,30 +9,13 @@ use std::net::IpAddr;
 
 use ciliumc_compiler::lower::{self, maps};
 use ciliumc_ir::evaluator::Verdict;
-use ciliumc_ir::identity::NumericIdentity;
 use ciliumc_ir::policy::Direction;
 use ciliumc_runtime::testrun::LoadedPolicyObject;
-use ciliumc_targets::codegen;
-use ciliumc_targets::elf::{ObjectWriter, Pinning};
 use ciliumc_tests::kernel_or_skip;
 use policygen::*;
 
 fn object(case: &Case) -> Vec<u8> {
-    let func = lower::lower_direction(
-        NumericIdentity(LOCAL_IDENTITY),
-        &case.policy,
-        case.direction,
-    )
-    .expect("lowering");
-    let code = codegen::compile(&[func]).expect("codegen");
-    let defs = maps::shared_map_defs()
-        .into_iter()
-        .map(|m| m.with_pinning(Pinning::None));
-    ObjectWriter::new()
-        .functions(code)
-        .maps(defs)
-        .write()
-        .expect("elf")
+    private_object(&case.policy, case.direction)
 }
 
 #[test]

@@ -19,8 +19,6 @@ use ciliumc_ir::policy::{
 };
 use ciliumc_runtime::events::FlowEvent;
 use ciliumc_runtime::testrun::LoadedPolicyObject;
-use ciliumc_targets::codegen;
-use ciliumc_targets::elf::{ObjectWriter, Pinning};
 use ciliumc_tests::kernel_or_skip;
 use ciliumc_tests::loader::{LoadedObject, load_object_raw};
 use ciliumc_tests::packet::{ExtHeader, Packet};
@@ -76,18 +74,7 @@ fn policy() -> DirectionPolicy {
 }
 
 fn object(policy: &DirectionPolicy, direction: Direction) -> Vec<u8> {
-    let func = lower::lower_direction(NumericIdentity(LOCAL_IDENTITY), policy, direction)
-        .expect("lowering");
-    let code = codegen::compile(&[func]).expect("codegen");
-    // Private maps: every object starts with empty CT and fragment maps.
-    let defs = maps::shared_map_defs()
-        .into_iter()
-        .map(|m| m.with_pinning(Pinning::None));
-    ObjectWriter::new()
-        .functions(code)
-        .maps(defs)
-        .write()
-        .expect("elf")
+    private_object(policy, direction)
 }
 
 fn peer_ipcache() -> Vec<(Vec<u8>, Vec<u8>)> {

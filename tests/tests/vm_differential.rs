@@ -18,10 +18,7 @@ use aya::maps::lpm_trie::{Key, LpmTrie};
 use aya::maps::{HashMap as AyaHash, MapData, RingBuf};
 use aya::programs::{SchedClassifier, TestRun, TestRunOptions};
 use ciliumc_compiler::lower::{self, maps};
-use ciliumc_ir::identity::NumericIdentity;
 use ciliumc_ir::policy::{Direction, Protocol};
-use ciliumc_targets::codegen;
-use ciliumc_targets::elf::{ObjectWriter, Pinning};
 use ciliumc_targets::vm::{MapKind, Vm};
 use ciliumc_tests::kernel_or_skip;
 use ciliumc_tests::loader::aya_map_view;
@@ -29,21 +26,7 @@ use ciliumc_tests::packet::Packet;
 use policygen::*;
 
 fn object(case: &Case) -> Vec<u8> {
-    let func = lower::lower_direction(
-        NumericIdentity(LOCAL_IDENTITY),
-        &case.policy,
-        case.direction,
-    )
-    .expect("lowering");
-    let code = codegen::compile(&[func]).expect("codegen");
-    let defs = maps::shared_map_defs()
-        .into_iter()
-        .map(|m| m.with_pinning(Pinning::None));
-    ObjectWriter::new()
-        .functions(code)
-        .maps(defs)
-        .write()
-        .expect("elf")
+    private_object(&case.policy, case.direction)
 }
 
 /// Key and value bytes.

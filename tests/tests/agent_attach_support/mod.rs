@@ -8,9 +8,9 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::agent_support::{ciliumc, ciliumc_bin, run};
+use crate::agent_support::{agent_log, ciliumc, ciliumc_bin, kill_child, run, wait_for_socket};
 
 /// A running `ciliumc agent` in `node`'s network namespace. Drop kills it and runs `--cleanup`
 /// in the same namespace.
@@ -59,41 +59,16 @@ impl NodeAgent {
             .spawn()
             .unwrap();
         self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while !sock.exists() {
-            assert!(
-                Instant::now() < deadline,
-                "agent did not come up: {}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_for_socket(&sock, Duration::from_secs(15), || self.log());
     }
 
     /// The agent's stderr (all runs), without terminal colour codes.
     pub fn log(&self) -> String {
-        let raw = std::fs::read_to_string(self.state.with_extension("log")).unwrap_or_default();
-        let mut out = String::new();
-        let mut chars = raw.chars();
-        while let Some(c) = chars.next() {
-            if c == '\x1b' {
-                for d in chars.by_ref() {
-                    if d == 'm' {
-                        break;
-                    }
-                }
-            } else {
-                out.push(c);
-            }
-        }
-        out
+        agent_log(&self.state)
     }
 
     pub fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        kill_child(&mut self.child);
     }
 
     /// `ciliumc apply OUT --json`, parsed; panics with the agent's log when refused.

@@ -259,41 +259,27 @@ impl Agent {
             .spawn()
             .unwrap();
         self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !sock.exists() {
-            assert!(
-                Instant::now() < deadline,
-                "agent did not come up: {}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_for_socket(&sock, Duration::from_secs(10), || self.log());
     }
 
     /// The agent's stderr, without terminal colour codes.
     pub fn log(&self) -> String {
-        let raw = std::fs::read_to_string(self.state.with_extension("log")).unwrap_or_default();
-        let mut out = String::new();
-        let mut chars = raw.chars();
-        while let Some(c) = chars.next() {
-            if c == '\x1b' {
-                for d in chars.by_ref() {
-                    if d == 'm' {
-                        break;
-                    }
-                }
-            } else {
-                out.push(c);
-            }
-        }
-        out
+        agent_log(&self.state)
     }
 
     pub fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        kill_child(&mut self.child);
+    }
+
+    /// `ciliumc apply OUT`; panics with the agent's log when refused.
+    pub fn apply_expect_ok(&self, out: &Path) {
+        let r = self.apply(out);
+        assert!(
+            r.status.success(),
+            "apply: {} {}",
+            String::from_utf8_lossy(&r.stderr),
+            self.log()
+        );
     }
 
     pub fn apply(&self, out: &Path) -> Output {
@@ -563,5 +549,75 @@ impl UdpLoad {
 impl Drop for UdpLoad {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+/// The agent's stderr log next to its state directory (all runs), without terminal colour codes.
+pub fn agent_log(state: &Path) -> String {
+    let raw = std::fs::read_to_string(state.with_extension("log")).unwrap_or_default();
+    let mut out = String::new();
+    let mut chars = raw.chars();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            for d in chars.by_ref() {
+                if d == 'm' {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Waits until the agent's socket exists; panics with `log()` after `within`.
+pub fn wait_for_socket(sock: &Path, within: Duration, log: impl Fn() -> String) {
+    let deadline = Instant::now() + within;
+    while !sock.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "agent did not come up: {}",
+            log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `kill -9` and reap, if running.
+pub fn kill_child(child: &mut Option<Child>) {
+    if let Some(mut c) = child.take() {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+}
+
+/// The demo's policy on real TCP: tiefighter → deathstar:80 passes, xwing → deathstar:80 does not.
+pub fn assert_demo_enforced(topo: &Topology) {
+    let (ds, tf, xw) = (topo.pod("ds"), topo.pod("tf"), topo.pod("xw"));
+    let srv = tcp_server(&ds, 80, Duration::from_secs(8));
+    assert!(
+        tcp_ok(&tf, "192.0.2.10", 80),
+        "tiefighter -> deathstar:80/TCP must be allowed"
+    );
+    assert!(
+        !tcp_ok(&xw, "192.0.2.10", 80),
+        "xwing -> deathstar:80/TCP must be denied"
+    );
+    srv.join().unwrap();
+}
+
+/// Whether `done()` holds within `limit` (polled every 20 ms): for kernel objects that go away
+/// asynchronously (programs and links are freed after an RCU grace period).
+pub fn gone_within(limit: Duration, done: impl Fn() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if done() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }

@@ -38,6 +38,27 @@ pub const ENDPOINT_V4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
 pub const ENDPOINT_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x10);
 pub const LOCAL_IDENTITY: u32 = 300;
 
+/// The object of one direction's program for the endpoint with [`LOCAL_IDENTITY`], with the shared
+/// maps private (not pinned): every load starts with empty CT and fragment maps.
+pub fn private_object(
+    policy: &ciliumc_ir::policy::DirectionPolicy,
+    direction: ciliumc_ir::policy::Direction,
+) -> Vec<u8> {
+    use ciliumc_compiler::lower::{self, maps};
+    use ciliumc_targets::elf::{ObjectWriter, Pinning};
+    let func = lower::lower_direction(NumericIdentity(LOCAL_IDENTITY), policy, direction)
+        .expect("lowering");
+    let code = ciliumc_targets::codegen::compile(&[func]).expect("codegen");
+    let defs = maps::shared_map_defs()
+        .into_iter()
+        .map(|m| m.with_pinning(Pinning::None));
+    ObjectWriter::new()
+        .functions(code)
+        .maps(defs)
+        .write()
+        .expect("elf")
+}
+
 /// Cluster peers of a case: (identity, v4, v6).
 pub fn cluster_peers() -> Vec<(u32, Ipv4Addr, Ipv6Addr)> {
     let mut v = vec![
