@@ -11,6 +11,7 @@
 
 use super::check::CheckInfo;
 use super::ir::*;
+use super::slots::SlotLayout;
 use crate::isa::opcode::*;
 
 /// A machine-IR source operand.
@@ -386,23 +387,27 @@ impl Lower {
     }
 }
 
-/// Frame-pointer offsets of the user stack slots, and their total size.
+/// Frame-pointer offsets of the user stack slots, one region each in declaration order, and their
+/// total size: the reference layout (the IR interpreter's, and the checker's 512-byte limit).
 pub fn slot_offsets(func: &Function) -> (Vec<i32>, u32) {
-    let mut total = 0u32;
-    let offs = func
-        .slots
-        .iter()
-        .map(|s| {
-            total = total.saturating_add(s.size.div_ceil(8) * 8);
-            -(total as i32)
-        })
-        .collect();
-    (offs, total)
+    let l = super::slots::separate(func);
+    (l.offsets, l.size)
 }
 
-/// Lowers a checked function (blocks in `order`).
+/// Lowers a checked function (blocks in `order`), with the default stack slot layout.
 pub fn select(func: &Function, order: &[BlockId], info: &CheckInfo) -> MFunction {
-    let (slot_off, user_stack) = slot_offsets(func);
+    let layout = super::slots::layout(func, order, super::slots::SlotSharing::default());
+    select_with_layout(func, order, info, &layout)
+}
+
+/// Lowers a checked function (blocks in `order`) with user stack slots at `layout`.
+pub fn select_with_layout(
+    func: &Function,
+    order: &[BlockId],
+    info: &CheckInfo,
+    layout: &SlotLayout,
+) -> MFunction {
+    let (slot_off, user_stack) = (&layout.offsets, layout.size);
     // User slots total at most 512 bytes is checked by the caller; clamp keeps the cast total.
     let fp = |slot: SlotId, off: u32| -> i16 {
         (slot_off[slot.0 as usize] + off as i32).clamp(i32::from(i16::MIN), 0) as i16

@@ -10,10 +10,12 @@
 //!    before map-value dereferences, accesses within map values and stack slots, defined values,
 //!    helper argument kinds (from [`crate::hooks`]), packet pointers invalidated by helpers,
 //!    ring-buffer records released. Errors name the function, block and IR value.
-//! 3. [`isel`]: instruction selection into two-address machine IR (32-bit subregisters where that
+//! 3. [`slots`]: stack slot layout — slots whose live ranges do not overlap share bytes (smaller
+//!    frames make the kernel verifier's state copies and comparisons cheaper).
+//! 4. [`isel`]: instruction selection into two-address machine IR (32-bit subregisters where that
 //!    saves an `ld_imm64` or allows a JMP32 compare).
-//! 4. [`regalloc`]: linear scan onto r1–r9 with call clobbers and spills.
-//! 5. [`emit`] and [`link`]: instructions, branch resolution with jump relaxation (`gotol`),
+//! 5. [`regalloc`]: linear scan onto r1–r9 with call clobbers and spills.
+//! 6. [`emit`] and [`link`]: instructions, branch resolution with jump relaxation (`gotol`),
 //!    relocations.
 //!
 //! Module-level checks: subprogram calls resolve to `.text` functions of the module, no recursion,
@@ -35,6 +37,7 @@ pub mod link;
 pub mod liveness;
 pub mod regalloc;
 pub mod regcheck;
+pub mod slots;
 pub mod testgen;
 
 use std::collections::{BTreeMap, HashMap};
@@ -46,6 +49,7 @@ pub use ir::{
     SlotId, VReg, Width,
 };
 pub use link::LinkOptions;
+pub use slots::{SlotLayout, SlotSharing};
 
 use crate::hooks::HelperSig;
 use crate::program::FunctionCode;
@@ -80,6 +84,16 @@ pub fn compile_with(
     funcs: &[Function],
     opts: CodegenOptions,
 ) -> Result<(Vec<FunctionCode>, Vec<FunctionStats>), CodegenError> {
+    compile_with_sharing(funcs, opts, SlotSharing::from_env())
+}
+
+/// [`compile_with`] with an explicit stack slot layout policy (`compile_with` shares slots unless
+/// `CILIUMC_STACK_SLOT_SHARING=off`).
+pub fn compile_with_sharing(
+    funcs: &[Function],
+    opts: CodegenOptions,
+    sharing: SlotSharing,
+) -> Result<(Vec<FunctionCode>, Vec<FunctionStats>), CodegenError> {
     let mut by_name: HashMap<&str, &Function> = HashMap::new();
     for f in funcs {
         validate(f)?;
@@ -95,7 +109,7 @@ pub fn compile_with(
     let mut stats = Vec::with_capacity(funcs.len());
     let mut frames: HashMap<&str, u32> = HashMap::new();
     for f in funcs {
-        let (code, st) = compile_function(f, &callees, opts)?;
+        let (code, st) = compile_function(f, &callees, opts, sharing)?;
         frames.insert(f.name.as_str(), st.frame);
         out.push(code);
         stats.push(st);
@@ -108,6 +122,7 @@ fn compile_function(
     f: &Function,
     callees: &HashMap<String, CalleeSig>,
     opts: CodegenOptions,
+    sharing: SlotSharing,
 ) -> Result<(FunctionCode, FunctionStats), CodegenError> {
     let rpo = liveness::reverse_postorder(f).map_err(|b| CodegenError::Build {
         func: f.name.clone(),
@@ -115,15 +130,15 @@ fn compile_function(
     })?;
     let live = liveness::liveness(f, &rpo);
     let info = check::check_function(f, &rpo, &live, callees)?;
-    let (_, user_stack) = isel::slot_offsets(f);
-    if user_stack > MAX_STACK {
+    let layout = slots::layout(f, &rpo, sharing);
+    if layout.size > MAX_STACK {
         return Err(CodegenError::StackOverflow {
             func: f.name.clone(),
-            needed: user_stack,
+            needed: layout.size,
             limit: MAX_STACK,
         });
     }
-    let m = isel::select(f, &rpo, &info);
+    let m = isel::select_with_layout(f, &rpo, &info, &layout);
     let params: Vec<VReg> = f.params.iter().map(|(v, _)| *v).collect();
     let alloc = regalloc::allocate(&m, &live, &params);
     if alloc.frame > MAX_STACK {
