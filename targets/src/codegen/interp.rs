@@ -15,8 +15,8 @@ use std::collections::HashMap;
 
 use super::ir::*;
 use super::isel::slot_offsets;
-use crate::isa::RawInsn;
 use crate::isa::opcode::*;
+use crate::isa::{self, RawInsn, semantics};
 use crate::program::{FunctionCode, RelocTarget};
 
 /// The tc context of one run.
@@ -142,72 +142,57 @@ impl<'a> Machine<'a> {
     }
 }
 
-fn alu(op: AluOp, w32: bool, a: u64, b: u64) -> u64 {
+fn width(w32: bool) -> isa::Width {
     if w32 {
-        let (a, b) = (a as u32, b as u32);
-        let r = match op {
-            AluOp::Add => a.wrapping_add(b),
-            AluOp::Sub => a.wrapping_sub(b),
-            AluOp::Mul => a.wrapping_mul(b),
-            AluOp::Div => a.checked_div(b).unwrap_or(0),
-            AluOp::Mod => a.checked_rem(b).unwrap_or(a),
-            AluOp::Or => a | b,
-            AluOp::And => a & b,
-            AluOp::Xor => a ^ b,
-            AluOp::Lsh => a << (b & 31),
-            AluOp::Rsh => a >> (b & 31),
-            AluOp::Arsh => ((a as i32) >> (b & 31)) as u32,
-        };
-        u64::from(r)
+        isa::Width::Bits32
     } else {
-        match op {
-            AluOp::Add => a.wrapping_add(b),
-            AluOp::Sub => a.wrapping_sub(b),
-            AluOp::Mul => a.wrapping_mul(b),
-            AluOp::Div => a.checked_div(b).unwrap_or(0),
-            AluOp::Mod => a.checked_rem(b).unwrap_or(a),
-            AluOp::Or => a | b,
-            AluOp::And => a & b,
-            AluOp::Xor => a ^ b,
-            AluOp::Lsh => a << (b & 63),
-            AluOp::Rsh => a >> (b & 63),
-            AluOp::Arsh => ((a as i64) >> (b & 63)) as u64,
-        }
+        isa::Width::Bits64
     }
+}
+
+/// The IR's operations are a subset of the ISA's: both interpreters compute them with
+/// `isa::semantics`, as the VM does.
+fn alu(op: AluOp, w32: bool, a: u64, b: u64) -> u64 {
+    let op = match op {
+        AluOp::Add => isa::AluOp::Add,
+        AluOp::Sub => isa::AluOp::Sub,
+        AluOp::Mul => isa::AluOp::Mul,
+        AluOp::Div => isa::AluOp::Div,
+        AluOp::Mod => isa::AluOp::Mod,
+        AluOp::Or => isa::AluOp::Or,
+        AluOp::And => isa::AluOp::And,
+        AluOp::Xor => isa::AluOp::Xor,
+        AluOp::Lsh => isa::AluOp::Lsh,
+        AluOp::Rsh => isa::AluOp::Rsh,
+        AluOp::Arsh => isa::AluOp::Arsh,
+    };
+    semantics::alu(op, width(w32), a, b)
 }
 
 fn cond(c: Cond, w32: bool, a: u64, b: u64) -> bool {
-    let (ua, ub, sa, sb) = if w32 {
-        (
-            u64::from(a as u32),
-            u64::from(b as u32),
-            i64::from(a as i32),
-            i64::from(b as i32),
-        )
-    } else {
-        (a, b, a as i64, b as i64)
+    let op = match c {
+        Cond::Eq => isa::JmpOp::Eq,
+        Cond::Ne => isa::JmpOp::Ne,
+        Cond::Gt => isa::JmpOp::Gt,
+        Cond::Ge => isa::JmpOp::Ge,
+        Cond::Lt => isa::JmpOp::Lt,
+        Cond::Le => isa::JmpOp::Le,
+        Cond::Sgt => isa::JmpOp::Sgt,
+        Cond::Sge => isa::JmpOp::Sge,
+        Cond::Slt => isa::JmpOp::Slt,
+        Cond::Sle => isa::JmpOp::Sle,
+        Cond::Set => isa::JmpOp::Set,
     };
-    match c {
-        Cond::Eq => ua == ub,
-        Cond::Ne => ua != ub,
-        Cond::Gt => ua > ub,
-        Cond::Ge => ua >= ub,
-        Cond::Lt => ua < ub,
-        Cond::Le => ua <= ub,
-        Cond::Sgt => sa > sb,
-        Cond::Sge => sa >= sb,
-        Cond::Slt => sa < sb,
-        Cond::Sle => sa <= sb,
-        Cond::Set => ua & ub != 0,
-    }
+    semantics::jump_taken(op, width(w32), a, b)
 }
 
 fn bswap(bits: u8, a: u64) -> u64 {
-    match bits {
-        16 => u64::from((a as u16).swap_bytes()),
-        32 => u64::from((a as u32).swap_bytes()),
-        _ => a.swap_bytes(),
-    }
+    let bits = match bits {
+        16 => isa::SwapBits::B16,
+        32 => isa::SwapBits::B32,
+        _ => isa::SwapBits::B64,
+    };
+    semantics::swap(bits, a)
 }
 
 /// Runs IR function `entry` of `module`.

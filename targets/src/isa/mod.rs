@@ -19,6 +19,7 @@ mod decode;
 mod encode;
 mod insn;
 pub mod opcode;
+pub mod semantics;
 
 pub use decode::{DecodeError, DecodeReason, decode, decode_one};
 pub use encode::encode;

@@ -13,9 +13,10 @@ use super::memory::{
 };
 use super::object::{Code, Op};
 use super::{Location, SkbContext, VmError};
+use crate::isa::semantics::{alu, jump_taken, swap};
 use crate::isa::{
-    AluOp, AtomicOp, AtomicSize, ByteOrder, ExtFrom, Insn, JmpOp, Operand, PktSize, Reg, SwapBits,
-    SxSize, Width,
+    AluOp, AtomicOp, AtomicSize, ByteOrder, ExtFrom, Insn, Operand, PktSize, Reg, SwapBits, SxSize,
+    Width,
 };
 
 /// The kernel's `MAX_TAIL_CALL_CNT`.
@@ -84,104 +85,6 @@ fn context_bytes(packet: &[u8], c: &SkbContext) -> [u8; CTX_SIZE] {
 
 fn get_u32(ctx: &[u8; CTX_SIZE], off: usize) -> u32 {
     u32::from_le_bytes([ctx[off], ctx[off + 1], ctx[off + 2], ctx[off + 3]])
-}
-
-fn alu(op: AluOp, width: Width, a: u64, b: u64) -> u64 {
-    if width == Width::Bits32 {
-        let (a, b) = (a as u32, b as u32);
-        let r = match op {
-            AluOp::Add => a.wrapping_add(b),
-            AluOp::Sub => a.wrapping_sub(b),
-            AluOp::Mul => a.wrapping_mul(b),
-            AluOp::Div => a.checked_div(b).unwrap_or(0),
-            AluOp::SDiv => {
-                if b == 0 {
-                    0
-                } else {
-                    (a as i32).wrapping_div(b as i32) as u32
-                }
-            }
-            AluOp::Mod => a.checked_rem(b).unwrap_or(a),
-            AluOp::SMod => {
-                if b == 0 {
-                    a
-                } else {
-                    (a as i32).wrapping_rem(b as i32) as u32
-                }
-            }
-            AluOp::Or => a | b,
-            AluOp::And => a & b,
-            AluOp::Xor => a ^ b,
-            AluOp::Lsh => a << (b & 31),
-            AluOp::Rsh => a >> (b & 31),
-            AluOp::Arsh => ((a as i32) >> (b & 31)) as u32,
-            AluOp::Mov => b,
-        };
-        u64::from(r)
-    } else {
-        match op {
-            AluOp::Add => a.wrapping_add(b),
-            AluOp::Sub => a.wrapping_sub(b),
-            AluOp::Mul => a.wrapping_mul(b),
-            AluOp::Div => a.checked_div(b).unwrap_or(0),
-            AluOp::SDiv => {
-                if b == 0 {
-                    0
-                } else {
-                    (a as i64).wrapping_div(b as i64) as u64
-                }
-            }
-            AluOp::Mod => a.checked_rem(b).unwrap_or(a),
-            AluOp::SMod => {
-                if b == 0 {
-                    a
-                } else {
-                    (a as i64).wrapping_rem(b as i64) as u64
-                }
-            }
-            AluOp::Or => a | b,
-            AluOp::And => a & b,
-            AluOp::Xor => a ^ b,
-            AluOp::Lsh => a << (b & 63),
-            AluOp::Rsh => a >> (b & 63),
-            AluOp::Arsh => ((a as i64) >> (b & 63)) as u64,
-            AluOp::Mov => b,
-        }
-    }
-}
-
-fn jump_taken(op: JmpOp, width: Width, a: u64, b: u64) -> bool {
-    let (ua, ub, sa, sb) = if width == Width::Bits32 {
-        (
-            u64::from(a as u32),
-            u64::from(b as u32),
-            i64::from(a as i32),
-            i64::from(b as i32),
-        )
-    } else {
-        (a, b, a as i64, b as i64)
-    };
-    match op {
-        JmpOp::Eq => ua == ub,
-        JmpOp::Ne => ua != ub,
-        JmpOp::Gt => ua > ub,
-        JmpOp::Ge => ua >= ub,
-        JmpOp::Lt => ua < ub,
-        JmpOp::Le => ua <= ub,
-        JmpOp::Set => ua & ub != 0,
-        JmpOp::Sgt => sa > sb,
-        JmpOp::Sge => sa >= sb,
-        JmpOp::Slt => sa < sb,
-        JmpOp::Sle => sa <= sb,
-    }
-}
-
-fn swap(bits: SwapBits, v: u64) -> u64 {
-    match bits {
-        SwapBits::B16 => u64::from((v as u16).swap_bytes()),
-        SwapBits::B32 => u64::from((v as u32).swap_bytes()),
-        SwapBits::B64 => v.swap_bytes(),
-    }
 }
 
 fn truncate(bits: SwapBits, v: u64) -> u64 {
