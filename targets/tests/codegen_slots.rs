@@ -11,6 +11,8 @@
 //!   where `bpf()` is refused, failing instead under `CILIUMC_REQUIRE_KERNEL=1`);
 //! - sharing really happens (frames shrink), loops and the escape hatch keep separate slots.
 
+mod kernel_common;
+
 use std::collections::HashMap;
 
 use ciliumc_targets::codegen::interp::{CtxInput, run_bpf, run_ir};
@@ -22,8 +24,10 @@ use ciliumc_targets::codegen::{
     compile_with_sharing,
 };
 use ciliumc_targets::hooks::Hook;
-use ciliumc_targets::isa::RawInsn;
 use ciliumc_targets::program::FunctionCode;
+use kernel_common::{kernel_available, prog_load, test_run};
+
+const BPF_PROG_TYPE_SCHED_CLS: u32 = 3;
 
 /// Builder state of one random program.
 struct Gen {
@@ -533,97 +537,16 @@ fn a_loop_keeps_one_region_per_slot() {
 
 // Kernel: the shared layout through the real verifier and BPF_PROG_TEST_RUN.
 
-fn bpf(cmd: i32, attr: &mut [u8]) -> Result<i32, i32> {
-    // SAFETY: attr is a live, zero-padded buffer of the size passed.
-    let r = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr.as_mut_ptr(), attr.len()) };
-    if r < 0 {
-        Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(0))
-    } else {
-        Ok(r as i32)
-    }
-}
-
-fn put32(a: &mut [u8], off: usize, v: u32) {
-    a[off..off + 4].copy_from_slice(&v.to_le_bytes());
-}
-
-fn put64(a: &mut [u8], off: usize, v: u64) {
-    a[off..off + 8].copy_from_slice(&v.to_le_bytes());
-}
-
-struct Fd(i32);
-
-impl Drop for Fd {
-    fn drop(&mut self) {
-        // SAFETY: the descriptor is owned by this value.
-        unsafe { libc::close(self.0) };
-    }
-}
-
-/// Loads a tc program (no maps, no calls); `Err(None)` when bpf() is refused and not required.
-fn prog_load(insns: &[RawInsn]) -> Result<Fd, Option<String>> {
-    let bytes: Vec<u8> = insns.iter().flat_map(|i| i.to_bytes()).collect();
-    let license = b"GPL\0";
-    let mut log = vec![0u8; 1 << 22];
-    let mut attr = [0u8; 128];
-    put32(&mut attr, 0, 3); // BPF_PROG_TYPE_SCHED_CLS
-    put32(&mut attr, 4, insns.len() as u32);
-    put64(&mut attr, 8, bytes.as_ptr() as u64);
-    put64(&mut attr, 16, license.as_ptr() as u64);
-    put32(&mut attr, 24, 1);
-    put32(&mut attr, 28, log.len() as u32);
-    put64(&mut attr, 32, log.as_mut_ptr() as u64);
-    match bpf(5, &mut attr) {
-        Ok(fd) => Ok(Fd(fd)),
-        Err(e)
-            if (e == libc::EPERM || e == libc::ENOSYS)
-                && std::env::var("CILIUMC_REQUIRE_KERNEL").as_deref() != Ok("1") =>
-        {
-            Err(None)
-        }
-        Err(e) => {
-            let end = log.iter().position(|&b| b == 0).unwrap_or(log.len());
-            let text = String::from_utf8_lossy(&log[..end]);
-            let tail: Vec<&str> = text.lines().rev().take(20).collect();
-            Err(Some(format!(
-                "errno {e}:\n{}",
-                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-            )))
-        }
-    }
-}
-
-fn test_run(prog: &Fd, input: &CtxInput) -> u32 {
-    let mut ctx = [0u8; 192];
-    put32(&mut ctx, 8, input.mark);
-    put32(&mut ctx, 32, input.priority);
-    for (i, c) in input.cb.iter().enumerate() {
-        put32(&mut ctx, 48 + 4 * i, *c);
-    }
-    let mut attr = [0u8; 80];
-    put32(&mut attr, 0, prog.0 as u32);
-    put32(&mut attr, 8, input.packet.len() as u32);
-    put64(&mut attr, 16, input.packet.as_ptr() as u64);
-    put32(&mut attr, 32, 1);
-    put32(&mut attr, 40, ctx.len() as u32);
-    put64(&mut attr, 48, ctx.as_ptr() as u64);
-    bpf(10, &mut attr).unwrap_or_else(|e| panic!("BPF_PROG_TEST_RUN: errno {e}"));
-    u32::from_le_bytes([attr[4], attr[5], attr[6], attr[7]])
-}
-
 #[test]
 fn shared_frames_pass_the_verifier_and_match_the_ir() {
+    if !kernel_available() {
+        return;
+    }
     for seed in 0..80 {
         let f = generate(seed);
         let code = compile(&f, SlotSharing::Shared);
-        let prog = match prog_load(&code[0].insns) {
-            Ok(p) => p,
-            Err(None) => {
-                eprintln!("skipping kernel test: bpf() refused");
-                return;
-            }
-            Err(Some(e)) => panic!("seed {seed}: verifier refused: {e}"),
-        };
+        let prog = prog_load(&code[0].insns, BPF_PROG_TYPE_SCHED_CLS)
+            .unwrap_or_else(|e| panic!("seed {seed}: verifier refused: {e}"));
         for k in 0..2 {
             let inp = input(seed * 17 + k);
             let want = run_ir(std::slice::from_ref(&f), "slots_main", &inp).unwrap() as u32;
