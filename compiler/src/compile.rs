@@ -117,6 +117,7 @@ pub fn endpoint_object_with_maps(
     };
     let mut functions = Vec::new();
     let mut own = Vec::new();
+    let mut signatures = Vec::new();
     for d in [Direction::Egress, Direction::Ingress] {
         lower::budget::check_policy(policy.direction(d)).map_err(|source| {
             CompileError::Budget {
@@ -133,6 +134,7 @@ pub fn endpoint_object_with_maps(
             })?;
         functions.extend(lowered.functions);
         own.extend(lowered.maps);
+        signatures.extend(lowered.signatures);
     }
     let (code, stats) =
         codegen::compile_with(&functions, CodegenOptions::default()).map_err(|source| {
@@ -141,8 +143,8 @@ pub fn endpoint_object_with_maps(
                 source,
             }
         })?;
-    for (st, d) in stats.iter().zip([Direction::Egress, Direction::Ingress]) {
-        let budget = lower::budget::predict(&st.name, st.insns);
+    for d in [Direction::Egress, Direction::Ingress] {
+        let budget = program_budget(&stats, d);
         lower::budget::check_program(policy.direction(d), &budget).map_err(|source| {
             CompileError::Budget {
                 endpoint: ep.name.clone(),
@@ -155,7 +157,7 @@ pub fn endpoint_object_with_maps(
         MapPinning::ByName => m,
         MapPinning::Private => m.with_pinning(Pinning::None),
     });
-    let bytes = ObjectWriter::new()
+    let bytes = with_signatures(ObjectWriter::new(), &signatures)
         .functions(code)
         .maps(map_defs)
         .maps(own.iter().map(|m| m.def.clone()))
@@ -209,10 +211,7 @@ pub fn direction_object(
             endpoint: endpoint(),
             source,
         })?;
-    let budgets: Vec<_> = stats
-        .iter()
-        .map(|s| lower::budget::predict(&s.name, s.insns))
-        .collect();
+    let budgets = vec![program_budget(&stats, direction)];
     for b in &budgets {
         lower::budget::check_program(policy, b).map_err(over_budget)?;
     }
@@ -221,7 +220,7 @@ pub fn direction_object(
         MapPinning::Private => m.with_pinning(Pinning::None),
     });
     let own: Vec<_> = lowered.maps.iter().map(|m| m.def.clone()).collect();
-    let bytes = ObjectWriter::new()
+    let bytes = with_signatures(ObjectWriter::new(), &lowered.signatures)
         .functions(code)
         .maps(map_defs)
         .maps(own)
@@ -240,6 +239,64 @@ pub fn direction_object(
         stats,
         budgets,
     })
+}
+
+/// The budget of `direction`'s entry program: its own instructions and those of the subprograms
+/// it calls (the kernel counts processed instructions over all of them).
+fn program_budget(stats: &[FunctionStats], direction: Direction) -> lower::budget::ProgramBudget {
+    let (program, _) = lower::program_for(direction);
+    let decision = lower::handle_policy::name(direction);
+    let (mut insns, mut part_insns) = (0, 0);
+    for s in stats {
+        if s.name == program || s.name == decision {
+            insns += s.insns;
+        } else if lower::dispatch::Parts::is_part(decision, &s.name) {
+            part_insns += s.insns;
+        }
+    }
+    lower::budget::predict(program, insns, part_insns)
+}
+
+fn with_signatures(
+    writer: ObjectWriter,
+    signatures: &[(String, ciliumc_targets::elf::FuncSignature)],
+) -> ObjectWriter {
+    signatures
+        .iter()
+        .fold(writer, |w, (name, sig)| w.signature(name, sig.clone()))
+}
+
+/// One direction's program with every set in code and the shared maps (`pinning` as given), as
+/// tests and tools that fill only the shared maps need it.
+pub fn inline_direction_object(
+    local_identity: ciliumc_ir::identity::NumericIdentity,
+    policy: &ciliumc_ir::policy::DirectionPolicy,
+    direction: Direction,
+    pinning: MapPinning,
+) -> Result<Vec<u8>, CompileError> {
+    let endpoint = || format!("identity {} ({direction})", local_identity.0);
+    let lowered = lower::lower_direction(local_identity, policy, direction).map_err(|source| {
+        CompileError::Codegen {
+            endpoint: endpoint(),
+            source,
+        }
+    })?;
+    let code = codegen::compile(&lowered.functions).map_err(|source| CompileError::Codegen {
+        endpoint: endpoint(),
+        source,
+    })?;
+    let map_defs = maps::shared_map_defs().into_iter().map(|m| match pinning {
+        MapPinning::ByName => m,
+        MapPinning::Private => m.with_pinning(Pinning::None),
+    });
+    with_signatures(ObjectWriter::new(), &lowered.signatures)
+        .functions(code)
+        .maps(map_defs)
+        .write()
+        .map_err(|source| CompileError::Elf {
+            endpoint: endpoint(),
+            source,
+        })
 }
 
 /// The ipcache's initial entries (key, value bytes) of the LPM trie, as the manifest lists them.

@@ -121,6 +121,9 @@ fn prog_type_of(section: &str) -> Option<u32> {
 pub struct LoadOptions {
     /// Keep the verifier log of successful loads in [`LoadedProgram::log`].
     pub verifier_log: bool,
+    /// With [`LoadOptions::verifier_log`]: the log level (0 means 1; 2 traces every processed
+    /// instruction; 4 is statistics only, with the kernel's verification time).
+    pub log_level: u32,
 }
 
 /// Links `elf` with our own linker ([`crate::link`]) and loads every program with raw `bpf()`.
@@ -188,7 +191,10 @@ pub fn load_object_raw_with(elf: &[u8], options: LoadOptions) -> Result<LoadedOb
             &bytes,
             &linked.license,
             &prog_btf,
-            options.verifier_log,
+            match options.verifier_log {
+                false => 0,
+                true => options.log_level.max(1),
+            },
         )?;
         let info = sys::prog_info(prog.fd.as_fd())?;
         programs.insert(

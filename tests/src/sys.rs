@@ -402,19 +402,21 @@ pub fn prog_load(
     license: &str,
     btf: &ProgBtf<'_>,
 ) -> Result<ProgFd, SysError> {
-    prog_load_logged(name, prog_type, insns, license, btf, false).map(|(fd, _)| fd)
+    prog_load_logged(name, prog_type, insns, license, btf, 0).map(|(fd, _)| fd)
 }
 
-/// Like [`prog_load`]; with `log` the first attempt already asks for a level-1 log, which is
-/// returned on success too (slower for big programs: the verifier formats every state).
+/// Like [`prog_load`]; with `log_level` above 0 the first attempt already asks for a log at that
+/// level, which is returned on success too (slower for big programs: the verifier formats every
+/// state). Level 2 traces every processed instruction.
 pub fn prog_load_logged(
     name: &str,
     prog_type: u32,
     insns: &[u8],
     license: &str,
     btf: &ProgBtf<'_>,
-    log: bool,
+    log_level: u32,
 ) -> Result<(ProgFd, String), SysError> {
+    let log = log_level > 0;
     if insns.is_empty() || !insns.len().is_multiple_of(8) {
         return Err(SysError::Invalid(format!(
             "program `{name}`: {} bytes is not a whole number of slots",
@@ -446,7 +448,7 @@ pub fn prog_load_logged(
             }
         }
         if let Some(buf) = log {
-            attr.log_level = 1;
+            attr.log_level = log_level.max(1);
             attr.log_size = buf.len() as u32;
             attr.log_buf = buf.as_mut_ptr() as u64;
         }

@@ -11,7 +11,8 @@
 use std::os::fd::AsRawFd;
 use std::process::Command;
 
-use ciliumc_compiler::lower::{self, maps as policy_maps};
+use ciliumc_compiler::compile::{self, MapPinning};
+use ciliumc_compiler::lower;
 use ciliumc_ir::evaluator::{PeerInfo, verdict_direction};
 use ciliumc_ir::identity::NumericIdentity;
 use ciliumc_ir::policy::{
@@ -23,7 +24,7 @@ use ciliumc_targets::codegen::{
     self, AluOp, Cond, Function, FunctionBuilder, MapDecl, MapKind, Size,
 };
 use ciliumc_targets::disasm::disassemble_object;
-use ciliumc_targets::elf::{MapDef, MapType, ObjectWriter, Pinning, TypeDesc};
+use ciliumc_targets::elf::{MapDef, MapType, ObjectWriter, TypeDesc};
 use ciliumc_targets::hooks::{self, Hook, TC_ACT_OK, TC_ACT_SHOT};
 use ciliumc_tests::loader::{LoadedObject, load_object_aya, load_object_raw};
 use ciliumc_tests::packet::{ExtHeader, Packet};
@@ -293,18 +294,14 @@ fn policy_cases() -> Vec<Case> {
                 allow_localhost: false,
                 rules: rules.clone(),
             };
-            let func =
-                lower::lower_direction(NumericIdentity(300), &policy, direction).expect("lowering");
-            let code = codegen::compile(&[func]).expect("codegen");
             // Private maps: aya would otherwise pin them under /sys/fs/bpf.
-            let defs = policy_maps::shared_map_defs()
-                .into_iter()
-                .map(|m| m.with_pinning(Pinning::None));
-            let elf = ObjectWriter::new()
-                .functions(code)
-                .maps(defs)
-                .write()
-                .expect("elf");
+            let elf = compile::inline_direction_object(
+                NumericIdentity(300),
+                &policy,
+                direction,
+                MapPinning::Private,
+            )
+            .expect("compile");
             let runs = packets
                 .iter()
                 .map(|(pkt, proto, port, policy_applies)| {

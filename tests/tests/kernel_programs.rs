@@ -6,7 +6,7 @@ mod common;
 
 use std::net::Ipv6Addr;
 
-use ciliumc_targets::elf::{FuncLinkage, FuncSignature, ObjectWriter, ParamType};
+use ciliumc_targets::elf::{FuncLinkage, FuncSignature, ObjectWriter, ParamType, ReturnType};
 use ciliumc_targets::isa::opcode::{BPF_ADD, BPF_JNE, BPF_W};
 use ciliumc_tests::insn::*;
 use ciliumc_tests::packet::{ETH_P_ARP, ExtHeader, IPPROTO_SCTP, Packet};
@@ -184,7 +184,10 @@ fn bpf_to_bpf_calls_static_and_global() {
 #[test]
 fn global_subprogram_is_verified_on_its_own() {
     let Some(_k) = kernel_or_skip!() else { return };
-    let opts = LoadOptions { verifier_log: true };
+    let opts = LoadOptions {
+        verifier_log: true,
+        ..LoadOptions::default()
+    };
     // With BTF func_info the kernel verifies `pkt_len` once as a global function.
     let loaded = load_object_raw_with(&bpf_to_bpf_call(true), opts).unwrap();
     let program = loaded.program("prog").unwrap();
@@ -221,6 +224,7 @@ fn global_subprogram_signature_is_enforced() {
     let scalar = FuncSignature {
         linkage: FuncLinkage::Global,
         params: vec![("x".into(), ParamType::Scalar { bytes: 8 })],
+        returns: ReturnType::Int,
     };
     let obj = ObjectWriter::new()
         .function(main.clone())
@@ -234,6 +238,7 @@ fn global_subprogram_signature_is_enforced() {
     let ctx = FuncSignature {
         linkage: FuncLinkage::Global,
         params: vec![("ctx".into(), ParamType::Ctx("__sk_buff".into()))],
+        returns: ReturnType::Int,
     };
     let obj = ObjectWriter::new()
         .function(main)

@@ -9,11 +9,10 @@
 
 use std::net::IpAddr;
 
+use ciliumc_compiler::compile::{self, MapPinning};
 use ciliumc_compiler::lower::{self, maps};
 use ciliumc_ir::identity::NumericIdentity;
 use ciliumc_ir::policy::{Direction, DirectionPolicy, Protocol};
-use ciliumc_targets::codegen;
-use ciliumc_targets::elf::ObjectWriter;
 use ciliumc_tests::kernel_or_skip;
 use ciliumc_tests::loader::{LoadedObject, load_object_raw};
 
@@ -22,18 +21,13 @@ mod policygen;
 use policygen::*;
 
 fn compile_case(case: &Case) -> Vec<u8> {
-    let func = lower::lower_direction(
+    compile::inline_direction_object(
         NumericIdentity(LOCAL_IDENTITY),
         &case.policy,
         case.direction,
+        MapPinning::ByName,
     )
-    .expect("lowering");
-    let code = codegen::compile(&[func]).expect("codegen");
-    ObjectWriter::new()
-        .functions(code)
-        .maps(maps::shared_map_defs())
-        .write()
-        .expect("elf")
+    .expect("compile")
 }
 
 fn load_case(case: &Case) -> LoadedObject {
@@ -140,4 +134,62 @@ fn compiled_policy_agrees_with_reference_evaluator() {
         total += sent;
     }
     eprintln!("{cases} policy sets, {total} packets: kernel and evaluator agree");
+}
+
+/// Policies large enough that the decision is split into parts (`dispatch::Parts`: global
+/// subprograms the decision subprogram calls), against the evaluator.
+#[test]
+fn decisions_split_into_parts_agree_with_reference_evaluator() {
+    let Some(_kernel) = kernel_or_skip!() else {
+        return;
+    };
+    let mut rng = Rng(0x9a57_5011);
+    let (mut split, mut total) = (0, 0usize);
+    let cases = 30;
+    for case_no in 0..cases {
+        let n = 40 + rng.below(100);
+        let case = random_case_of(&mut rng, n);
+        let lowered = lower::lower_direction(
+            NumericIdentity(LOCAL_IDENTITY),
+            &case.policy,
+            case.direction,
+        )
+        .expect("lowering");
+        let base = lower::handle_policy::name(case.direction);
+        if lowered
+            .functions
+            .iter()
+            .any(|f| lower::dispatch::Parts::is_part(base, &f.name))
+        {
+            split += 1;
+        }
+        let obj = load_case(&case);
+        let peers = candidate_peers(&case);
+        let ports = candidate_ports(&case.policy);
+        let mut sent = 0;
+        while sent < 300 {
+            let Some((peer, proto, port, packet)) = random_packet(&mut rng, &case, &peers, &ports)
+            else {
+                continue;
+            };
+            sent += 1;
+            let got = kernel_verdict(&obj, case.direction, &packet);
+            let want = expected(&case, peer, proto, port);
+            if (got == 0) != want {
+                let min = minimize(&case, peer, proto, port, &packet);
+                panic!(
+                    "large case {case_no}: {} {proto} peer {peer} port {port}: kernel says {}, evaluator says {}\nminimized policy: {min:#?}",
+                    case.direction,
+                    if got == 0 { "allow" } else { "drop" },
+                    if want { "allow" } else { "drop" },
+                );
+            }
+        }
+        total += sent;
+    }
+    eprintln!("{cases} large policy sets ({split} split into parts), {total} packets: agree");
+    assert!(
+        split >= cases / 2,
+        "only {split} of {cases} large policies were split into parts: the test no longer covers them"
+    );
 }

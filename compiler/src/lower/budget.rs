@@ -9,8 +9,10 @@
 //! data), so only address rules (CIDR peers, compare chains) grow the program without bound; they
 //! are capped by [`MAX_ADDRESS_RULES`]. Processed instructions are predicted by a model of how the
 //! verifier walks our programs: a fixed part (parse, fragments, CT, ipcache, events; parse paths
-//! meet again because the values they leave are forgotten, `lower::forget_value`) plus, for the
-//! decision, each instruction visited once per distinct state entering it ([`DECISION_STATES`]).
+//! meet again because the values they leave are forgotten, `lower::forget_value`) plus the
+//! decision subprogram's instructions a few times each ([`DECISION_STATES`]) and the instructions
+//! of the decision's parts about once each ([`PART_STATES`]); the kernel counts processed
+//! instructions over the entry program and every subprogram it calls.
 //! `tests/tests/policy_budget.rs` checks the prediction
 //! bounds the kernel's `verified_insns` and stays within 3x of it.
 
@@ -29,9 +31,13 @@ pub const MAX_ADDRESS_RULES: usize = 2_000;
 /// Instructions of a program with an empty decision, and what the verifier processes for them.
 pub const FIXED_INSNS: u64 = 1_000;
 pub const FIXED_PROCESSED: u64 = 3_200;
-/// Distinct verifier states that reach the decision (an identity from the ipcache, the world
-/// constant on a miss, per IP family where CIDRs are compared), each walking the decision once.
+/// Verifier walks of each instruction of the entry program and of the decision subprogram
+/// beyond the fixed part (address rules compare per IP family, the code after the tree of each
+/// identity class).
 pub const DECISION_STATES: u64 = 4;
+/// Verifier walks of each instruction of a part of a large decision (`dispatch::Parts`): a tree
+/// whose leaves each end in a return, so every instruction is walked about once.
+pub const PART_STATES: u64 = 2;
 
 /// What the compiler predicts for one program.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,17 +48,20 @@ pub struct ProgramBudget {
     pub processed: u64,
 }
 
-/// Predicted processed instructions of a program of `insns` instructions.
-pub fn predict_processed(insns: usize) -> u64 {
-    let insns = insns as u64;
-    FIXED_PROCESSED + DECISION_STATES * insns.saturating_sub(FIXED_INSNS)
+/// Predicted processed instructions of a program of `insns` instructions in the entry program and
+/// the decision subprogram, and `part_insns` in the parts of a large decision.
+pub fn predict_processed(insns: usize, part_insns: usize) -> u64 {
+    let (insns, part_insns) = (insns as u64, part_insns as u64);
+    FIXED_PROCESSED + DECISION_STATES * insns.saturating_sub(FIXED_INSNS) + PART_STATES * part_insns
 }
 
-pub fn predict(program: &str, insns: usize) -> ProgramBudget {
+/// The budget of a program: `insns` in the entry program and its decision subprogram,
+/// `part_insns` in the decision's parts.
+pub fn predict(program: &str, insns: usize, part_insns: usize) -> ProgramBudget {
     ProgramBudget {
         program: program.to_string(),
-        insns,
-        processed: predict_processed(insns),
+        insns: insns + part_insns,
+        processed: predict_processed(insns, part_insns),
     }
 }
 

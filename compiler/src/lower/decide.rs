@@ -57,6 +57,7 @@ pub struct Targets {
 
 /// Emits the decision for `policy`, starting in the current block. `identity_map` names the map
 /// the optimizer may put the identity classes in (`None`: always code). Returns the maps used.
+#[allow(clippy::too_many_arguments)]
 pub fn emit_decision(
     f: &mut FunctionBuilder,
     policy: &DirectionPolicy,
@@ -65,6 +66,7 @@ pub fn emit_decision(
     out: &Targets,
     names: Option<&dispatch::MapNames>,
     notes: Option<&BTreeMap<u32, Annotation>>,
+    parts: Option<&mut dispatch::Parts>,
 ) -> Vec<ProgramMap> {
     // The code deciding for a rule starts with the rule's annotation.
     let annotate = |f: &mut FunctionBuilder, rule: u32| {
@@ -162,10 +164,14 @@ pub fn emit_decision(
     f.assign_const(out.rule, 0);
     f.jump(cidr_deny_block);
     f.switch_to(dispatch_entry);
-    let maps = dispatch::emit_dispatch(f, &flat, inputs, &outcome_blocks, names, &data);
+    let maps = dispatch::emit_dispatch(f, &flat, inputs, &outcome_blocks, names, &data, parts);
 
+    // Everything after the tree starts in `cidr_deny_block` (which is `cidr_allow_block` when
+    // there are no address denies), reached from every leaf.
+    f.switch_to(cidr_deny_block);
+    let after_tree = forget_tree_bounds(f, inputs, !cidr_deny.is_empty() || !cidr_allow.is_empty());
+    let inputs = &after_tree;
     if !cidr_deny.is_empty() {
-        f.switch_to(cidr_deny_block);
         let after = f.block();
         let hit = f.block();
         let world = world_class(f, inputs, after);
@@ -189,7 +195,9 @@ pub fn emit_decision(
         f.branch32(Cond::Ne, allowed, 0, out.allow, cidr_allow_block);
     }
 
-    f.switch_to(cidr_allow_block);
+    if !cidr_deny.is_empty() {
+        f.switch_to(cidr_allow_block);
+    }
     if cidr_allow.is_empty() {
         f.jump(implicit);
     } else {
@@ -229,6 +237,35 @@ pub fn emit_decision(
         f.jump(out.allow);
     }
     maps
+}
+
+/// The decision inputs for the code after the tree, with the bounds each leaf put on them
+/// forgotten (`lower::forget_value`).
+///
+/// Every leaf of the tree knows the identity (and port) within its own interval. A branch after
+/// the tree that one leaf's bounds decide (is the peer the host? in world?) marks the value
+/// precise, and then the states of different leaves no longer prune against each other: the code
+/// after the tree was verified once per leaf (149 times at 100 rules). Re-read through the stack,
+/// the values are the same unknown on every leaf, and that code is verified once. `l4` also
+/// forgets protocol and port (address rules test them again).
+fn forget_tree_bounds(f: &mut FunctionBuilder, inputs: &Inputs, l4: bool) -> Inputs {
+    let scratch = f.stack_slot(8);
+    // Identities stay below 2^25 (`NumericIdentity::MAX_CIDR`): the 31 bits kept are enough.
+    let identity = super::forget_value(f, scratch, inputs.identity, 0x7fff_ffff);
+    let (proto, port) = if l4 {
+        (
+            super::forget_value(f, scratch, inputs.proto, 0xff),
+            super::forget_value(f, scratch, inputs.port, 0xffff),
+        )
+    } else {
+        (inputs.proto, inputs.port)
+    };
+    Inputs {
+        identity,
+        proto,
+        port,
+        ..*inputs
+    }
 }
 
 /// Continues in the returned block when the peer has no cluster identity (world, world-ipv4,

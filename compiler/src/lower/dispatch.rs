@@ -41,7 +41,8 @@ pub struct DataOutcomes {
     pub rule: VReg,
 }
 
-/// Emits the identity dispatch and every leaf; returns the maps it declared.
+/// Emits the identity dispatch and every leaf; returns the maps it declared. With `parts`,
+/// a decision too large for one function is split into parts ([`Parts`]).
 pub fn emit_dispatch(
     f: &mut FunctionBuilder,
     flat: &Flat,
@@ -49,54 +50,235 @@ pub fn emit_dispatch(
     outcomes: &BTreeMap<Outcome, BlockId>,
     names: Option<&MapNames>,
     data: &DataOutcomes,
+    parts: Option<&mut Parts>,
 ) -> Vec<ProgramMap> {
     let segments: usize = flat.leaves.iter().map(Leaf::segments).sum();
     if let Some(names) = names.filter(|_| segments >= LEAF_MAP_MIN_SEGMENTS) {
         return emit_data_dispatch(f, flat, inputs, names, data);
     }
-    let leaf_blocks: Vec<BlockId> = flat.leaves.iter().map(|_| f.block()).collect();
     let mut maps = Vec::new();
-    match names {
+    // The dispatch key (identity, or leaf index from the identity map) partitioned into leaves.
+    let (key, partition) = match names {
         Some(names) if flat.by_identity.len() >= IDENTITY_MAP_MIN => {
             let name = names.identity.as_str();
-            let (leaf, map) = identity_lookup(f, flat, inputs, name, leaf_blocks[flat.others]);
-            let segments: Vec<(u32, u32, BlockId)> = leaf_blocks
-                .iter()
-                .enumerate()
-                .map(|(i, b)| (i as u32, i as u32, *b))
+            let miss = f.block();
+            let keyed = f.block();
+            let leaf = f.vreg();
+            let (found, map) = identity_lookup(f, flat, inputs, name, miss);
+            f.assign(leaf, found);
+            f.jump(keyed);
+            f.switch_to(miss);
+            f.assign_const(leaf, flat.others as i64);
+            f.jump(keyed);
+            f.switch_to(keyed);
+            maps.push(map);
+            let by_index = (0..flat.leaves.len())
+                .map(|i| (i as u32, i as u32, i))
                 .collect();
             // Values are leaf indices below the leaf count; the last interval absorbs the rest.
-            emit_u32_tree(
-                f,
-                leaf,
-                &close_intervals(segments, leaf_blocks[flat.others]),
-            );
-            maps.push(map);
+            (leaf, close_intervals(by_index, flat.others))
         }
         _ => {
-            let mut intervals: Vec<(u32, u32, BlockId)> = Vec::new();
+            let mut intervals: Vec<(u32, u32, usize)> = Vec::new();
             for (&id, &leaf) in &flat.by_identity {
                 match intervals.last_mut() {
-                    Some(last)
-                        if last.1.checked_add(1) == Some(id) && last.2 == leaf_blocks[leaf] =>
-                    {
+                    Some(last) if last.1.checked_add(1) == Some(id) && last.2 == leaf => {
                         last.1 = id
                     }
-                    _ => intervals.push((id, id, leaf_blocks[leaf])),
+                    _ => intervals.push((id, id, leaf)),
                 }
             }
-            emit_u32_tree(
-                f,
-                inputs.identity,
-                &close_intervals(intervals, leaf_blocks[flat.others]),
-            );
+            (inputs.identity, close_intervals(intervals, flat.others))
         }
-    }
-    for (leaf, block) in flat.leaves.iter().zip(&leaf_blocks) {
-        f.switch_to(*block);
-        emit_leaf(f, leaf, inputs, outcomes);
+    };
+    match parts {
+        Some(parts) if estimated_insns(flat, &partition) > PART_MAX_INSNS => {
+            emit_parts(f, flat, key, inputs, &partition, data, parts)
+        }
+        _ => emit_tree_and_leaves(f, flat, key, inputs, &partition, outcomes),
     }
     maps
+}
+
+/// The tree over `partition` (key intervals → leaf index) and the leaves it reaches.
+fn emit_tree_and_leaves(
+    f: &mut FunctionBuilder,
+    flat: &Flat,
+    key: VReg,
+    inputs: &Inputs,
+    partition: &[(u32, u32, usize)],
+    outcomes: &BTreeMap<Outcome, BlockId>,
+) {
+    let mut leaf_blocks: BTreeMap<usize, BlockId> = BTreeMap::new();
+    let tree: Vec<(u32, u32, BlockId)> = partition
+        .iter()
+        .map(|&(lo, hi, leaf)| {
+            (
+                lo,
+                hi,
+                *leaf_blocks.entry(leaf).or_insert_with(|| f.block()),
+            )
+        })
+        .collect();
+    emit_u32_tree(f, key, &tree);
+    for (leaf, block) in leaf_blocks {
+        f.switch_to(block);
+        emit_leaf(f, &flat.leaves[leaf], inputs, outcomes);
+    }
+}
+
+/// Above this many (estimated) instructions the tree and leaves are split into parts.
+pub const PART_MAX_INSNS: usize = 256;
+
+/// Instructions a tree and its leaves take, about: two per interval, four per port segment, two
+/// per protocol of each distinct leaf.
+fn estimated_insns(flat: &Flat, partition: &[(u32, u32, usize)]) -> usize {
+    let mut leaves: Vec<usize> = partition.iter().map(|p| p.2).collect();
+    leaves.sort_unstable();
+    leaves.dedup();
+    2 * partition.len()
+        + leaves
+            .iter()
+            .map(|&l| 4 * flat.leaves[l].segments() + 2 * flat.leaves[l].protocols.len())
+            .sum::<usize>()
+}
+
+/// Where the parts of a large decision go: global subprograms named `<base>_part<i>`, each
+/// deciding for a run of key intervals and returning `kind << 32 | rule` (kind as in the leaf
+/// map: 0 deny, 1 allow, 2 no match).
+///
+/// Why: the kernel's stack-liveness pass (6.18) walks the whole function being verified after
+/// every explored branch that visited new instructions, so verifying one function costs about
+/// branches × size: quadratic in the decision's size. Parts of bounded size make it linear (at
+/// 1,000 rules: 102 → see docs/performance.md). Each new flow pays one more bpf-to-bpf call.
+pub struct Parts {
+    pub base: String,
+    pub hook: ciliumc_targets::hooks::Hook,
+    pub functions: Vec<ciliumc_targets::codegen::Function>,
+    pub error: Option<ciliumc_targets::codegen::CodegenError>,
+}
+
+impl Parts {
+    pub fn new(base: &str, hook: ciliumc_targets::hooks::Hook) -> Parts {
+        Parts {
+            base: base.to_string(),
+            hook,
+            functions: Vec::new(),
+            error: None,
+        }
+    }
+
+    /// Whether `name` is a part of the decision subprogram `base`.
+    pub fn is_part(base: &str, name: &str) -> bool {
+        name.strip_prefix(base)
+            .and_then(|rest| rest.strip_prefix("_part"))
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+    }
+}
+
+/// Splits `partition` into runs of bounded size, emits each as a part and, here, a tree over the
+/// runs that calls the part and sends its result to `data`'s outcome blocks.
+fn emit_parts(
+    f: &mut FunctionBuilder,
+    flat: &Flat,
+    key: VReg,
+    inputs: &Inputs,
+    partition: &[(u32, u32, usize)],
+    data: &DataOutcomes,
+    parts: &mut Parts,
+) {
+    use ciliumc_targets::codegen::{AluOp, ParamKind};
+    let mut runs: Vec<&[(u32, u32, usize)]> = Vec::new();
+    let mut start = 0;
+    for end in 1..=partition.len() {
+        let grown = estimated_insns(flat, &partition[start..end]);
+        if end - start > 1 && grown > PART_MAX_INSNS {
+            runs.push(&partition[start..end - 1]);
+            start = end - 1;
+        }
+    }
+    runs.push(&partition[start..]);
+
+    let port_proto = {
+        let proto = f.alu(AluOp::Lsh, inputs.proto, 16);
+        f.alu(AluOp::Or, proto, inputs.port)
+    };
+    let result = f.vreg();
+    let decode = f.block();
+    let mut tree = Vec::with_capacity(runs.len());
+    for run in &runs {
+        let index = parts.functions.len();
+        let name = format!("{}_part{index}", parts.base);
+        let call = f.block();
+        tree.push((run[0].0, run[run.len() - 1].1, call));
+        let here = f.current();
+        f.switch_to(call);
+        let r = f.call_local(&name, &[key, port_proto]);
+        f.assign(result, r);
+        f.jump(decode);
+        f.switch_to(here);
+
+        let mut g = FunctionBuilder::subprogram(&name, parts.hook, &[ParamKind::Scalar; 2]);
+        let (Some(part_key), Some(l4)) = (g.param(0), g.param(1)) else {
+            continue;
+        };
+        let port = g.alu32(AluOp::And, l4, 0xffff);
+        let proto_shifted = g.alu32(AluOp::Rsh, l4, 16);
+        let proto = g.alu32(AluOp::And, proto_shifted, 0xff);
+        let part_inputs = Inputs {
+            identity: part_key,
+            proto,
+            port,
+            ..*inputs
+        };
+        let mut outcomes = BTreeMap::new();
+        for &(_, _, leaf) in run.iter() {
+            let l = &flat.leaves[leaf];
+            let all = l
+                .protocols
+                .iter()
+                .flat_map(|(_, segs)| segs.iter().map(|s| s.outcome))
+                .chain([l.other]);
+            for o in all {
+                outcomes.entry(o).or_insert_with(|| g.block());
+            }
+        }
+        let entry = g.current();
+        for (o, b) in &outcomes {
+            g.switch_to(*b);
+            let (kind, rule) = match o {
+                Outcome::Deny(r) => (0i64, *r),
+                Outcome::Allow(r) => (1, *r),
+                Outcome::NoMatch => (2, 0),
+            };
+            g.ret((kind << 32) | i64::from(rule));
+        }
+        g.switch_to(entry);
+        // The caller's tree guarantees the key is within the run; the verifier does not know
+        // that, so the run's ends stand for everything beyond them.
+        let mut closed = run.to_vec();
+        closed[0].0 = 0;
+        if let Some(last) = closed.last_mut() {
+            last.1 = u32::MAX;
+        }
+        emit_tree_and_leaves(&mut g, flat, part_key, &part_inputs, &closed, &outcomes);
+        match g.finish() {
+            Ok(func) => parts.functions.push(func),
+            Err(e) => {
+                parts.error.get_or_insert(e);
+            }
+        }
+    }
+    emit_u32_tree(f, key, &tree);
+    f.switch_to(decode);
+    let kind = f.alu(AluOp::Rsh, result, 32);
+    let low = f.alu(AluOp::Lsh, result, 32);
+    let rule = f.alu(AluOp::Rsh, low, 32);
+    f.assign(data.rule, rule);
+    let not_deny = f.block();
+    f.branch32(Cond::Eq, kind, 0, data.deny, not_deny);
+    f.switch_to(not_deny);
+    f.branch32(Cond::Eq, kind, 1, data.allow, data.no_match);
 }
 
 /// `leaf = identity_map[identity]`; a miss jumps to `miss`. Returns the leaf register (valid in
@@ -275,7 +457,10 @@ pub fn port_prefixes(lo: u16, hi: u16) -> Vec<(u16, u32)> {
 }
 
 /// Sorted disjoint intervals completed with `default` into a partition of the u32 space.
-fn close_intervals(sorted: Vec<(u32, u32, BlockId)>, default: BlockId) -> Vec<(u32, u32, BlockId)> {
+fn close_intervals<T: Copy + PartialEq>(
+    sorted: Vec<(u32, u32, T)>,
+    default: T,
+) -> Vec<(u32, u32, T)> {
     let mut out = Vec::with_capacity(sorted.len() * 2 + 1);
     let mut next = 0u64;
     for (lo, hi, b) in sorted {
@@ -291,7 +476,7 @@ fn close_intervals(sorted: Vec<(u32, u32, BlockId)>, default: BlockId) -> Vec<(u
     out
 }
 
-fn push_merged(out: &mut Vec<(u32, u32, BlockId)>, iv: (u32, u32, BlockId)) {
+fn push_merged<T: PartialEq>(out: &mut Vec<(u32, u32, T)>, iv: (u32, u32, T)) {
     match out.last_mut() {
         Some(last) if last.2 == iv.2 => last.1 = iv.1,
         _ => out.push(iv),

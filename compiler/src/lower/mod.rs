@@ -6,14 +6,17 @@
 //! the endpoint: its ingress policy, attached at tc egress of the host-side interface).
 //!
 //! Each program: `parse` → connection tracking (an existing flow or the reply of one passes) →
-//! ipcache lookup of the peer (a miss is world) → `decide` → on allow, record the flow in CT; on
-//! every verdict of a new flow and every drop, an event (`events`).
+//! ipcache lookup of the peer (a miss is world) → a call of the decision subprogram
+//! (`handle_policy`, which holds `decide`) → on allow, record the flow in CT; on every verdict of a
+//! new flow and every drop, an event (`events`). The subprograms follow the entry program in the
+//! output.
 
 pub mod budget;
 pub mod decide;
 pub mod dispatch;
 pub mod events;
 pub mod flatten;
+pub mod handle_policy;
 pub mod maps;
 pub mod parse;
 
@@ -50,20 +53,22 @@ pub enum LowerError {
     },
 }
 
-/// Both programs of an endpoint, egress (from-container) first.
+/// Both programs of an endpoint, egress (from-container) first, each followed by the subprograms
+/// it calls.
 pub fn lower_endpoint(ep: &Endpoint, policy: &EndpointPolicy) -> Result<Vec<Function>, LowerError> {
     [Direction::Egress, Direction::Ingress]
         .into_iter()
         .map(|d| {
-            lower_direction(ep.identity, policy.direction(d), d).map_err(|source| {
-                LowerError::Build {
+            lower_direction(ep.identity, policy.direction(d), d)
+                .map(|l| l.functions)
+                .map_err(|source| LowerError::Build {
                     endpoint: ep.name.clone(),
                     direction: d,
                     source,
-                }
-            })
+                })
         })
-        .collect()
+        .collect::<Result<Vec<_>, _>>()
+        .map(|v| v.into_iter().flatten().collect())
 }
 
 /// A map that belongs to one program (large identity sets), with its initial entries.
@@ -73,12 +78,14 @@ pub struct ProgramMap {
     pub entries: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
-/// One direction lowered: the entry program first, then any tail-called sub-programs, and the
+/// One direction lowered: the entry program first, then the subprograms it calls, and the
 /// program's own maps.
 #[derive(Debug, Clone)]
 pub struct Lowered {
     pub functions: Vec<Function>,
     pub maps: Vec<ProgramMap>,
+    /// BTF signatures the object must declare (global subprograms), by function name.
+    pub signatures: Vec<(String, ciliumc_targets::elf::FuncSignature)>,
 }
 
 /// Choices of [`lower_direction_with`].
@@ -141,11 +148,44 @@ pub fn lower_direction_with(
 ) -> Result<Lowered, ciliumc_targets::codegen::CodegenError> {
     let names = options.map_tag.as_deref().map(|t| map_names(t, direction));
     let notes = options.rule_notes.as_deref();
-    let (function, maps) = lower_program(local_identity, policy, direction, names.as_ref(), notes)?;
+    let (functions, maps) =
+        lower_program(local_identity, policy, direction, names.as_ref(), notes)?;
+    let signatures = functions
+        .iter()
+        .skip(1)
+        .map(|f| (f.name.clone(), global_signature(f)))
+        .collect();
     Ok(Lowered {
-        functions: vec![function],
+        functions,
         maps,
+        signatures,
     })
+}
+
+/// The BTF signature of one of our subprograms: global linkage (the kernel verifies it once, on
+/// its own), the context as `struct __sk_buff *` (or `struct xdp_md *`), 64-bit scalars, a 64-bit
+/// result.
+pub fn global_signature(function: &Function) -> ciliumc_targets::elf::FuncSignature {
+    use ciliumc_targets::codegen::ParamKind;
+    use ciliumc_targets::elf::{FuncLinkage, FuncSignature, ParamType, ReturnType};
+    let ctx = match function.hook {
+        Hook::Xdp => "xdp_md",
+        _ => "__sk_buff",
+    };
+    let params = function
+        .params
+        .iter()
+        .enumerate()
+        .map(|(i, (_, kind))| match kind {
+            ParamKind::Ctx => ("ctx".to_string(), ParamType::Ctx(ctx.to_string())),
+            ParamKind::Scalar => (format!("arg{i}"), ParamType::Scalar { bytes: 8 }),
+        })
+        .collect();
+    FuncSignature {
+        linkage: FuncLinkage::Global,
+        params,
+        returns: ReturnType::U64,
+    }
 }
 
 /// Names of a program's own maps: `cid_<8 hex digits of sha256(tag)>_<i|e>` (identity → leaf)
@@ -165,13 +205,21 @@ pub fn map_names(tag: &str, direction: Direction) -> dispatch::MapNames {
     }
 }
 
-/// One direction's program, every set in code (no maps of its own).
+/// One direction's program and the subprograms it calls, every set in code (no maps of its own).
 pub fn lower_direction(
     local_identity: NumericIdentity,
     policy: &DirectionPolicy,
     direction: Direction,
-) -> Result<Function, ciliumc_targets::codegen::CodegenError> {
-    lower_program(local_identity, policy, direction, None, None).map(|(f, _)| f)
+) -> Result<Lowered, ciliumc_targets::codegen::CodegenError> {
+    lower_direction_with(
+        local_identity,
+        policy,
+        direction,
+        &LowerOptions {
+            map_tag: None,
+            rule_notes: None,
+        },
+    )
 }
 
 /// Re-reads family, protocol and policy port from the stack where parsing left them.
@@ -220,7 +268,7 @@ fn lower_program(
     direction: Direction,
     names: Option<&dispatch::MapNames>,
     notes: Option<&std::collections::BTreeMap<u32, Annotation>>,
-) -> Result<(Function, Vec<ProgramMap>), ciliumc_targets::codegen::CodegenError> {
+) -> Result<(Vec<Function>, Vec<ProgramMap>), ciliumc_targets::codegen::CodegenError> {
     let (name, hook) = program_for(direction);
     let mut f = FunctionBuilder::new(name, hook);
     let ct = f.map(maps::ct_decl());
@@ -326,22 +374,32 @@ fn lower_program(
     f.jump(decide);
 
     f.switch_to(decide);
-    let inputs = decide::Inputs {
-        identity: remote,
-        proto: parsed.proto,
-        port: parsed.port,
-        family: parsed.family,
-        peer_slot: parsed.flow_key,
-        peer_off: parse::KEY_PEER_ADDR,
+    let mut subprograms = Vec::new();
+    let own_maps = if policy.enforced {
+        let (subs, own_maps) = handle_policy::build(policy, direction, hook, names, notes)?;
+        subprograms.extend(subs);
+        let address = handle_policy::needs_address(policy).then(|| {
+            let lo = f.stack_load(parsed.flow_key, parse::KEY_PEER_ADDR, Size::DW);
+            let hi = f.stack_load(parsed.flow_key, parse::KEY_PEER_ADDR + 8, Size::DW);
+            (lo, hi)
+        });
+        let args = handle_policy::CallArgs {
+            identity: remote,
+            family: parsed.family,
+            proto: parsed.proto,
+            port: parsed.port,
+            address,
+        };
+        let (why, which) = handle_policy::call(&mut f, direction, &args);
+        f.assign(reason, why);
+        f.assign(rule, which);
+        handle_policy::branch(&mut f, why, allow, drop);
+        own_maps
+    } else {
+        f.assign_const(rule, 0);
+        f.jump(allow);
+        Vec::new()
     };
-    let outcome = decide::Targets {
-        allow,
-        drop,
-        rule,
-        reason,
-    };
-    let own_maps =
-        decide::emit_decision(&mut f, policy, direction, &inputs, &outcome, names, notes);
 
     f.switch_to(allow);
     let value = f.stack_slot(maps::CT_VALUE_SIZE);
@@ -385,5 +443,7 @@ fn lower_program(
 
     f.switch_to(pass);
     f.ret(TC_ACT_OK);
-    f.finish().map(|func| (func, own_maps))
+    let mut functions = vec![f.finish()?];
+    functions.extend(subprograms);
+    Ok((functions, own_maps))
 }

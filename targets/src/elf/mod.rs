@@ -112,12 +112,23 @@ pub enum ParamType {
     Scalar { bytes: u32 },
 }
 
-/// The BTF signature of a function (returns `int`).
+/// What a function returns, in BTF.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum ReturnType {
+    /// `int`: entry programs and most subprograms.
+    #[default]
+    Int,
+    /// `unsigned long long`: a subprogram that returns two 32-bit results in one register.
+    U64,
+}
+
+/// The BTF signature of a function.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FuncSignature {
     /// `Global` subprograms are verified by the kernel once, independently of their callers.
     pub linkage: FuncLinkage,
     pub params: Vec<(String, ParamType)>,
+    pub returns: ReturnType,
 }
 
 /// Collects functions and maps and writes one object.
@@ -294,6 +305,7 @@ impl ObjectWriter {
             return FuncSignature {
                 linkage: FuncLinkage::Static,
                 params: Vec::new(),
+                returns: ReturnType::Int,
             };
         }
         let ctx = if f.section.starts_with("xdp") {
@@ -304,6 +316,7 @@ impl ObjectWriter {
         FuncSignature {
             linkage: FuncLinkage::Global,
             params: vec![("ctx".to_owned(), ParamType::Ctx(ctx.to_owned()))],
+            returns: ReturnType::Int,
         }
     }
 
@@ -583,7 +596,14 @@ impl FuncBtf {
             })
             .collect();
         let params: Vec<(&str, TypeId)> = params.iter().map(|(n, t)| (n.as_str(), *t)).collect();
-        let proto = btf.add_func_proto(int, &params);
+        let ret = match sig.returns {
+            ReturnType::Int => int,
+            ReturnType::U64 => *self
+                .scalars
+                .entry(8)
+                .or_insert_with(|| btf.add_int("unsigned long long", 8, IntEncoding::Unsigned)),
+        };
+        let proto = btf.add_func_proto(ret, &params);
         btf.add_func(name, proto, sig.linkage)
     }
 }

@@ -7,7 +7,7 @@
 use std::os::fd::{AsRawFd, BorrowedFd};
 
 use ciliumc_targets::elf::{
-    FuncLinkage, FuncSignature, MapDef, MapType, ObjectWriter, ParamType, TypeDesc,
+    FuncLinkage, FuncSignature, MapDef, MapType, ObjectWriter, ParamType, ReturnType, TypeDesc,
 };
 use ciliumc_targets::isa::opcode::*;
 use ciliumc_tests::insn::*;
@@ -259,6 +259,7 @@ pub fn bpf_to_bpf_call(btf_ext: bool) -> Vec<u8> {
                 FuncSignature {
                     linkage: FuncLinkage::Static,
                     params: vec![scalar("a"), scalar("b")],
+                    returns: ReturnType::Int,
                 },
             )
             .signature(
@@ -266,6 +267,7 @@ pub fn bpf_to_bpf_call(btf_ext: bool) -> Vec<u8> {
                 FuncSignature {
                     linkage: FuncLinkage::Static,
                     params: vec![scalar("x")],
+                    returns: ReturnType::Int,
                 },
             )
             .signature(
@@ -273,6 +275,7 @@ pub fn bpf_to_bpf_call(btf_ext: bool) -> Vec<u8> {
                 FuncSignature {
                     linkage: FuncLinkage::Global,
                     params: vec![("ctx".into(), ParamType::Ctx("__sk_buff".into()))],
+                    returns: ReturnType::Int,
                 },
             );
     }

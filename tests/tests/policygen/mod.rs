@@ -44,19 +44,14 @@ pub fn private_object(
     policy: &ciliumc_ir::policy::DirectionPolicy,
     direction: ciliumc_ir::policy::Direction,
 ) -> Vec<u8> {
-    use ciliumc_compiler::lower::{self, maps};
-    use ciliumc_targets::elf::{ObjectWriter, Pinning};
-    let func = lower::lower_direction(NumericIdentity(LOCAL_IDENTITY), policy, direction)
-        .expect("lowering");
-    let code = ciliumc_targets::codegen::compile(&[func]).expect("codegen");
-    let defs = maps::shared_map_defs()
-        .into_iter()
-        .map(|m| m.with_pinning(Pinning::None));
-    ObjectWriter::new()
-        .functions(code)
-        .maps(defs)
-        .write()
-        .expect("elf")
+    use ciliumc_compiler::compile::{self, MapPinning};
+    compile::inline_direction_object(
+        NumericIdentity(LOCAL_IDENTITY),
+        policy,
+        direction,
+        MapPinning::Private,
+    )
+    .expect("compile")
 }
 
 /// Cluster peers of a case: (identity, v4, v6).
@@ -190,8 +185,13 @@ pub fn random_peers(rng: &mut Rng, peers: &[(u32, Ipv4Addr, Ipv6Addr)]) -> PeerS
 }
 
 pub fn random_policy(rng: &mut Rng, direction: Direction) -> DirectionPolicy {
-    let peers = cluster_peers();
     let n = rng.below(9);
+    random_policy_of(rng, direction, n)
+}
+
+/// A random policy of `n` rules.
+pub fn random_policy_of(rng: &mut Rng, direction: Direction, n: u64) -> DirectionPolicy {
+    let peers = cluster_peers();
     let mut rules = Vec::new();
     for i in 0..n {
         rules.push(Rule {
@@ -393,6 +393,23 @@ pub fn random_case(rng: &mut Rng) -> Case {
         Direction::Egress
     };
     let policy = random_policy(rng, direction);
+    case_for(policy, direction)
+}
+
+/// A random case whose policy has `n` rules.
+pub fn random_case_of(rng: &mut Rng, n: u64) -> Case {
+    let direction = if rng.chance(50) {
+        Direction::Ingress
+    } else {
+        Direction::Egress
+    };
+    let mut policy = random_policy_of(rng, direction, n);
+    policy.enforced = true;
+    case_for(policy, direction)
+}
+
+/// `policy` with the cluster peers and its CIDR identities in the ipcache.
+pub fn case_for(policy: DirectionPolicy, direction: Direction) -> Case {
     let mut ipcache: Vec<(Cidr, u32)> = cluster_peers()
         .iter()
         .flat_map(|(id, a, b)| {

@@ -49,10 +49,9 @@ const KIND_RECORD_THEN_DROP: i64 = 2;
 const KIND_LOOKUP: i64 = 3;
 const KIND_V6: i64 = 4;
 
-/// The pending slot: `{ u8 id[4] (network order; IPv4 uses 2); u8 proto; u8 kind; }`.
+/// The pending slot: `{ u8 id[4] (network order; IPv4 uses 2); u8 proto; }`.
 const OP_ID: u32 = 0;
 const OP_PROTO: u32 = 4;
-const OP_KIND: u32 = 5;
 
 /// Flow key bytes that mark an IPv6 first fragment until its L4 header: the padding after the
 /// family (`u8 kind; u8 proto`), zero otherwise and cleared before CT sees the key; the
@@ -62,8 +61,14 @@ const MARK_ID_OFF: u32 = 32;
 
 /// Where fragment code leaves its map operation: the slot holding it and the block performing
 /// it; `done` is where parsing ends.
+///
+/// The kind has a slot of its own, written whole (8 aligned bytes): the verifier keeps such a
+/// constant, so each path into the operations region walks only its own operation. (A byte
+/// beside the datagram's fields would be plain memory to it, and every path would walk every
+/// operation.)
 pub(super) struct Pending {
     op: SlotId,
+    kind: SlotId,
     ops: BlockId,
     done: BlockId,
 }
@@ -72,6 +77,7 @@ impl Pending {
     pub(super) fn new(f: &mut FunctionBuilder, done: BlockId) -> Pending {
         Pending {
             op: f.stack_slot(8),
+            kind: f.stack_slot(8),
             ops: f.block(),
             done,
         }
@@ -87,7 +93,11 @@ impl Pending {
     }
 
     fn kind(&self, f: &mut FunctionBuilder, kind: i64) {
-        f.stack_store(self.op, OP_KIND, kind, Size::B);
+        f.stack_store(self.kind, 0, kind, Size::DW);
+    }
+
+    fn load_kind(&self, f: &mut FunctionBuilder) -> VReg {
+        f.stack_load(self.kind, 0, Size::DW)
     }
 
     /// Sets the kind and jumps to the operations.
@@ -349,7 +359,7 @@ pub(super) fn emit_pending(
     f.switch_to(pending.ops);
     let short = drop_with(f, exits, DROP_CT_INVALID_HDR);
     let not_found = drop_with(f, exits, DROP_FRAG_NOT_FOUND);
-    let kind = f.stack_load(pending.op, OP_KIND, Size::B);
+    let kind = pending.load_kind(f);
     let something = f.block();
     f.branch32(Cond::Eq, kind, 0, pending.done, something);
     f.switch_to(something);
@@ -387,7 +397,7 @@ pub(super) fn emit_pending(
                 );
             }
         }
-        let kind = f.stack_load(pending.op, OP_KIND, Size::B);
+        let kind = pending.load_kind(f);
         let action = f.alu32(AluOp::And, kind, KIND_V6 - 1);
         let lookup = f.block();
         let record = f.block();
@@ -408,7 +418,7 @@ pub(super) fn emit_pending(
                 0i64.into(),
             ],
         );
-        let kind = f.stack_load(pending.op, OP_KIND, Size::B);
+        let kind = pending.load_kind(f);
         let action = f.alu32(AluOp::And, kind, KIND_V6 - 1);
         f.branch32(Cond::Eq, action, KIND_RECORD_THEN_DROP, short, pending.done);
 
