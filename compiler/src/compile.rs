@@ -245,12 +245,12 @@ pub fn direction_object(
 /// it calls (the kernel counts processed instructions over all of them).
 fn program_budget(stats: &[FunctionStats], direction: Direction) -> lower::budget::ProgramBudget {
     let (program, _) = lower::program_for(direction);
-    let decision = lower::handle_policy::name(direction);
+    let base = lower::dispatch::parts_base(direction);
     let (mut insns, mut part_insns) = (0, 0);
     for s in stats {
-        if s.name == program || s.name == decision {
+        if s.name == program {
             insns += s.insns;
-        } else if lower::dispatch::Parts::is_part(decision, &s.name) {
+        } else if lower::dispatch::Parts::is_part(base, &s.name) {
             part_insns += s.insns;
         }
     }

@@ -147,7 +147,7 @@ fn decisions_split_into_parts_agree_with_reference_evaluator() {
     let (mut split, mut total) = (0, 0usize);
     let cases = 30;
     for case_no in 0..cases {
-        let n = 40 + rng.below(100);
+        let n = 60 + rng.below(200);
         let case = random_case_of(&mut rng, n);
         let lowered = lower::lower_direction(
             NumericIdentity(LOCAL_IDENTITY),
@@ -155,7 +155,7 @@ fn decisions_split_into_parts_agree_with_reference_evaluator() {
             case.direction,
         )
         .expect("lowering");
-        let base = lower::handle_policy::name(case.direction);
+        let base = lower::dispatch::parts_base(case.direction);
         if lowered
             .functions
             .iter()

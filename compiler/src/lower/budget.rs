@@ -10,8 +10,8 @@
 //! are capped by [`MAX_ADDRESS_RULES`]. Processed instructions are predicted by a model of how the
 //! verifier walks our programs: a fixed part (parse, fragments, CT, ipcache, events; parse paths
 //! meet again because the values they leave are forgotten, `lower::forget_value`) plus the
-//! decision subprogram's instructions a few times each ([`DECISION_STATES`]) and the instructions
-//! of the decision's parts about once each ([`PART_STATES`]); the kernel counts processed
+//! decision's instructions a few times each ([`DECISION_STATES`]) and the instructions of the
+//! parts of a large decision about once each ([`PART_STATES`]); the kernel counts processed
 //! instructions over the entry program and every subprogram it calls.
 //! `tests/tests/policy_budget.rs` checks the prediction
 //! bounds the kernel's `verified_insns` and stays within 3x of it.
@@ -31,8 +31,7 @@ pub const MAX_ADDRESS_RULES: usize = 2_000;
 /// Instructions of a program with an empty decision, and what the verifier processes for them.
 pub const FIXED_INSNS: u64 = 1_000;
 pub const FIXED_PROCESSED: u64 = 3_200;
-/// Verifier walks of each instruction of the entry program and of the decision subprogram
-/// beyond the fixed part (address rules compare per IP family, the code after the tree of each
+/// Verifier walks of each instruction of the entry program beyond the fixed part (address rules compare per IP family, the code after the tree of each
 /// identity class).
 pub const DECISION_STATES: u64 = 4;
 /// Verifier walks of each instruction of a part of a large decision (`dispatch::Parts`): a tree
@@ -49,14 +48,13 @@ pub struct ProgramBudget {
 }
 
 /// Predicted processed instructions of a program of `insns` instructions in the entry program and
-/// the decision subprogram, and `part_insns` in the parts of a large decision.
+/// `part_insns` in the parts of a large decision.
 pub fn predict_processed(insns: usize, part_insns: usize) -> u64 {
     let (insns, part_insns) = (insns as u64, part_insns as u64);
     FIXED_PROCESSED + DECISION_STATES * insns.saturating_sub(FIXED_INSNS) + PART_STATES * part_insns
 }
 
-/// The budget of a program: `insns` in the entry program and its decision subprogram,
-/// `part_insns` in the decision's parts.
+/// The budget of a program: `insns` in the entry program, `part_insns` in the decision's parts.
 pub fn predict(program: &str, insns: usize, part_insns: usize) -> ProgramBudget {
     ProgramBudget {
         program: program.to_string(),

@@ -92,7 +92,7 @@ pub fn emit_dispatch(
         }
     };
     match parts {
-        Some(parts) if estimated_insns(flat, &partition) > PART_MAX_INSNS => {
+        Some(parts) if estimated_insns(flat, &partition) > SPLIT_MIN_INSNS => {
             emit_parts(f, flat, key, inputs, &partition, data, parts)
         }
         _ => emit_tree_and_leaves(f, flat, key, inputs, &partition, outcomes),
@@ -127,8 +127,23 @@ fn emit_tree_and_leaves(
     }
 }
 
-/// Above this many (estimated) instructions the tree and leaves are split into parts.
+/// Above this many (estimated) instructions the tree and leaves are split into parts
+/// ([`Parts`]); below, they stay in the program, where a new flow pays no call. A bpf-to-bpf call
+/// and its return cost 40–50 ns per new flow on the benchmark machine (AMD, SRSO "Safe RET":
+/// every return goes through the return thunk), against load time that grows quadratically with
+/// the tree's size in one function: set by the `policy_datapath` benchmark
+/// (docs/performance.md).
+pub const SPLIT_MIN_INSNS: usize = 1024;
+/// Estimated instructions per part.
 pub const PART_MAX_INSNS: usize = 256;
+
+/// Base name of `direction`'s parts (after Cilium's policy tail calls).
+pub fn parts_base(direction: ciliumc_ir::policy::Direction) -> &'static str {
+    match direction {
+        ciliumc_ir::policy::Direction::Ingress => "handle_policy",
+        ciliumc_ir::policy::Direction::Egress => "handle_policy_egress",
+    }
+}
 
 /// Instructions a tree and its leaves take, about: two per interval, four per port segment, two
 /// per protocol of each distinct leaf.
@@ -149,8 +164,9 @@ fn estimated_insns(flat: &Flat, partition: &[(u32, u32, usize)]) -> usize {
 ///
 /// Why: the kernel's stack-liveness pass (6.18) walks the whole function being verified after
 /// every explored branch that visited new instructions, so verifying one function costs about
-/// branches × size: quadratic in the decision's size. Parts of bounded size make it linear (at
-/// 1,000 rules: 102 → see docs/performance.md). Each new flow pays one more bpf-to-bpf call.
+/// branches × size: quadratic in the decision's size. A global function is verified once, on its
+/// own, and the caller continues after the call in one state; parts of bounded size make load
+/// time linear (docs/performance.md). Each new flow pays one bpf-to-bpf call.
 pub struct Parts {
     pub base: String,
     pub hook: ciliumc_targets::hooks::Hook,

@@ -6,9 +6,9 @@
 //! the endpoint: its ingress policy, attached at tc egress of the host-side interface).
 //!
 //! Each program: `parse` → connection tracking (an existing flow or the reply of one passes) →
-//! ipcache lookup of the peer (a miss is world) → a call of the decision subprogram
-//! (`handle_policy`, which holds `decide`) → on allow, record the flow in CT; on every verdict of a
-//! new flow and every drop, an event (`events`). The subprograms follow the entry program in the
+//! ipcache lookup of the peer (a miss is world) → `decide` (a large decision calls its parts,
+//! global subprograms: `dispatch::Parts`) → on allow, record the flow in CT; on every verdict of a
+//! new flow and every drop, an event (`events`). The parts follow the entry program in the
 //! output.
 
 pub mod budget;
@@ -16,7 +16,6 @@ pub mod decide;
 pub mod dispatch;
 pub mod events;
 pub mod flatten;
-pub mod handle_policy;
 pub mod maps;
 pub mod parse;
 
@@ -374,32 +373,35 @@ fn lower_program(
     f.jump(decide);
 
     f.switch_to(decide);
-    let mut subprograms = Vec::new();
-    let own_maps = if policy.enforced {
-        let (subs, own_maps) = handle_policy::build(policy, direction, hook, names, notes)?;
-        subprograms.extend(subs);
-        let address = handle_policy::needs_address(policy).then(|| {
-            let lo = f.stack_load(parsed.flow_key, parse::KEY_PEER_ADDR, Size::DW);
-            let hi = f.stack_load(parsed.flow_key, parse::KEY_PEER_ADDR + 8, Size::DW);
-            (lo, hi)
-        });
-        let args = handle_policy::CallArgs {
-            identity: remote,
-            family: parsed.family,
-            proto: parsed.proto,
-            port: parsed.port,
-            address,
-        };
-        let (why, which) = handle_policy::call(&mut f, direction, &args);
-        f.assign(reason, why);
-        f.assign(rule, which);
-        handle_policy::branch(&mut f, why, allow, drop);
-        own_maps
-    } else {
-        f.assign_const(rule, 0);
-        f.jump(allow);
-        Vec::new()
+    let inputs = decide::Inputs {
+        identity: remote,
+        proto: parsed.proto,
+        port: parsed.port,
+        family: parsed.family,
+        peer_slot: parsed.flow_key,
+        peer_off: parse::KEY_PEER_ADDR,
     };
+    let outcome = decide::Targets {
+        allow,
+        drop,
+        rule,
+        reason,
+    };
+    let mut parts = dispatch::Parts::new(dispatch::parts_base(direction), hook);
+    let own_maps = decide::emit_decision(
+        &mut f,
+        policy,
+        direction,
+        &inputs,
+        &outcome,
+        names,
+        notes,
+        Some(&mut parts),
+    );
+    if let Some(e) = parts.error {
+        return Err(e);
+    }
+    let subprograms = parts.functions;
 
     f.switch_to(allow);
     let value = f.stack_slot(maps::CT_VALUE_SIZE);

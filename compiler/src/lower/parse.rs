@@ -238,7 +238,10 @@ fn parse_ipv6(
     f.switch_to(at_l4);
     f.assign(p.proto, next_hdr);
     f.stack_store(p.flow_key, KEY_PROTO, next_hdr, Size::B);
-    let masked = f.alu(AluOp::And, offset, 0x3fff);
+    // Forgotten like each step of the walk: without extension headers the offset is the
+    // constant 40, and the L4 code would be verified once for that and once for the walk's.
+    let scratch = f.stack_slot(8);
+    let masked = super::forget_value(f, scratch, offset, 0x3fff);
     let l4 = f.ptr_add(data, masked);
     let whole = f.block();
     fragment::ipv6_at_l4(f, l4, end, &frag_args, whole);
@@ -393,7 +396,11 @@ fn parse_l4(
     f.stack_store(p.flow_key, dport_slot, dport, Size::H);
     f.assign(p.port, dport);
     let tcp = f.block();
-    f.branch32(Cond::Eq, p.proto, IPPROTO_TCP, tcp, done);
+    // The protocol again from the flow key (a byte the verifier does not track), not from the
+    // compare that brought us here: TCP, UDP and SCTP then reach this block in one verifier
+    // state, and the port code is verified once instead of once per protocol.
+    let proto = f.stack_load(p.flow_key, KEY_PROTO, Size::B);
+    f.branch32(Cond::Eq, proto, IPPROTO_TCP, tcp, done);
     // The flags byte (TCP offset 13); a segment too short to hold it is left to CT as before.
     f.switch_to(tcp);
     f.check_packet_bounds(l4, end, (ETH_HLEN + 14) as u32, done);

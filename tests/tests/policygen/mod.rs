@@ -396,15 +396,45 @@ pub fn random_case(rng: &mut Rng) -> Case {
     case_for(policy, direction)
 }
 
-/// A random case whose policy has `n` rules.
+/// A random case with `n` rules that mostly name one peer and a few ports each, so that every
+/// identity class gets many port segments (a large decision); one rule in ten is fully random.
 pub fn random_case_of(rng: &mut Rng, n: u64) -> Case {
     let direction = if rng.chance(50) {
         Direction::Ingress
     } else {
         Direction::Egress
     };
-    let mut policy = random_policy_of(rng, direction, n);
+    let peers = cluster_peers();
+    let mut policy = random_policy_of(rng, direction, 0);
     policy.enforced = true;
+    for i in 0..n {
+        let (peers, l4) = if rng.chance(10) {
+            (random_peers(rng, &peers), random_l4(rng))
+        } else {
+            let id = if rng.chance(10) {
+                NumericIdentity::WORLD.0
+            } else {
+                rng.pick(&peers).0
+            };
+            let l4 = (0..1 + rng.below(3))
+                .map(|_| {
+                    let proto = *rng.pick(&[Protocol::Tcp, Protocol::Udp, Protocol::Sctp]);
+                    L4Match::new(proto, random_range(rng))
+                })
+                .collect();
+            (PeerSet::identities([NumericIdentity(id)]), Some(l4))
+        };
+        policy.rules.push(Rule {
+            id: RuleId(1 + i as u32),
+            kind: if rng.chance(20) {
+                RuleKind::Deny
+            } else {
+                RuleKind::Allow
+            },
+            peers,
+            l4,
+        });
+    }
     case_for(policy, direction)
 }
 
