@@ -129,7 +129,7 @@ fn emit_tree_and_leaves(
 
 /// Above this many (estimated) instructions the tree and leaves are split into parts
 /// ([`Parts`]); below, they stay in the program, where a new flow pays no call. A bpf-to-bpf call
-/// and its return cost 40–50 ns per new flow on the benchmark machine (AMD, SRSO "Safe RET":
+/// and its return cost about 20 ns per new flow on the benchmark machine (AMD, SRSO "Safe RET":
 /// every return goes through the return thunk), against load time that grows quadratically with
 /// the tree's size in one function: set by the `policy_datapath` benchmark
 /// (docs/performance.md).
