@@ -18,27 +18,6 @@
 mod setup;
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
-
-/// Program load times as the bench takes them: maps created by aya first, then each program's
-/// `load()` timed alone.
-fn load_times(elf: &[u8], runs: usize) -> Result<Vec<Duration>, String> {
-    let mut out = Vec::new();
-    for _ in 0..runs {
-        let mut ebpf = aya::EbpfLoader::new()
-            .load(elf)
-            .map_err(|e| e.to_string())?;
-        let started = Instant::now();
-        for (name, program) in ebpf.programs_mut() {
-            let aya::programs::Program::SchedClassifier(p) = program else {
-                return Err(format!("{name}: not a classifier"));
-            };
-            p.load().map_err(|e| format!("{name}: {e}"))?;
-        }
-        out.push(started.elapsed());
-    }
-    Ok(out)
-}
 
 fn main() {
     let counts: Vec<usize> = std::env::args()
@@ -59,9 +38,8 @@ fn main() {
                 std::process::exit(1);
             }
         };
-        match load_times(&object.bytes, 21) {
-            Ok(mut times) => {
-                times.sort();
+        match setup::program_load_times(&object.bytes, 21) {
+            Ok(times) => {
                 println!(
                     "== {n} rules: program load (aya, verifier + JIT) min {:.2} ms, median {:.2} ms over {} loads",
                     times[0].as_secs_f64() * 1e3,

@@ -131,9 +131,9 @@ fn emit_tree_and_leaves(
 /// ([`Parts`]); below, they stay in the program, where a new flow pays no call. A bpf-to-bpf call
 /// and its return cost about 20 ns per new flow on the benchmark machine (AMD, SRSO "Safe RET":
 /// every return goes through the return thunk), against load time that grows quadratically with
-/// the tree's size in one function: set by the `policy_datapath` benchmark
-/// (docs/performance.md).
-pub const SPLIT_MIN_INSNS: usize = 1024;
+/// the tree's size in one function. 512 (about 40 single-port identity rules) is the largest tree
+/// that keeps program load near 5 ms in the `policy_datapath` benchmark (docs/performance.md).
+pub const SPLIT_MIN_INSNS: usize = 512;
 /// Estimated instructions per part.
 pub const PART_MAX_INSNS: usize = 256;
 
