@@ -317,7 +317,10 @@ fn ext_walk(
         let len = f.load(hdr, ETH_HLEN + 1, Size::B);
         let ah = f.block();
         let not_ah = f.block();
-        f.branch32(Cond::Eq, next_hdr, 51, ah, not_ah);
+        // Four compares lead here, each knowing the header kind as a constant; testing that
+        // constant again would walk this block once per kind. The kind, forgotten, is tested once.
+        let kind = super::forget_value(f, scratch, next_hdr, 0xff);
+        f.branch32(Cond::Eq, kind, 51, ah, not_ah);
         f.switch_to(ah);
         let units = f.alu(AluOp::Add, len, 2);
         let bytes = f.alu(AluOp::Lsh, units, 2);
