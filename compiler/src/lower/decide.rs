@@ -66,7 +66,7 @@ pub fn emit_decision(
     out: &Targets,
     names: Option<&dispatch::MapNames>,
     notes: Option<&BTreeMap<u32, Annotation>>,
-    parts: Option<&mut dispatch::Parts>,
+    parts: Option<&mut dispatch::Parts<'_>>,
 ) -> Vec<ProgramMap> {
     // The code deciding for a rule starts with the rule's annotation.
     let annotate = |f: &mut FunctionBuilder, rule: u32| {

@@ -50,7 +50,7 @@ pub fn emit_dispatch(
     outcomes: &BTreeMap<Outcome, BlockId>,
     names: Option<&MapNames>,
     data: &DataOutcomes,
-    parts: Option<&mut Parts>,
+    parts: Option<&mut Parts<'_>>,
 ) -> Vec<ProgramMap> {
     let segments: usize = flat.leaves.iter().map(Leaf::segments).sum();
     if let Some(names) = names.filter(|_| segments >= LEAF_MAP_MIN_SEGMENTS) {
@@ -167,18 +167,25 @@ fn estimated_insns(flat: &Flat, partition: &[(u32, u32, usize)]) -> usize {
 /// branches × size: quadratic in the decision's size. A global function is verified once, on its
 /// own, and the caller continues after the call in one state; parts of bounded size make load
 /// time linear (docs/performance.md). Each new flow pays one bpf-to-bpf call.
-pub struct Parts {
+pub struct Parts<'a> {
     pub base: String,
     pub hook: ciliumc_targets::hooks::Hook,
+    /// Rule annotations, placed on each part's outcome for its rule (as in the program).
+    pub notes: Option<&'a BTreeMap<u32, ciliumc_targets::codegen::Annotation>>,
     pub functions: Vec<ciliumc_targets::codegen::Function>,
     pub error: Option<ciliumc_targets::codegen::CodegenError>,
 }
 
-impl Parts {
-    pub fn new(base: &str, hook: ciliumc_targets::hooks::Hook) -> Parts {
+impl<'a> Parts<'a> {
+    pub fn new(
+        base: &str,
+        hook: ciliumc_targets::hooks::Hook,
+        notes: Option<&'a BTreeMap<u32, ciliumc_targets::codegen::Annotation>>,
+    ) -> Parts<'a> {
         Parts {
             base: base.to_string(),
             hook,
+            notes,
             functions: Vec::new(),
             error: None,
         }
@@ -201,7 +208,7 @@ fn emit_parts(
     inputs: &Inputs,
     partition: &[(u32, u32, usize)],
     data: &DataOutcomes,
-    parts: &mut Parts,
+    parts: &mut Parts<'_>,
 ) {
     use ciliumc_targets::codegen::{AluOp, ParamKind};
     let mut runs: Vec<&[(u32, u32, usize)]> = Vec::new();
@@ -262,6 +269,13 @@ fn emit_parts(
         let entry = g.current();
         for (o, b) in &outcomes {
             g.switch_to(*b);
+            let annotated = match o {
+                Outcome::Deny(r) | Outcome::Allow(r) => parts.notes.and_then(|n| n.get(r)),
+                Outcome::NoMatch => None,
+            };
+            if let Some(note) = annotated {
+                g.annotate(note.clone());
+            }
             let (kind, rule) = match o {
                 Outcome::Deny(r) => (0i64, *r),
                 Outcome::Allow(r) => (1, *r),

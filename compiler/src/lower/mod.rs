@@ -387,7 +387,7 @@ fn lower_program(
         rule,
         reason,
     };
-    let mut parts = dispatch::Parts::new(dispatch::parts_base(direction), hook);
+    let mut parts = dispatch::Parts::new(dispatch::parts_base(direction), hook, notes);
     let own_maps = decide::emit_decision(
         &mut f,
         policy,

@@ -1,0 +1,144 @@
+//! A decision split into global parts, with rule annotations (line info in every function), as
+//! `ciliumc compile` writes it: the raw loader, aya and `bpftool prog loadall` load it, the
+//! kernel sees the parts as global functions, and a packet is decided by a part. Skips where
+//! bpf() is refused unless CILIUMC_REQUIRE_KERNEL=1.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr};
+
+use ciliumc_compiler::lower::{self, dispatch, maps};
+use ciliumc_ir::cidr::Cidr;
+use ciliumc_ir::identity::NumericIdentity;
+use ciliumc_ir::policy::{
+    Direction, DirectionPolicy, L4Match, PeerSet, PortRange, Protocol, Rule, RuleId, RuleKind,
+    RuleOrigin, SourceLocation,
+};
+use ciliumc_targets::codegen::{self, CodegenOptions};
+use ciliumc_targets::elf::{ObjectWriter, Pinning};
+use ciliumc_targets::hooks::{TC_ACT_OK, TC_ACT_SHOT};
+use ciliumc_tests::loader::{LoadOptions, load_object_raw_with};
+use ciliumc_tests::packet::{Packet, tcp_flags};
+use ciliumc_tests::tools::TempObject;
+use ciliumc_tests::{bpftool_loadall, kernel_or_skip, load_object_aya};
+
+const RULES: u32 = 200;
+const ENDPOINT: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
+
+fn peer(i: u32) -> Ipv4Addr {
+    Ipv4Addr::new(198, 51, 100, 1 + i as u8)
+}
+
+/// Rule i allows identity 1000 + i on TCP port 1000 + i.
+fn object() -> Vec<u8> {
+    let rules = (0..RULES)
+        .map(|i| Rule {
+            id: RuleId(1 + i),
+            kind: RuleKind::Allow,
+            peers: PeerSet::identities([NumericIdentity(1000 + i)]),
+            l4: Some(vec![L4Match::new(
+                Protocol::Tcp,
+                PortRange::single(1000 + i as u16),
+            )]),
+        })
+        .collect();
+    let policy = DirectionPolicy::enforced(Direction::Ingress, rules);
+    let origins: BTreeMap<RuleId, RuleOrigin> = (0..RULES)
+        .map(|i| {
+            let origin = RuleOrigin {
+                policy_kind: "CiliumNetworkPolicy".into(),
+                namespace: Some("default".into()),
+                name: format!("p{i}"),
+                section: "ingress".into(),
+                rule_index: 0,
+                source: Some(SourceLocation {
+                    file: "parts.yaml".into(),
+                    line: 10 + i,
+                    column: 7,
+                }),
+            };
+            (RuleId(1 + i), origin)
+        })
+        .collect();
+    let options = lower::LowerOptions {
+        map_tag: None,
+        rule_notes: Some(lower::rule_notes(&origins)),
+    };
+    let lowered =
+        lower::lower_direction_with(NumericIdentity(300), &policy, Direction::Ingress, &options)
+            .expect("lowers");
+    let base = dispatch::parts_base(Direction::Ingress);
+    assert!(
+        lowered
+            .functions
+            .iter()
+            .any(|f| dispatch::Parts::is_part(base, &f.name)),
+        "the decision was not split"
+    );
+    let (code, _) =
+        codegen::compile_with(&lowered.functions, CodegenOptions::default()).expect("codegen");
+    let defs = maps::shared_map_defs()
+        .into_iter()
+        .map(|m| m.with_pinning(Pinning::None));
+    lowered
+        .signatures
+        .iter()
+        .fold(ObjectWriter::new(), |w, (n, s)| w.signature(n, s.clone()))
+        .functions(code)
+        .maps(defs)
+        .write()
+        .expect("elf")
+}
+
+fn syn(from: Ipv4Addr, port: u16) -> Vec<u8> {
+    Packet::ipv4(from, ENDPOINT)
+        .tcp(40000, port)
+        .tcp_flags(tcp_flags::SYN)
+        .build()
+}
+
+#[test]
+fn split_annotated_object_loads_everywhere_and_decides() {
+    let Some(_k) = kernel_or_skip!() else { return };
+    let bytes = object();
+    let loaded = load_object_raw_with(
+        &bytes,
+        LoadOptions {
+            verifier_log: true,
+            log_level: 1,
+        },
+    )
+    .expect("raw loader");
+    let (name, _) = lower::program_for(Direction::Ingress);
+    let prog = loaded.program(name).expect("program");
+    // The kernel verified the parts as global functions (on their own).
+    assert!(
+        prog.log.contains("handle_policy_part"),
+        "log names no part:\n{}",
+        prog.log
+    );
+    // The peers in the ipcache, as the agent would write them (every map the entries name).
+    let hosts: Vec<(Cidr, u32)> = [0u32, 57, 199]
+        .iter()
+        .map(|&i| (Cidr::host(IpAddr::V4(peer(i))), 1000 + i))
+        .collect();
+    for (map, entries) in maps::ipcache_map_entries(&hosts) {
+        let fd = loaded.map(&map).expect("ipcache map");
+        for (k, v) in entries {
+            fd.update(&k, &v, 0).expect("ipcache update");
+        }
+    }
+    for i in [0u32, 57, 199] {
+        let allowed = prog.run(&syn(peer(i), 1000 + i as u16)).expect("run");
+        assert_eq!(allowed.retval, TC_ACT_OK as u32, "rule {}", i + 1);
+        let denied = prog.run(&syn(peer(i), 1001 + i as u16)).expect("run");
+        assert_eq!(
+            denied.retval,
+            TC_ACT_SHOT as u32,
+            "rule {} other port",
+            i + 1
+        );
+    }
+    load_object_aya(&bytes).expect("aya");
+    let file = TempObject::new(&bytes).expect("temp object");
+    bpftool_loadall(&file.path).expect("bpftool prog loadall");
+}
