@@ -199,6 +199,23 @@ impl<'a> Parts<'a> {
     }
 }
 
+/// Consecutive index ranges covering `partition`, each as long as it stays within
+/// [`PART_MAX_INSNS`] (a single interval whose leaf is larger stands alone).
+fn split_runs(flat: &Flat, partition: &[(u32, u32, usize)]) -> Vec<std::ops::Range<usize>> {
+    let mut runs = Vec::new();
+    let mut start = 0;
+    for end in 1..=partition.len() {
+        if end - start > 1 && estimated_insns(flat, &partition[start..end]) > PART_MAX_INSNS {
+            runs.push(start..end - 1);
+            start = end - 1;
+        }
+    }
+    if start < partition.len() {
+        runs.push(start..partition.len());
+    }
+    runs
+}
+
 /// Splits `partition` into runs of bounded size, emits each as a part and, here, a tree over the
 /// runs that calls the part and sends its result to `data`'s outcome blocks.
 fn emit_parts(
@@ -211,16 +228,10 @@ fn emit_parts(
     parts: &mut Parts<'_>,
 ) {
     use ciliumc_targets::codegen::{AluOp, ParamKind};
-    let mut runs: Vec<&[(u32, u32, usize)]> = Vec::new();
-    let mut start = 0;
-    for end in 1..=partition.len() {
-        let grown = estimated_insns(flat, &partition[start..end]);
-        if end - start > 1 && grown > PART_MAX_INSNS {
-            runs.push(&partition[start..end - 1]);
-            start = end - 1;
-        }
-    }
-    runs.push(&partition[start..]);
+    let runs: Vec<&[(u32, u32, usize)]> = split_runs(flat, partition)
+        .into_iter()
+        .map(|r| &partition[r])
+        .collect();
 
     let port_proto = {
         let proto = f.alu(AluOp::Lsh, inputs.proto, 16);
@@ -576,6 +587,53 @@ fn emit_leaf(
 #[cfg(test)]
 mod tests {
     use super::port_prefixes;
+    use super::{Flat, Leaf, Outcome, PART_MAX_INSNS, Segment, estimated_insns, split_runs};
+    use proptest::prelude::*;
+
+    fn leaf(segments: u16) -> Leaf {
+        let segs = (0..segments)
+            .map(|i| Segment {
+                lo: i * 10,
+                hi: i * 10 + 9,
+                outcome: Outcome::Allow(u32::from(i) + 1),
+            })
+            .collect();
+        Leaf {
+            protocols: vec![(6, segs)],
+            other: Outcome::NoMatch,
+        }
+    }
+
+    proptest! {
+        /// Runs are consecutive, cover the partition exactly, and each stays within the part
+        /// budget unless it is a single interval.
+        #[test]
+        fn runs_partition_the_intervals_within_budget(
+            sizes in prop::collection::vec(0u16..200, 1..40),
+            picks in prop::collection::vec(0usize..40, 1..300),
+        ) {
+            let flat = Flat {
+                leaves: sizes.iter().map(|&n| leaf(n)).collect(),
+                others: 0,
+                by_identity: Default::default(),
+            };
+            let partition: Vec<(u32, u32, usize)> = picks
+                .iter()
+                .enumerate()
+                .map(|(i, p)| (i as u32 * 2, i as u32 * 2 + 1, p % sizes.len()))
+                .collect();
+            let runs = split_runs(&flat, &partition);
+            let mut next = 0;
+            for r in &runs {
+                prop_assert_eq!(r.start, next);
+                prop_assert!(r.end > r.start);
+                next = r.end;
+                let est = estimated_insns(&flat, &partition[r.clone()]);
+                prop_assert!(r.len() == 1 || est <= PART_MAX_INSNS, "run {:?}: {}", r, est);
+            }
+            prop_assert_eq!(next, partition.len());
+        }
+    }
 
     #[test]
     fn port_prefixes_cover_exactly_the_range() {
