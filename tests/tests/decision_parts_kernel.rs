@@ -1,5 +1,6 @@
 //! A decision split into global parts, with rule annotations (line info in every function), as
-//! `ciliumc compile` writes it: the raw loader, aya and `bpftool prog loadall` load it, the
+//! `ciliumc compile` writes it: the raw loader, aya, `bpftool prog loadall` and `tc ... bpf obj`
+//! load it, the
 //! kernel sees the parts as global functions, and a packet is decided by a part. Skips where
 //! bpf() is refused unless CILIUMC_REQUIRE_KERNEL=1.
 
@@ -18,7 +19,7 @@ use ciliumc_targets::elf::{ObjectWriter, Pinning};
 use ciliumc_targets::hooks::{TC_ACT_OK, TC_ACT_SHOT};
 use ciliumc_tests::loader::{LoadOptions, load_object_raw_with};
 use ciliumc_tests::packet::{Packet, tcp_flags};
-use ciliumc_tests::tools::TempObject;
+use ciliumc_tests::tools::{TempObject, tc_attach_check};
 use ciliumc_tests::{bpftool_loadall, kernel_or_skip, load_object_aya};
 
 const RULES: u32 = 200;
@@ -141,4 +142,5 @@ fn split_annotated_object_loads_everywhere_and_decides() {
     load_object_aya(&bytes).expect("aya");
     let file = TempObject::new(&bytes).expect("temp object");
     bpftool_loadall(&file.path).expect("bpftool prog loadall");
+    tc_attach_check(&file.path, "classifier").expect("tc filter add ... bpf obj");
 }
