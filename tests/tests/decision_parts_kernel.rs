@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
+use std::os::fd::AsFd;
 
 use ciliumc_compiler::lower::{self, dispatch, maps};
 use ciliumc_ir::cidr::Cidr;
@@ -29,8 +30,13 @@ fn peer(i: u32) -> Ipv4Addr {
     Ipv4Addr::new(198, 51, 100, 1 + i as u8)
 }
 
-/// Rule i allows identity 1000 + i on TCP port 1000 + i.
+/// Rule i allows identity 1000 + i on TCP port 1000 + i; with `global`, the parts are declared
+/// global as the compiler does (else they default to static).
 fn object() -> Vec<u8> {
+    object_with(true)
+}
+
+fn object_with(global: bool) -> Vec<u8> {
     let rules = (0..RULES)
         .map(|i| Rule {
             id: RuleId(1 + i),
@@ -83,6 +89,7 @@ fn object() -> Vec<u8> {
     lowered
         .signatures
         .iter()
+        .filter(|_| global)
         .fold(ObjectWriter::new(), |w, (n, s)| w.signature(n, s.clone()))
         .functions(code)
         .maps(defs)
@@ -140,6 +147,28 @@ fn split_annotated_object_loads_everywhere_and_decides() {
         );
     }
     load_object_aya(&bytes).expect("aya");
+    // The agent's loader (`btf(None)`) passes the func_info too: the kernel does the same work as
+    // for the raw loader, which verifies the parts as global functions (static ones would be
+    // verified in the caller's context, at a different count).
+    let mut loader = aya::EbpfLoader::new();
+    loader.btf(None);
+    let mut ebpf = loader.load(&bytes).expect("aya, btf(None)");
+    for (n, p) in ebpf.programs_mut() {
+        let aya::programs::Program::SchedClassifier(p) = p else {
+            panic!("{n}: not a classifier");
+        };
+        p.load().expect("aya load");
+    }
+    let fd = ciliumc_tests::loader::aya_program_fd(&ebpf, name).expect("fd");
+    let info = ciliumc_tests::sys::prog_info(fd.as_fd()).expect("prog info");
+    assert_eq!(info.verified_insns, prog.verified_insns());
+    let as_static = ciliumc_tests::load_object_raw(&object_with(false)).expect("static parts");
+    let static_insns = as_static.program(name).expect("program").verified_insns();
+    assert_ne!(
+        static_insns,
+        prog.verified_insns(),
+        "static and global parts verify alike: the comparison above proves nothing"
+    );
     let file = TempObject::new(&bytes).expect("temp object");
     bpftool_loadall(&file.path).expect("bpftool prog loadall");
     tc_attach_check(&file.path, "classifier").expect("tc filter add ... bpf obj");

@@ -191,7 +191,7 @@ impl<'a> Parts<'a> {
         }
     }
 
-    /// Whether `name` is a part of the decision subprogram `base`.
+    /// Whether `name` is one of the parts named after `base`.
     pub fn is_part(base: &str, name: &str) -> bool {
         name.strip_prefix(base)
             .and_then(|rest| rest.strip_prefix("_part"))
