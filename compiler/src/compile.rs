@@ -189,6 +189,19 @@ pub fn direction_object(
     tag: &str,
     pinning: MapPinning,
 ) -> Result<DirectionObject, CompileError> {
+    let options = lower::LowerOptions::for_tag(tag);
+    direction_object_with(local_identity, policy, direction, tag, &options, pinning)
+}
+
+/// [`direction_object`] with lowering options of the caller's (rule annotations, say).
+pub fn direction_object_with(
+    local_identity: ciliumc_ir::identity::NumericIdentity,
+    policy: &ciliumc_ir::policy::DirectionPolicy,
+    direction: Direction,
+    tag: &str,
+    options: &lower::LowerOptions,
+    pinning: MapPinning,
+) -> Result<DirectionObject, CompileError> {
     let endpoint = || format!("{tag} ({direction})");
     let over_budget = |source| CompileError::Budget {
         endpoint: tag.to_string(),
@@ -196,16 +209,12 @@ pub fn direction_object(
         source,
     };
     lower::budget::check_policy(policy).map_err(over_budget)?;
-    let lowered = lower::lower_direction_with(
-        local_identity,
-        policy,
-        direction,
-        &lower::LowerOptions::for_tag(tag),
-    )
-    .map_err(|source| CompileError::Codegen {
-        endpoint: endpoint(),
-        source,
-    })?;
+    let lowered = lower::lower_direction_with(local_identity, policy, direction, options).map_err(
+        |source| CompileError::Codegen {
+            endpoint: endpoint(),
+            source,
+        },
+    )?;
     let (code, stats) = codegen::compile_with(&lowered.functions, CodegenOptions::default())
         .map_err(|source| CompileError::Codegen {
             endpoint: endpoint(),

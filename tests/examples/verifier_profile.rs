@@ -56,8 +56,7 @@ fn main() {
             continue;
         }
         let stats = ciliumc_tests::loader::LoadOptions {
-            verifier_log: true,
-            log_level: 4,
+            verifier_log_level: 4,
         };
         if let Ok(l) = ciliumc_tests::loader::load_object_raw_with(&object.bytes, stats) {
             for p in l.programs.values() {
@@ -67,8 +66,7 @@ fn main() {
             }
         }
         let options = ciliumc_tests::loader::LoadOptions {
-            verifier_log: true,
-            log_level: 2,
+            verifier_log_level: 2,
         };
         let loaded = match ciliumc_tests::loader::load_object_raw_with(&object.bytes, options) {
             Ok(l) => l,

@@ -58,7 +58,7 @@ pub struct LoadedProgram {
     pub prog: ProgFd,
     pub section: String,
     pub info: ProgInfo,
-    /// The verifier log of a successful load, when asked for ([`LoadOptions::verifier_log`]).
+    /// The verifier log of a successful load, when asked for ([`LoadOptions::verifier_log_level`]).
     pub log: String,
 }
 
@@ -119,11 +119,10 @@ fn prog_type_of(section: &str) -> Option<u32> {
 /// Options of [`load_object_raw_with`].
 #[derive(Clone, Copy, Debug, Default)]
 pub struct LoadOptions {
-    /// Keep the verifier log of successful loads in [`LoadedProgram::log`].
-    pub verifier_log: bool,
-    /// With [`LoadOptions::verifier_log`]: the log level (0 means 1; 2 traces every processed
-    /// instruction; 4 is statistics only, with the kernel's verification time).
-    pub log_level: u32,
+    /// Above 0, keep the verifier log of successful loads in [`LoadedProgram::log`], at this
+    /// level: 1 the usual log, 2 every processed instruction traced, 4 statistics only (with the
+    /// kernel's verification time).
+    pub verifier_log_level: u32,
 }
 
 /// Links `elf` with our own linker ([`crate::link`]) and loads every program with raw `bpf()`.
@@ -191,10 +190,7 @@ pub fn load_object_raw_with(elf: &[u8], options: LoadOptions) -> Result<LoadedOb
             &bytes,
             &linked.license,
             &prog_btf,
-            match options.verifier_log {
-                false => 0,
-                true => options.log_level.max(1),
-            },
+            options.verifier_log_level,
         )?;
         let info = sys::prog_info(prog.fd.as_fd())?;
         programs.insert(

@@ -185,8 +185,7 @@ fn bpf_to_bpf_calls_static_and_global() {
 fn global_subprogram_is_verified_on_its_own() {
     let Some(_k) = kernel_or_skip!() else { return };
     let opts = LoadOptions {
-        verifier_log: true,
-        ..LoadOptions::default()
+        verifier_log_level: 1,
     };
     // With BTF func_info the kernel verifies `pkt_len` once as a global function.
     let loaded = load_object_raw_with(&bpf_to_bpf_call(true), opts).unwrap();

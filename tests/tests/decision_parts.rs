@@ -1,13 +1,18 @@
-//! A decision split into global parts, with rule annotations (line info in every function), as
-//! `ciliumc compile` writes it: the raw loader, aya, `bpftool prog loadall` and `tc ... bpf obj`
-//! load it, the
-//! kernel sees the parts as global functions, and a packet is decided by a part. Skips where
-//! bpf() is refused unless CILIUMC_REQUIRE_KERNEL=1.
+//! A large decision split into global parts (`lower::dispatch::Parts`), with rule annotations
+//! (line info in every function), as `ciliumc compile` writes it:
+//! - without the kernel: the disassembly shows every part and the annotations of its rules, the
+//!   budget counts the parts, and a small decision stays in the program;
+//! - in the kernel: the raw loader, aya, `bpftool prog loadall` and `tc ... bpf obj` load it, the
+//!   kernel verifies the parts as global functions, and packets are decided by a part. Skips
+//!   where bpf() is refused unless CILIUMC_REQUIRE_KERNEL=1.
+//!
+//! The parts' verdicts against the reference evaluator: `policy_differential.rs`.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::AsFd;
 
+use ciliumc_compiler::compile::{self, DirectionObject, MapPinning};
 use ciliumc_compiler::lower::{self, dispatch, maps};
 use ciliumc_ir::cidr::Cidr;
 use ciliumc_ir::identity::NumericIdentity;
@@ -15,13 +20,14 @@ use ciliumc_ir::policy::{
     Direction, DirectionPolicy, L4Match, PeerSet, PortRange, Protocol, Rule, RuleId, RuleKind,
     RuleOrigin, SourceLocation,
 };
-use ciliumc_targets::codegen::{self, CodegenOptions};
+use ciliumc_targets::codegen;
+use ciliumc_targets::disasm::disassemble_object_with_line_info;
 use ciliumc_targets::elf::{ObjectWriter, Pinning};
 use ciliumc_targets::hooks::{TC_ACT_OK, TC_ACT_SHOT};
 use ciliumc_tests::loader::{LoadOptions, load_object_raw_with};
 use ciliumc_tests::packet::{Packet, tcp_flags};
 use ciliumc_tests::tools::{TempObject, tc_attach_check};
-use ciliumc_tests::{bpftool_loadall, kernel_or_skip, load_object_aya};
+use ciliumc_tests::{bpftool_loadall, kernel_or_skip, load_object_aya, load_object_raw};
 
 const RULES: u32 = 200;
 const ENDPOINT: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
@@ -30,14 +36,9 @@ fn peer(i: u32) -> Ipv4Addr {
     Ipv4Addr::new(198, 51, 100, 1 + i as u8)
 }
 
-/// Rule i allows identity 1000 + i on TCP port 1000 + i; with `global`, the parts are declared
-/// global as the compiler does (else they default to static).
-fn object() -> Vec<u8> {
-    object_with(true)
-}
-
-fn object_with(global: bool) -> Vec<u8> {
-    let rules = (0..RULES)
+/// Rule i allows identity 1000 + i on TCP port 1000 + i.
+fn policy(rules: u32) -> DirectionPolicy {
+    let rules = (0..rules)
         .map(|i| Rule {
             id: RuleId(1 + i),
             kind: RuleKind::Allow,
@@ -48,8 +49,12 @@ fn object_with(global: bool) -> Vec<u8> {
             )]),
         })
         .collect();
-    let policy = DirectionPolicy::enforced(Direction::Ingress, rules);
-    let origins: BTreeMap<RuleId, RuleOrigin> = (0..RULES)
+    DirectionPolicy::enforced(Direction::Ingress, rules)
+}
+
+/// Rule i comes from CNP `default/p<i>` at `parts.yaml:<10 + i>:7`.
+fn options(rules: u32) -> lower::LowerOptions {
+    let origins: BTreeMap<RuleId, RuleOrigin> = (0..rules)
         .map(|i| {
             let origin = RuleOrigin {
                 policy_kind: "CiliumNetworkPolicy".into(),
@@ -66,35 +71,109 @@ fn object_with(global: bool) -> Vec<u8> {
             (RuleId(1 + i), origin)
         })
         .collect();
-    let options = lower::LowerOptions {
-        map_tag: None,
+    lower::LowerOptions {
+        map_tag: Some("parts".into()),
         rule_notes: Some(lower::rule_notes(&origins)),
-    };
-    let lowered =
-        lower::lower_direction_with(NumericIdentity(300), &policy, Direction::Ingress, &options)
-            .expect("lowers");
-    let base = dispatch::parts_base(Direction::Ingress);
-    assert!(
-        lowered
-            .functions
-            .iter()
-            .any(|f| dispatch::Parts::is_part(base, &f.name)),
-        "the decision was not split"
-    );
-    let (code, _) =
-        codegen::compile_with(&lowered.functions, CodegenOptions::default()).expect("codegen");
+    }
+}
+
+/// The object as the compiler writes it (maps private).
+fn compiled(rules: u32) -> DirectionObject {
+    compile::direction_object_with(
+        NumericIdentity(300),
+        &policy(rules),
+        Direction::Ingress,
+        "parts",
+        &options(rules),
+        MapPinning::Private,
+    )
+    .expect("compiles")
+}
+
+/// The same program with the parts left static (the writer's default for `.text` functions):
+/// the kernel then verifies them in the caller's context.
+fn with_static_parts() -> Vec<u8> {
+    let lowered = lower::lower_direction_with(
+        NumericIdentity(300),
+        &policy(RULES),
+        Direction::Ingress,
+        &options(RULES),
+    )
+    .expect("lowers");
+    let code = codegen::compile(&lowered.functions).expect("codegen");
     let defs = maps::shared_map_defs()
         .into_iter()
         .map(|m| m.with_pinning(Pinning::None));
-    lowered
-        .signatures
-        .iter()
-        .filter(|_| global)
-        .fold(ObjectWriter::new(), |w, (n, s)| w.signature(n, s.clone()))
+    ObjectWriter::new()
         .functions(code)
         .maps(defs)
         .write()
         .expect("elf")
+}
+
+fn part_names(object: &DirectionObject) -> Vec<&str> {
+    let base = dispatch::parts_base(Direction::Ingress);
+    object
+        .stats
+        .iter()
+        .map(|s| s.name.as_str())
+        .filter(|n| dispatch::Parts::is_part(base, n))
+        .collect()
+}
+
+#[test]
+fn a_large_decision_is_split_into_annotated_global_parts() {
+    let object = compiled(RULES);
+    let parts = part_names(&object);
+    assert!(parts.len() >= 2, "functions: {:?}", object.stats);
+    assert_eq!(object.stats[0].name, lower::TO_CONTAINER);
+    let text = disassemble_object_with_line_info(&object.bytes, "parts.o").expect("disassembles");
+    for p in &parts {
+        assert!(text.contains(p), "{p} missing from:\n{text}");
+    }
+    // Every rule's annotation is shown, in the part that decides for it.
+    for i in [0u32, 57, 199] {
+        let note = format!("rule {}: CiliumNetworkPolicy default/p{i}", i + 1);
+        assert!(text.contains(&note), "{note} missing");
+    }
+    // The budget counts the parts' instructions with the program's.
+    let total: usize = object.stats.iter().map(|s| s.insns).sum();
+    assert_eq!(object.budgets[0].insns, total);
+}
+
+#[test]
+fn a_small_decision_stays_in_the_program() {
+    let object = compiled(10);
+    let names: Vec<&str> = object.stats.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, vec![lower::TO_CONTAINER]);
+}
+
+#[test]
+fn part_names_are_recognised_exactly() {
+    assert!(dispatch::Parts::is_part(
+        "handle_policy",
+        "handle_policy_part0"
+    ));
+    assert!(dispatch::Parts::is_part(
+        "handle_policy",
+        "handle_policy_part17"
+    ));
+    assert!(!dispatch::Parts::is_part(
+        "handle_policy",
+        "handle_policy_egress_part0"
+    ));
+    assert!(!dispatch::Parts::is_part(
+        "handle_policy",
+        "handle_policy_part"
+    ));
+    assert!(!dispatch::Parts::is_part(
+        "handle_policy",
+        "handle_policy_partx"
+    ));
+    assert!(dispatch::Parts::is_part(
+        "handle_policy_egress",
+        "handle_policy_egress_part3"
+    ));
 }
 
 fn syn(from: Ipv4Addr, port: u16) -> Vec<u8> {
@@ -107,12 +186,11 @@ fn syn(from: Ipv4Addr, port: u16) -> Vec<u8> {
 #[test]
 fn split_annotated_object_loads_everywhere_and_decides() {
     let Some(_k) = kernel_or_skip!() else { return };
-    let bytes = object();
+    let bytes = compiled(RULES).bytes;
     let loaded = load_object_raw_with(
         &bytes,
         LoadOptions {
-            verifier_log: true,
-            log_level: 1,
+            verifier_log_level: 1,
         },
     )
     .expect("raw loader");
@@ -162,7 +240,7 @@ fn split_annotated_object_loads_everywhere_and_decides() {
     let fd = ciliumc_tests::loader::aya_program_fd(&ebpf, name).expect("fd");
     let info = ciliumc_tests::sys::prog_info(fd.as_fd()).expect("prog info");
     assert_eq!(info.verified_insns, prog.verified_insns());
-    let as_static = ciliumc_tests::load_object_raw(&object_with(false)).expect("static parts");
+    let as_static = load_object_raw(&with_static_parts()).expect("static parts");
     let static_insns = as_static.program(name).expect("program").verified_insns();
     assert_ne!(
         static_insns,
