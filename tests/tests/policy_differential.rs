@@ -93,6 +93,35 @@ fn minimize(
     policy
 }
 
+/// Loads `case` and sends it `packets` random packets; a verdict the evaluator does not give
+/// panics with a minimized reproducer. Returns the packets sent.
+fn check_case(label: &str, case: &Case, rng: &mut Rng, packets: usize) -> usize {
+    let obj = load_case(case);
+    let peers = candidate_peers(case);
+    let ports = candidate_ports(&case.policy);
+    let mut sent = 0;
+    while sent < packets {
+        let Some((peer, proto, port, packet)) = random_packet(rng, case, &peers, &ports) else {
+            continue;
+        };
+        sent += 1;
+        let got = kernel_verdict(&obj, case.direction, &packet);
+        assert!(got == 0 || got == 2, "unexpected tc verdict {got}");
+        let want = expected(case, peer, proto, port);
+        if (got == 0) != want {
+            let min = minimize(case, peer, proto, port, &packet);
+            panic!(
+                "{label}: {} {proto} peer {peer} port {port}: kernel says {}, evaluator says {}\nminimized policy: {min:#?}\nipcache identity of peer: {}",
+                case.direction,
+                if got == 0 { "allow" } else { "drop" },
+                if want { "allow" } else { "drop" },
+                case.ipcache.lookup(peer)
+            );
+        }
+    }
+    sent
+}
+
 #[test]
 fn compiled_policy_agrees_with_reference_evaluator() {
     let Some(_kernel) = kernel_or_skip!() else {
@@ -102,42 +131,17 @@ fn compiled_policy_agrees_with_reference_evaluator() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1000);
-    let packets_per_case = 200;
     let mut total = 0usize;
     let mut rng = Rng(0x00c1_1105);
     for case_no in 0..cases {
         let case = random_case(&mut rng);
-        let obj = load_case(&case);
-        let peers = candidate_peers(&case);
-        let ports = candidate_ports(&case.policy);
-        let mut sent = 0;
-        while sent < packets_per_case {
-            let Some((peer, proto, port, packet)) = random_packet(&mut rng, &case, &peers, &ports)
-            else {
-                continue;
-            };
-            sent += 1;
-            let got = kernel_verdict(&obj, case.direction, &packet);
-            assert!(got == 0 || got == 2, "unexpected tc verdict {got}");
-            let want = expected(&case, peer, proto, port);
-            if (got == 0) != want {
-                let min = minimize(&case, peer, proto, port, &packet);
-                panic!(
-                    "case {case_no}: {} {proto} peer {peer} port {port}: kernel says {}, evaluator says {}\nminimized policy: {min:#?}\nipcache identity of peer: {}",
-                    case.direction,
-                    if got == 0 { "allow" } else { "drop" },
-                    if want { "allow" } else { "drop" },
-                    case.ipcache.lookup(peer)
-                );
-            }
-        }
-        total += sent;
+        total += check_case(&format!("case {case_no}"), &case, &mut rng, 200);
     }
     eprintln!("{cases} policy sets, {total} packets: kernel and evaluator agree");
 }
 
 /// Policies large enough that the decision is split into parts (`dispatch::Parts`: global
-/// subprograms the decision subprogram calls), against the evaluator.
+/// subprograms the program calls), against the evaluator.
 #[test]
 fn decisions_split_into_parts_agree_with_reference_evaluator() {
     let Some(_kernel) = kernel_or_skip!() else {
@@ -163,29 +167,7 @@ fn decisions_split_into_parts_agree_with_reference_evaluator() {
         {
             split += 1;
         }
-        let obj = load_case(&case);
-        let peers = candidate_peers(&case);
-        let ports = candidate_ports(&case.policy);
-        let mut sent = 0;
-        while sent < 300 {
-            let Some((peer, proto, port, packet)) = random_packet(&mut rng, &case, &peers, &ports)
-            else {
-                continue;
-            };
-            sent += 1;
-            let got = kernel_verdict(&obj, case.direction, &packet);
-            let want = expected(&case, peer, proto, port);
-            if (got == 0) != want {
-                let min = minimize(&case, peer, proto, port, &packet);
-                panic!(
-                    "large case {case_no}: {} {proto} peer {peer} port {port}: kernel says {}, evaluator says {}\nminimized policy: {min:#?}",
-                    case.direction,
-                    if got == 0 { "allow" } else { "drop" },
-                    if want { "allow" } else { "drop" },
-                );
-            }
-        }
-        total += sent;
+        total += check_case(&format!("large case {case_no}"), &case, &mut rng, 300);
     }
     eprintln!("{cases} large policy sets ({split} split into parts), {total} packets: agree");
     assert!(
