@@ -28,6 +28,15 @@ impl Hook {
         }
     }
 
+    /// The context structure's name in BTF (the kernel matches global-function context
+    /// arguments by it).
+    pub fn ctx_struct(self) -> &'static str {
+        match self {
+            Hook::TcIngress | Hook::TcEgress => "__sk_buff",
+            Hook::Xdp => "xdp_md",
+        }
+    }
+
     /// The context structure's fields.
     pub fn ctx_fields(self) -> &'static [CtxField] {
         match self {

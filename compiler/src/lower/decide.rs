@@ -21,7 +21,6 @@ use ciliumc_ir::cidr::{Cidr, CidrRule};
 use ciliumc_ir::evaluator::DropReason;
 use ciliumc_ir::identity::NumericIdentity;
 use ciliumc_ir::policy::{Direction, DirectionPolicy, L4Match, PeerSet, PortRange, Rule, RuleKind};
-use ciliumc_targets::codegen::Annotation;
 use ciliumc_targets::codegen::{AluOp, BlockId, Cond, FunctionBuilder, Size, SlotId, VReg};
 
 use super::ProgramMap;
@@ -57,7 +56,6 @@ pub struct Targets {
 
 /// Emits the decision for `policy`, starting in the current block. `identity_map` names the map
 /// the optimizer may put the identity classes in (`None`: always code). Returns the maps used.
-#[allow(clippy::too_many_arguments)]
 pub fn emit_decision(
     f: &mut FunctionBuilder,
     policy: &DirectionPolicy,
@@ -65,9 +63,9 @@ pub fn emit_decision(
     inputs: &Inputs,
     out: &Targets,
     names: Option<&dispatch::MapNames>,
-    notes: Option<&BTreeMap<u32, Annotation>>,
-    parts: Option<&mut dispatch::Parts<'_>>,
+    parts: &mut dispatch::Parts<'_>,
 ) -> Vec<ProgramMap> {
+    let notes = parts.notes;
     // The code deciding for a rule starts with the rule's annotation.
     let annotate = |f: &mut FunctionBuilder, rule: u32| {
         if let Some(note) = notes.and_then(|n| n.get(&rule)) {

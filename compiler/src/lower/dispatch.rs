@@ -41,8 +41,8 @@ pub struct DataOutcomes {
     pub rule: VReg,
 }
 
-/// Emits the identity dispatch and every leaf; returns the maps it declared. With `parts`,
-/// a decision too large for one function is split into parts ([`Parts`]).
+/// Emits the identity dispatch and every leaf; returns the maps it declared. A decision too
+/// large for one function is split into `parts` ([`Parts`]).
 pub fn emit_dispatch(
     f: &mut FunctionBuilder,
     flat: &Flat,
@@ -50,7 +50,7 @@ pub fn emit_dispatch(
     outcomes: &BTreeMap<Outcome, BlockId>,
     names: Option<&MapNames>,
     data: &DataOutcomes,
-    parts: Option<&mut Parts<'_>>,
+    parts: &mut Parts<'_>,
 ) -> Vec<ProgramMap> {
     let segments: usize = flat.leaves.iter().map(Leaf::segments).sum();
     if let Some(names) = names.filter(|_| segments >= LEAF_MAP_MIN_SEGMENTS) {
@@ -91,11 +91,10 @@ pub fn emit_dispatch(
             (inputs.identity, close_intervals(intervals, flat.others))
         }
     };
-    match parts {
-        Some(parts) if estimated_insns(flat, &partition) > SPLIT_MIN_INSNS => {
-            emit_parts(f, flat, key, inputs, &partition, data, parts)
-        }
-        _ => emit_tree_and_leaves(f, flat, key, inputs, &partition, outcomes),
+    if estimated_insns(flat, &partition) > SPLIT_MIN_INSNS {
+        emit_parts(f, flat, key, inputs, &partition, data, parts);
+    } else {
+        emit_tree_and_leaves(f, flat, key, inputs, &partition, outcomes);
     }
     maps
 }
@@ -254,6 +253,14 @@ fn emit_parts(
 
         let mut g = FunctionBuilder::subprogram(&name, parts.hook, &[ParamKind::Scalar; 2]);
         let (Some(part_key), Some(l4)) = (g.param(0), g.param(1)) else {
+            // Unreachable (the builder made both parameters), but a call above now names a
+            // function that will not exist: fail the lowering rather than emit it.
+            parts
+                .error
+                .get_or_insert(ciliumc_targets::codegen::CodegenError::Internal {
+                    func: name,
+                    msg: "part without its parameters".into(),
+                });
             continue;
         };
         let port = g.alu32(AluOp::And, l4, 0xffff);

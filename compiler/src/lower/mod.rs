@@ -167,10 +167,7 @@ pub fn lower_direction_with(
 pub fn global_signature(function: &Function) -> ciliumc_targets::elf::FuncSignature {
     use ciliumc_targets::codegen::ParamKind;
     use ciliumc_targets::elf::{FuncLinkage, FuncSignature, ParamType, ReturnType};
-    let ctx = match function.hook {
-        Hook::Xdp => "xdp_md",
-        _ => "__sk_buff",
-    };
+    let ctx = function.hook.ctx_struct();
     let params = function
         .params
         .iter()
@@ -389,14 +386,7 @@ fn lower_program(
     };
     let mut parts = dispatch::Parts::new(dispatch::parts_base(direction), hook, notes);
     let own_maps = decide::emit_decision(
-        &mut f,
-        policy,
-        direction,
-        &inputs,
-        &outcome,
-        names,
-        notes,
-        Some(&mut parts),
+        &mut f, policy, direction, &inputs, &outcome, names, &mut parts,
     );
     if let Some(e) = parts.error {
         return Err(e);

@@ -308,11 +308,12 @@ impl ObjectWriter {
                 returns: ReturnType::Int,
             };
         }
-        let ctx = if f.section.starts_with("xdp") {
-            "xdp_md"
+        let hook = if f.section.starts_with("xdp") {
+            crate::hooks::Hook::Xdp
         } else {
-            "__sk_buff"
+            crate::hooks::Hook::TcIngress
         };
+        let ctx = hook.ctx_struct();
         FuncSignature {
             linkage: FuncLinkage::Global,
             params: vec![("ctx".to_owned(), ParamType::Ctx(ctx.to_owned()))],
