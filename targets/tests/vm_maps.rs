@@ -2,11 +2,12 @@
 //! (bounded by the lookup key's prefix length), LRU eviction of the least recently used entry,
 //! hash update flags (`BPF_NOEXIST`, `BPF_EXIST`) and capacity, array rules, ring-buffer positions.
 
+use ciliumc_targets::elf::MapType;
+use ciliumc_targets::vm::UserMap;
 use ciliumc_targets::vm::maps::{
     BPF_ANY, BPF_EXIST, BPF_NOEXIST, E2BIG, EAGAIN, EEXIST, EINVAL, ENOENT, ENOSPC,
 };
 use ciliumc_targets::vm::ringbuf::{BPF_RB_AVAIL_DATA, BPF_RB_PROD_POS, BPF_RB_RING_SIZE, RingBuf};
-use ciliumc_targets::vm::{MapKind, UserMap};
 
 fn lpm_key(prefix: u32, addr: [u8; 4]) -> Vec<u8> {
     let mut k = prefix.to_le_bytes().to_vec();
@@ -23,7 +24,7 @@ fn lpm_match(map: &mut UserMap, addr: [u8; 4], key_prefix: u32) -> Option<u32> {
 
 #[test]
 fn lpm_trie_returns_the_longest_matching_prefix() {
-    let mut m = UserMap::new("lpm", MapKind::LpmTrie, 8, 4, 16).unwrap();
+    let mut m = UserMap::new("lpm", MapType::LpmTrie, 8, 4, 16).unwrap();
     for (len, addr, v) in [
         (8u32, [10u8, 0, 0, 0], 8u32),
         (16, [10, 1, 0, 0], 16),
@@ -47,7 +48,7 @@ fn lpm_trie_returns_the_longest_matching_prefix() {
 
 #[test]
 fn lpm_trie_lookup_handles_differ_by_matched_prefix() {
-    let mut m = UserMap::new("lpm", MapKind::LpmTrie, 8, 4, 16).unwrap();
+    let mut m = UserMap::new("lpm", MapType::LpmTrie, 8, 4, 16).unwrap();
     assert_eq!(
         m.update(&lpm_key(16, [10, 1, 0, 0]), &1u32.to_le_bytes(), BPF_ANY),
         0
@@ -77,7 +78,7 @@ fn lpm_trie_lookup_handles_differ_by_matched_prefix() {
 
 #[test]
 fn lpm_trie_refuses_bad_prefixes_and_overflow() {
-    let mut m = UserMap::new("lpm", MapKind::LpmTrie, 8, 4, 2).unwrap();
+    let mut m = UserMap::new("lpm", MapType::LpmTrie, 8, 4, 2).unwrap();
     assert_eq!(
         m.update(&lpm_key(33, [1, 2, 3, 4]), &[0; 4], BPF_ANY),
         -EINVAL
@@ -100,7 +101,7 @@ fn lpm_trie_refuses_bad_prefixes_and_overflow() {
 
 #[test]
 fn hash_update_flags_and_capacity() {
-    let mut m = UserMap::new("h", MapKind::Hash, 4, 4, 2).unwrap();
+    let mut m = UserMap::new("h", MapType::Hash, 4, 4, 2).unwrap();
     let k = |i: u32| i.to_le_bytes();
     assert_eq!(m.update(&k(1), &k(10), BPF_EXIST), -ENOENT);
     assert_eq!(m.update(&k(1), &k(10), BPF_NOEXIST), 0);
@@ -129,7 +130,7 @@ fn hash_update_flags_and_capacity() {
 
 #[test]
 fn lru_hash_evicts_the_least_recently_used_entry() {
-    let mut m = UserMap::new("lru", MapKind::LruHash, 4, 4, 3).unwrap();
+    let mut m = UserMap::new("lru", MapType::LruHash, 4, 4, 3).unwrap();
     let k = |i: u32| i.to_le_bytes();
     for i in 1..=3 {
         assert_eq!(m.update(&k(i), &k(i), BPF_ANY), 0);
@@ -154,7 +155,7 @@ fn lru_hash_evicts_the_least_recently_used_entry() {
 
 #[test]
 fn arrays_have_every_element_and_refuse_noexist_and_delete() {
-    for kind in [MapKind::Array, MapKind::PercpuArray] {
+    for kind in [MapType::Array, MapType::PercpuArray] {
         let mut m = UserMap::new("a", kind, 4, 8, 4).unwrap();
         let id = m.lookup(&3u32.to_le_bytes()).expect("element 3 exists");
         assert!(m.lookup(&4u32.to_le_bytes()).is_none());
@@ -165,12 +166,12 @@ fn arrays_have_every_element_and_refuse_noexist_and_delete() {
         assert_eq!(m.update(&1u32.to_le_bytes(), &[1; 8], BPF_EXIST), 0);
         assert_eq!(m.delete(&1u32.to_le_bytes()), -EINVAL);
     }
-    assert!(UserMap::new("bad", MapKind::Array, 8, 8, 4).is_err());
+    assert!(UserMap::new("bad", MapType::Array, 8, 8, 4).is_err());
 }
 
 #[test]
 fn per_cpu_initial_values_accept_the_kernel_user_layout() {
-    let mut m = UserMap::new("pc", MapKind::PercpuArray, 4, 4, 1).unwrap();
+    let mut m = UserMap::new("pc", MapType::PercpuArray, 4, 4, 1).unwrap();
     // Two CPUs, each value padded to 8 bytes: the first CPU's value is kept.
     let mut v = vec![7, 0, 0, 0, 0, 0, 0, 0];
     v.extend([9, 0, 0, 0, 0, 0, 0, 0]);

@@ -19,7 +19,8 @@ use aya::maps::{HashMap as AyaHash, MapData, RingBuf};
 use aya::programs::{SchedClassifier, TestRun, TestRunOptions};
 use ciliumc_compiler::lower::{self, maps};
 use ciliumc_ir::policy::{Direction, Protocol};
-use ciliumc_targets::vm::{MapKind, Vm};
+use ciliumc_targets::elf::MapType;
+use ciliumc_targets::vm::Vm;
 use ciliumc_tests::kernel_or_skip;
 use ciliumc_tests::loader::aya_map_view;
 use ciliumc_tests::packet::Packet;
@@ -178,7 +179,7 @@ fn written_hash_maps(vm: &Vm) -> Vec<String> {
         .filter(|n| {
             matches!(
                 vm.map(n).map(|m| m.kind),
-                Some(MapKind::Hash | MapKind::LruHash)
+                Some(MapType::Hash | MapType::LruHash)
             )
         })
         .map(str::to_string)

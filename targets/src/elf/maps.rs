@@ -26,6 +26,24 @@ pub enum MapType {
 }
 
 impl MapType {
+    /// Every map type ciliumc emits.
+    pub const ALL: [MapType; 9] = [
+        MapType::Hash,
+        MapType::Array,
+        MapType::ProgArray,
+        MapType::PercpuHash,
+        MapType::PercpuArray,
+        MapType::LruHash,
+        MapType::LruPercpuHash,
+        MapType::LpmTrie,
+        MapType::RingBuf,
+    ];
+
+    /// The map type with `enum bpf_map_type` value `id`, if ciliumc knows it.
+    pub fn from_id(id: u32) -> Option<MapType> {
+        MapType::ALL.into_iter().find(|t| t.id() == id)
+    }
+
     /// The `enum bpf_map_type` value.
     pub fn id(self) -> u32 {
         match self {

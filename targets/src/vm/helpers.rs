@@ -6,8 +6,9 @@
 
 use super::VmError;
 use super::exec::{Flow, MAX_TAIL_CALLS, Machine};
-use super::maps::{EFAULT, MapKind};
+use super::maps::EFAULT;
 use super::memory::{MAP_HANDLE_BASE, Memory, Region};
+use crate::elf::MapType;
 
 const MAP_LOOKUP_ELEM: i32 = 1;
 const MAP_UPDATE_ELEM: i32 = 2;
@@ -55,7 +56,7 @@ fn map_arg(m: &Machine<'_>, value: u64) -> Result<usize, VmError> {
 
 fn ring_arg(m: &Machine<'_>, value: u64) -> Result<usize, VmError> {
     let map = map_arg(m, value)?;
-    if m.maps[map].kind != MapKind::RingBuf {
+    if m.maps[map].kind != MapType::RingBuf {
         return Err(m.fault(format!("map {} is not a ring buffer", m.maps[map].name)));
     }
     Ok(map)
@@ -63,7 +64,7 @@ fn ring_arg(m: &Machine<'_>, value: u64) -> Result<usize, VmError> {
 
 fn keyed_map_arg(m: &Machine<'_>, value: u64) -> Result<usize, VmError> {
     let map = map_arg(m, value)?;
-    if matches!(m.maps[map].kind, MapKind::RingBuf | MapKind::ProgArray) {
+    if matches!(m.maps[map].kind, MapType::RingBuf | MapType::ProgArray) {
         return Err(m.fault(format!(
             "map {} cannot be used with lookup/update/delete from a program",
             m.maps[map].name
@@ -198,7 +199,7 @@ pub(crate) fn call(m: &mut Machine<'_>, id: i32) -> Result<Flow, VmError> {
 fn tail_call(m: &mut Machine<'_>, ctx: u64, map: u64, index: u64) -> Result<Flow, VmError> {
     ctx_arg(m, ctx)?;
     let map = map_arg(m, map)?;
-    if m.maps[map].kind != MapKind::ProgArray {
+    if m.maps[map].kind != MapType::ProgArray {
         return Err(m.fault(format!("map {} is not a prog array", m.maps[map].name)));
     }
     let target = m.maps[map]

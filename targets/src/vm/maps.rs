@@ -15,6 +15,7 @@ use std::collections::{BTreeSet, HashMap};
 
 use super::VmError;
 use super::ringbuf::RingBuf;
+use crate::elf::MapType;
 
 /// `bpf_map_update_elem` flags.
 pub const BPF_ANY: u64 = 0;
@@ -30,42 +31,14 @@ pub const EEXIST: i64 = 17;
 pub const EINVAL: i64 = 22;
 pub const ENOSPC: i64 = 28;
 
-/// The map types the VM models (`enum bpf_map_type` ids in [`MapKind::from_id`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum MapKind {
-    Hash,
-    Array,
-    ProgArray,
-    PercpuHash,
-    PercpuArray,
-    LruHash,
-    LruPercpuHash,
-    LpmTrie,
-    RingBuf,
-}
-
-impl MapKind {
-    pub fn from_id(id: u32) -> Option<MapKind> {
-        Some(match id {
-            1 => MapKind::Hash,
-            2 => MapKind::Array,
-            3 => MapKind::ProgArray,
-            5 => MapKind::PercpuHash,
-            6 => MapKind::PercpuArray,
-            9 => MapKind::LruHash,
-            10 => MapKind::LruPercpuHash,
-            11 => MapKind::LpmTrie,
-            27 => MapKind::RingBuf,
-            _ => return None,
-        })
-    }
-
+/// The VM models every map type ciliumc emits ([`MapType`], ids from [`MapType::from_id`]).
+impl MapType {
     fn is_array(self) -> bool {
-        matches!(self, MapKind::Array | MapKind::PercpuArray)
+        matches!(self, MapType::Array | MapType::PercpuArray)
     }
 
     fn is_lru(self) -> bool {
-        matches!(self, MapKind::LruHash | MapKind::LruPercpuHash)
+        matches!(self, MapType::LruHash | MapType::LruPercpuHash)
     }
 }
 
@@ -83,7 +56,7 @@ struct Slot {
 #[derive(Clone, Debug)]
 pub struct UserMap {
     pub name: String,
-    pub kind: MapKind,
+    pub kind: MapType,
     pub key_size: u32,
     pub value_size: u32,
     pub max_entries: u32,
@@ -102,7 +75,7 @@ pub struct UserMap {
 impl UserMap {
     pub fn new(
         name: &str,
-        kind: MapKind,
+        kind: MapType,
         key_size: u32,
         value_size: u32,
         max_entries: u32,
@@ -112,18 +85,18 @@ impl UserMap {
             reason: reason.to_string(),
         };
         match kind {
-            MapKind::Array | MapKind::PercpuArray | MapKind::ProgArray if key_size != 4 => {
+            MapType::Array | MapType::PercpuArray | MapType::ProgArray if key_size != 4 => {
                 return Err(bad("array key size must be 4"));
             }
-            MapKind::LpmTrie if key_size <= 4 => {
+            MapType::LpmTrie if key_size <= 4 => {
                 return Err(bad("LPM trie key must hold a u32 prefix length and data"));
             }
-            MapKind::RingBuf if !max_entries.is_power_of_two() => {
+            MapType::RingBuf if !max_entries.is_power_of_two() => {
                 return Err(bad("ring buffer size must be a power of two"));
             }
             _ => {}
         }
-        let ring = (kind == MapKind::RingBuf).then(|| RingBuf::new(u64::from(max_entries)));
+        let ring = (kind == MapType::RingBuf).then(|| RingBuf::new(u64::from(max_entries)));
         Ok(UserMap {
             name: name.to_string(),
             kind,
@@ -213,7 +186,7 @@ impl UserMap {
         }
         self.clock += 1;
         match self.kind {
-            MapKind::Array | MapKind::PercpuArray => {
+            MapType::Array | MapType::PercpuArray => {
                 let i = self.array_index(key)?;
                 let size = self.value_size as usize;
                 self.values
@@ -221,7 +194,7 @@ impl UserMap {
                     .or_insert_with(|| vec![0; size]);
                 Some(u64::from(i))
             }
-            MapKind::LpmTrie => {
+            MapType::LpmTrie => {
                 let wanted = u32::from_le_bytes(key.get(..4)?.try_into().ok()?);
                 let lengths: Vec<u32> = self
                     .prefix_lengths
@@ -234,7 +207,7 @@ impl UserMap {
                     self.index.get(&k).map(|s| s.id)
                 })
             }
-            MapKind::ProgArray | MapKind::RingBuf => None,
+            MapType::ProgArray | MapType::RingBuf => None,
             _ => {
                 let clock = self.clock;
                 let slot = self.index.get_mut(key)?;
@@ -247,11 +220,11 @@ impl UserMap {
     /// The bytes stored under `key`, for tests and tools (no LRU side effect, exact key).
     pub fn get(&self, key: &[u8]) -> Option<&[u8]> {
         match self.kind {
-            MapKind::Array | MapKind::PercpuArray => {
+            MapType::Array | MapType::PercpuArray => {
                 let i = self.array_index(key)?;
                 self.values.get(&u64::from(i)).map(Vec::as_slice)
             }
-            MapKind::LpmTrie => {
+            MapType::LpmTrie => {
                 let len = u32::from_le_bytes(key.get(..4)?.try_into().ok()?);
                 let k = self.lpm_canonical(key, len)?;
                 let slot = self.index.get(&k)?;
@@ -291,7 +264,7 @@ impl UserMap {
         }
         self.clock += 1;
         match self.kind {
-            MapKind::Array | MapKind::PercpuArray => {
+            MapType::Array | MapType::PercpuArray => {
                 let Some(i) = self.array_index(key) else {
                     return -E2BIG;
                 };
@@ -301,8 +274,8 @@ impl UserMap {
                 self.values.insert(u64::from(i), value.to_vec());
                 0
             }
-            MapKind::ProgArray | MapKind::RingBuf => -EINVAL,
-            MapKind::LpmTrie => {
+            MapType::ProgArray | MapType::RingBuf => -EINVAL,
+            MapType::LpmTrie => {
                 let Some(len) = key.get(..4).and_then(|b| b.try_into().ok()) else {
                     return -EINVAL;
                 };
@@ -335,7 +308,7 @@ impl UserMap {
         }
         if self.index.len() >= self.max_entries as usize {
             if !lru {
-                return if self.kind == MapKind::LpmTrie {
+                return if self.kind == MapType::LpmTrie {
                     -ENOSPC
                 } else {
                     -E2BIG
@@ -375,10 +348,10 @@ impl UserMap {
             return e;
         }
         let key = match self.kind {
-            MapKind::Array | MapKind::PercpuArray | MapKind::ProgArray | MapKind::RingBuf => {
+            MapType::Array | MapType::PercpuArray | MapType::ProgArray | MapType::RingBuf => {
                 return -EINVAL;
             }
-            MapKind::LpmTrie => {
+            MapType::LpmTrie => {
                 let Some(len) = key.get(..4).and_then(|b| b.try_into().ok()) else {
                     return -EINVAL;
                 };
@@ -393,7 +366,7 @@ impl UserMap {
         match self.index.remove(&key) {
             Some(slot) => {
                 self.values.remove(&slot.id);
-                if self.kind == MapKind::LpmTrie {
+                if self.kind == MapType::LpmTrie {
                     let len = u32::from_le_bytes([key[0], key[1], key[2], key[3]]);
                     if !self.index.keys().any(|k| k[..4] == key[..4]) {
                         self.prefix_lengths.remove(&len);
@@ -415,7 +388,7 @@ impl UserMap {
 
     /// Puts `program` (a program name of the same object) into prog-array slot `index`.
     pub fn set_program(&mut self, index: u32, program: &str) -> Result<(), VmError> {
-        if self.kind != MapKind::ProgArray || index >= self.max_entries {
+        if self.kind != MapType::ProgArray || index >= self.max_entries {
             return Err(VmError::BadMap {
                 map: self.name.clone(),
                 reason: format!("slot {index} is not a prog-array slot"),
@@ -436,7 +409,7 @@ impl UserMap {
         let size = self.value_size as usize;
         let per_cpu = matches!(
             self.kind,
-            MapKind::PercpuArray | MapKind::PercpuHash | MapKind::LruPercpuHash
+            MapType::PercpuArray | MapType::PercpuHash | MapType::LruPercpuHash
         );
         let stride = size.div_ceil(8) * 8;
         let value =

@@ -29,7 +29,7 @@ pub mod ringbuf;
 use std::collections::HashMap;
 
 pub use helpers::SUPPORTED_HELPERS;
-pub use maps::{MapKind, UserMap};
+pub use maps::UserMap;
 
 /// Instructions one run may execute before it is stopped (the verifier bounds our programs far
 /// below this; a loop that never ends must not hang `trace`).

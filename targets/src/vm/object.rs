@@ -10,8 +10,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use object::{Object, ObjectSection, ObjectSymbol, RelocationTarget, SectionKind, SymbolKind};
 
 use super::VmError;
-use super::maps::MapKind;
 use crate::btf::read::ParsedBtf;
+use crate::elf::MapType;
 use crate::isa::{Insn, PseudoKind, RawInsn, Reg, decode_one};
 
 /// One executable operation at a slot.
@@ -48,7 +48,7 @@ pub(crate) struct Code {
 #[derive(Clone, Debug)]
 pub(crate) struct MapSpec {
     pub name: String,
-    pub kind: MapKind,
+    pub kind: MapType,
     pub key_size: u32,
     pub value_size: u32,
     pub max_entries: u32,
@@ -69,7 +69,7 @@ fn map_specs(file: &object::File<'_>) -> Result<Vec<MapSpec>, VmError> {
         .map_err(elf_err)?
         .into_iter()
         .map(|d| {
-            let kind = MapKind::from_id(d.map_type).ok_or_else(|| VmError::BadMap {
+            let kind = MapType::from_id(d.map_type).ok_or_else(|| VmError::BadMap {
                 map: d.name.clone(),
                 reason: format!("map type {} is not modelled by the interpreter", d.map_type),
             })?;
