@@ -1,5 +1,5 @@
-//! Flow event records as the policy programs write them into the `ciliumc_events` ring buffer
-//! (64 bytes; the layout is documented in `docs/datapath.md`).
+//! Flow event records as the policy programs write them into the `ciliumc_events` per-CPU rings
+//! (64 bytes; the layout is documented in `docs/datapath.md`, the rings in [`crate::event_ring`]).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -49,16 +49,14 @@ fn addr(family: u8, bytes: &[u8]) -> Option<IpAddr> {
 }
 
 impl FlowEvent {
-    pub fn decode(b: &[u8]) -> Result<FlowEvent, ShortEvent> {
-        if b.len() < EVENT_SIZE {
-            return Err(ShortEvent(b.len()));
-        }
+    /// Decodes a whole record (the rings hold nothing shorter).
+    pub fn from_record(b: &[u8; EVENT_SIZE]) -> FlowEvent {
         let u16_at = |o: usize| u16::from_le_bytes([b[o], b[o + 1]]);
         let u32_at = |o: usize| u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]);
         let mut ts = [0u8; 8];
         ts.copy_from_slice(&b[0..8]);
         let family = b[61];
-        Ok(FlowEvent {
+        FlowEvent {
             timestamp_ns: u64::from_le_bytes(ts),
             kind: b[8],
             reason: b[9],
@@ -74,6 +72,15 @@ impl FlowEvent {
             proto: b[60],
             family,
             policy_port: u16_at(62),
-        })
+        }
+    }
+
+    /// Decodes the first [`EVENT_SIZE`] bytes of `b`.
+    pub fn decode(b: &[u8]) -> Result<FlowEvent, ShortEvent> {
+        let record = b
+            .get(..EVENT_SIZE)
+            .and_then(|r| <&[u8; EVENT_SIZE]>::try_from(r).ok())
+            .ok_or(ShortEvent(b.len()))?;
+        Ok(FlowEvent::from_record(record))
     }
 }

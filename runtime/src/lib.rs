@@ -6,6 +6,7 @@
 //! daemon (`ciliumc agent`): pinned maps and links, atomic generation swaps, flows.
 
 pub mod agent;
+pub mod event_ring;
 pub mod events;
 pub mod packet;
 pub mod testrun;

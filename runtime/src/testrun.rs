@@ -5,9 +5,10 @@
 //! offers such a variant for this purpose.
 
 use aya::maps::lpm_trie::{Key, LpmTrie};
-use aya::maps::{HashMap, MapData, RingBuf};
+use aya::maps::{HashMap, Map, MapData};
 use aya::programs::{SchedClassifier, TestRun, TestRunOptions};
 
+use crate::event_ring::{self, MappedRings, RingError};
 use crate::events::FlowEvent;
 
 /// Map names the policy programs use (mirrors the compiler's `lower::maps`).
@@ -33,7 +34,9 @@ pub enum TestRunError {
         #[source]
         source: aya::maps::MapError,
     },
-    #[error("map {0} not found in the object")]
+    #[error(transparent)]
+    Rings(#[from] RingError),
+    #[error("map {0} not found in the object, or not an array")]
     NoMap(&'static str),
     #[error("ipcache entry with a key of {0} bytes (expected 24) or a value of other than 8 bytes")]
     BadIpcacheEntry(usize),
@@ -61,6 +64,7 @@ pub struct RunResult {
 /// An object loaded for test runs: its programs loaded, its ipcache filled.
 pub struct LoadedPolicyObject {
     ebpf: aya::Ebpf,
+    rings: MappedRings,
 }
 
 impl LoadedPolicyObject {
@@ -106,7 +110,11 @@ impl LoadedPolicyObject {
                 source,
             })?;
         }
-        Ok(LoadedPolicyObject { ebpf })
+        let rings = match ebpf.map(EVENTS) {
+            Some(Map::Array(data)) => MappedRings::map(data)?,
+            _ => return Err(TestRunError::NoMap(EVENTS)),
+        };
+        Ok(LoadedPolicyObject { ebpf, rings })
     }
 
     /// Runs `program` once on `packet`, returns its verdict and the events it wrote, then forgets
@@ -130,21 +138,9 @@ impl LoadedPolicyObject {
                 source,
             })?;
         let mut events = Vec::new();
-        {
-            let map = self
-                .ebpf
-                .map_mut(EVENTS)
-                .ok_or(TestRunError::NoMap(EVENTS))?;
-            let mut ring = RingBuf::try_from(map).map_err(|source| TestRunError::Map {
-                name: EVENTS.into(),
-                source,
-            })?;
-            while let Some(item) = ring.next() {
-                if let Ok(ev) = FlowEvent::decode(&item) {
-                    events.push(ev);
-                }
-            }
-        }
+        event_ring::drain(&mut self.rings, |record| {
+            events.push(FlowEvent::from_record(record));
+        });
         if result.return_value != 0 {
             // A dropped packet records no connection.
             return Ok(RunResult {

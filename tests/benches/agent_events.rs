@@ -44,8 +44,7 @@ struct Counters {
 
 fn counters(agent: &Agent) -> Counters {
     let st = agent.status();
-    let counted =
-        st["flows_seen"].as_u64().unwrap_or(0) + st["events_undecodable"].as_u64().unwrap_or(0);
+    let counted = st["flows_seen"].as_u64().unwrap_or(0);
     let lost = st["events_lost"]
         .as_u64()
         .unwrap_or_else(|| panic!("the agent reports no events_lost: {st}"));

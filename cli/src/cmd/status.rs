@@ -42,7 +42,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                     );
                     match s.events_lost {
                         Some(n) => {
-                            let _ = writeln!(t, "Events lost:    {n} (ring buffer full)");
+                            let _ = writeln!(
+                                t,
+                                "Events lost:    {n} (ring full or no ring for the CPU)"
+                            );
                         }
                         None => {
                             let _ = writeln!(t, "Events lost:    - (no ciliumc_evlost counter)");

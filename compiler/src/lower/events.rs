@@ -1,5 +1,20 @@
-//! Flow events: one record per policy verdict on a new flow and per drop, written to the
-//! `ciliumc_events` ring buffer. Layout (64 bytes, little-endian; `docs/datapath.md`):
+//! Flow events: one record per policy verdict on a new flow and per drop, written to the CPU's
+//! own ring in the `ciliumc_events` array (`lower::maps::EVENT_RING_*`; `docs/datapath.md`).
+//!
+//! Why not a `BPF_MAP_TYPE_RINGBUF`: its reserve and submit take a lock with interrupts off and
+//! cost about 100 ns per record here, more than parse, CT and ipcache together, and the
+//! reference numbers show one shared ring collapsing with many producers. A per-CPU ring in an
+//! mmap-able array is written with two inlined lookups and plain stores (about 25 ns), and the
+//! reader maps it and reads it without a syscall. Each CPU has one writer at a time (tc and XDP
+//! programs run with migration and bottom halves disabled, and do not nest), so no lock is needed;
+//! a full ring overwrites its oldest records, which the reader counts as lost.
+//!
+//! Slot: `u64 seq` then the 64-byte event. The writer sets `seq` to 0, writes the event, sets
+//! `seq` to the record's number + 1, then advances the ring's head; the reader accepts a record
+//! only if `seq` reads the expected value both before and after it copies the event (x86-64
+//! keeps stores in program order; see `docs/datapath.md` for other architectures).
+//!
+//! Event layout (64 bytes, little-endian):
 //!
 //! | off | field |
 //! |---|---|
@@ -15,24 +30,18 @@
 //! | 62 | u16 policy port: destination port, or ICMP type |
 
 use ciliumc_ir::policy::Direction;
-use ciliumc_targets::codegen::{AluOp, Cond, FunctionBuilder, MapId, Size, SlotId, VReg};
+use ciliumc_targets::codegen::{AluOp, FunctionBuilder, MapId, Size, SlotId, VReg};
 use ciliumc_targets::hooks;
+
+use super::maps;
 
 pub const EVENT_SIZE: u32 = 64;
 pub const EVENT_DROP: i64 = 1;
 pub const EVENT_POLICY_VERDICT: i64 = 5;
+/// Offset of the event in its slot, after the slot's `u64 seq`.
+const EVENT_IN_SLOT: i32 = 8;
 
-/// Unconsumed bytes in the ring buffer at which a program wakes the reader (about 450 records).
-/// Below it the reader is not woken and finds the records on its next timed poll
-/// (`docs/datapath.md`: readers must poll at least every few milliseconds).
-pub const WAKEUP_BACKLOG_BYTES: i64 = 32 * 1024;
-/// A record's footprint in the ring: the kernel's 8-byte header plus the 64-byte event.
-const RECORD_STRIDE: i64 = 8 + EVENT_SIZE as i64;
-const BPF_RB_AVAIL_DATA: i64 = 0;
-const BPF_RB_NO_WAKEUP: i64 = 1;
-const BPF_RB_FORCE_WAKEUP: i64 = 2;
-
-/// The maps events go to: the ring buffer and the per-CPU count of events it had no room for.
+/// The maps events go to: the per-CPU rings and the per-CPU count of events without a ring.
 #[derive(Clone, Copy)]
 pub struct EventMaps {
     pub ring: MapId,
@@ -50,8 +59,8 @@ pub struct EventFields {
     pub port: VReg,
 }
 
-/// Reserves the record in the ring buffer and writes it in place. A full ring buffer loses the
-/// event (counted in `ciliumc_evlost`), never the packet.
+/// Writes the event into this CPU's ring. A CPU the array has no ring for loses the event
+/// (counted in `ciliumc_evlost`), never the packet.
 pub fn emit_event(
     f: &mut FunctionBuilder,
     events: EventMaps,
@@ -59,78 +68,74 @@ pub fn emit_event(
     direction: Direction,
     fields: &EventFields,
 ) {
-    // Waking the reader on every record costs an interrupt (microseconds in a VM) per event once
-    // the reader keeps up; so the program wakes it once per `WAKEUP_BACKLOG_BYTES` of backlog
-    // (records are `RECORD_STRIDE` apart, so exactly one record starts in the first stride of
-    // each window) and readers also poll on a timer.
-    let map = f.load_map(events.ring);
-    let backlog = f.call(
-        &hooks::RINGBUF_QUERY,
-        &[map.into(), BPF_RB_AVAIL_DATA.into()],
-    );
-    let flags = f.vreg();
-    f.assign_const(flags, BPF_RB_NO_WAKEUP);
-    let crossing = f.block();
-    let wake = f.block();
-    let reserve = f.block();
-    f.branch(Cond::Ge, backlog, WAKEUP_BACKLOG_BYTES, crossing, reserve);
-    f.switch_to(crossing);
-    let into_window = f.alu(AluOp::And, backlog, WAKEUP_BACKLOG_BYTES - 1);
-    f.branch(Cond::Lt, into_window, RECORD_STRIDE, wake, reserve);
-    f.switch_to(wake);
-    f.assign_const(flags, BPF_RB_FORCE_WAKEUP);
-    f.jump(reserve);
-
-    f.switch_to(reserve);
-    let map = f.load_map(events.ring);
-    let record = f.call(
-        &hooks::RINGBUF_RESERVE,
-        &[map.into(), i64::from(EVENT_SIZE).into(), 0i64.into()],
-    );
+    let cpu = f.call(&hooks::GET_SMP_PROCESSOR_ID, &[]);
+    let header_index = f.alu32(AluOp::Mul, cpu, i64::from(maps::EVENT_RING_STRIDE));
+    let index = f.stack_slot(4);
+    f.stack_store(index, 0, header_index, Size::W);
+    let index_ptr = f.stack_addr(index);
+    let header = f.map_lookup(events.ring, index_ptr);
     let lost = f.block();
+    let locate = f.block();
     let fill = f.block();
     let done = f.block();
-    f.branch_null(record, lost, fill);
+    f.branch_null(header, lost, locate);
+
+    f.switch_to(locate);
+    let head = f.load(header, 0, Size::DW);
+    let position = f.alu32(AluOp::And, head, i64::from(maps::EVENT_RING_RECORDS - 1));
+    let header_index = f.stack_load(index, 0, Size::W);
+    let record_index = f.alu32(AluOp::Add, header_index, position);
+    let record_index = f.alu32(AluOp::Add, record_index, 1i64);
+    f.stack_store(index, 0, record_index, Size::W);
+    let index_ptr = f.stack_addr(index);
+    let slot = f.map_lookup(events.ring, index_ptr);
+    f.branch_null(slot, lost, fill);
 
     f.switch_to(fill);
+    // Marked incomplete first, so a reader copying this slot meanwhile discards it.
+    f.store(slot, 0, 0i64, Size::DW);
     // The tick-granular clock: a fine clock read costs as much as the rest of the record in a
     // VM, and flows are shown to the millisecond (ring order keeps events of one tick ordered).
     let now = f.call(&hooks::KTIME_GET_COARSE_NS, &[]);
-    f.store(record, 0, now, Size::DW);
-    f.store(record, 8, fields.kind, Size::B);
+    let at = |off: i32| EVENT_IN_SLOT + off;
+    f.store(slot, at(0), now, Size::DW);
+    f.store(slot, at(8), fields.kind, Size::B);
     match fields.reason {
-        Some(r) => f.store(record, 9, r, Size::B),
-        None => f.store(record, 9, 0i64, Size::B),
+        Some(r) => f.store(slot, at(9), r, Size::B),
+        None => f.store(slot, at(9), 0i64, Size::B),
     }
     let dir = match direction {
         Direction::Ingress => 1i64,
         Direction::Egress => 2,
     };
-    f.store(record, 10, dir, Size::B);
-    f.store(record, 11, i64::from(fields.verdict_dropped), Size::B);
-    f.store(record, 12, fields.rule, Size::W);
-    f.store(record, 16, i64::from(fields.local_identity), Size::W);
-    f.store(record, 20, fields.remote_identity, Size::W);
+    f.store(slot, at(10), dir, Size::B);
+    f.store(slot, at(11), i64::from(fields.verdict_dropped), Size::B);
+    f.store(slot, at(12), fields.rule, Size::W);
+    f.store(slot, at(16), i64::from(fields.local_identity), Size::W);
+    f.store(slot, at(20), fields.remote_identity, Size::W);
     for off in (0..32).step_by(8) {
         let w = f.stack_load(flow_key, off, Size::DW);
-        f.store(record, 24 + off as i32, w, Size::DW);
+        f.store(slot, at(24 + off as i32), w, Size::DW);
     }
     let tail = f.stack_load(flow_key, 32, Size::W);
-    f.store(record, 56, tail, Size::W);
+    f.store(slot, at(56), tail, Size::W);
     let proto = f.stack_load(flow_key, 36, Size::B);
-    f.store(record, 60, proto, Size::B);
+    f.store(slot, at(60), proto, Size::B);
     let family = f.stack_load(flow_key, 37, Size::B);
-    f.store(record, 61, family, Size::B);
-    f.store(record, 62, fields.port, Size::H);
-    f.call(&hooks::RINGBUF_SUBMIT, &[record.into(), flags.into()]);
+    f.store(slot, at(61), family, Size::B);
+    f.store(slot, at(62), fields.port, Size::H);
+    // Complete: the sequence number, then the head that publishes it.
+    let next = f.alu(AluOp::Add, head, 1i64);
+    f.store(slot, 0, next, Size::DW);
+    f.store(header, 0, next, Size::DW);
     f.jump(done);
 
     // The loss is counted for the reader (`ciliumc status`).
     f.switch_to(lost);
-    let index = f.stack_slot(4);
-    f.stack_store(index, 0, 0i64, Size::W);
-    let index_ptr = f.stack_addr(index);
-    let counter = f.map_lookup(events.lost, index_ptr);
+    let zero = f.stack_slot(4);
+    f.stack_store(zero, 0, 0i64, Size::W);
+    let zero_ptr = f.stack_addr(zero);
+    let counter = f.map_lookup(events.lost, zero_ptr);
     let count = f.block();
     f.branch_null(counter, done, count);
     f.switch_to(count);

@@ -10,7 +10,7 @@ use std::net::IpAddr;
 use ciliumc_ir::cidr::Cidr;
 use ciliumc_ir::manifest::{ManifestMap, MapEntry};
 use ciliumc_targets::codegen::{MapDecl, MapKind};
-use ciliumc_targets::elf::{BPF_F_NO_PREALLOC, MapDef, MapType, Pinning, TypeDesc};
+use ciliumc_targets::elf::{BPF_F_MMAPABLE, BPF_F_NO_PREALLOC, MapDef, MapType, Pinning, TypeDesc};
 
 /// Peer address → security identity (LPM trie).
 pub const IPCACHE: &str = "ciliumc_ipcache";
@@ -22,7 +22,8 @@ pub const IPCACHE6: &str = "ciliumc_ipc6";
 pub const IPCACHE_EXACT_MAX_ENTRIES: u32 = 262_144;
 /// Connection tracking, shared by all endpoints (LRU hash).
 pub const CT: &str = "ciliumc_ct";
-/// Flow events (ring buffer).
+/// Flow events: one ring of records per CPU in one mmap-able array (layout below and in
+/// `docs/datapath.md`).
 pub const EVENTS: &str = "ciliumc_events";
 
 /// `struct ipcache_key { u32 prefixlen; u32 family; u8 addr[16]; }`: `prefixlen` counts the
@@ -43,10 +44,20 @@ pub const CT_KEY_SIZE: u32 = 40;
 pub const CT_VALUE_SIZE: u32 = 8;
 pub const CT_MAX_ENTRIES: u32 = 65_536;
 
-/// Ring buffer size in bytes (a power of two, multiple of the page size).
-pub const EVENTS_BYTES: u32 = 1 << 20;
-/// Per-CPU count of events the ring buffer had no room for (index 0, u64): readers report it as
-/// lost events.
+/// Records in each CPU's ring (a power of two).
+pub const EVENT_RING_RECORDS: u32 = 1024;
+/// Array slots per CPU: the ring's header (slot 0: `u64 head`, the number of records this CPU
+/// ever wrote) and its records. CPU `c`'s ring starts at index `c * EVENT_RING_STRIDE`.
+pub const EVENT_RING_STRIDE: u32 = EVENT_RING_RECORDS + 1;
+/// Bytes per slot: `u64 seq` (the record's sequence number + 1 once complete, 0 while it is
+/// being written) and the 64-byte event.
+pub const EVENT_SLOT_BYTES: u32 = 72;
+/// CPUs the declared array has rings for. A loader may create the map with more entries (a
+/// multiple of [`EVENT_RING_STRIDE`]), as `ciliumc agent` does for the machine's possible CPUs;
+/// events from a CPU without a ring are counted in [`EVENTS_LOST`].
+pub const EVENT_RING_DEFAULT_CPUS: u32 = 64;
+/// Per-CPU count of events that had no ring to go to (index 0, u64): readers report it as lost
+/// events, with the records overwritten before they read them.
 pub const EVENTS_LOST: &str = "ciliumc_evlost";
 
 fn ipcache_key_type() -> TypeDesc {
@@ -128,7 +139,13 @@ pub fn shared_map_defs() -> Vec<MapDef> {
             CT_MAX_ENTRIES,
         )
         .with_pinning(Pinning::ByName),
-        MapDef::ringbuf(EVENTS, EVENTS_BYTES).with_pinning(Pinning::ByName),
+        MapDef::array(
+            EVENTS,
+            TypeDesc::Bytes(EVENT_SLOT_BYTES),
+            EVENT_RING_DEFAULT_CPUS * EVENT_RING_STRIDE,
+        )
+        .with_flags(BPF_F_MMAPABLE)
+        .with_pinning(Pinning::ByName),
         MapDef::typed(
             EVENTS_LOST,
             MapType::PercpuArray,
@@ -264,9 +281,9 @@ pub fn frag_decl(family: u32) -> MapDecl {
 pub fn events_decl() -> MapDecl {
     MapDecl {
         name: EVENTS.into(),
-        kind: MapKind::RingBuf,
-        key_size: 0,
-        value_size: 0,
+        kind: MapKind::Array,
+        key_size: 4,
+        value_size: EVENT_SLOT_BYTES,
     }
 }
 

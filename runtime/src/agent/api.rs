@@ -52,11 +52,10 @@ pub struct Status {
     pub flows_current: usize,
     pub flows_max: usize,
     pub flows_per_second: f64,
-    /// Records in the ring buffer too short to decode.
-    pub events_undecodable: u64,
-    /// Events the programs could not write because the ring buffer was full (the sum over CPUs
-    /// of the pinned `ciliumc_evlost` counter, since the map was created); `None` when the running
-    /// generation has no such counter.
+    /// Events the agent never read: those written on a CPU without a ring (the sum over CPUs of
+    /// the pinned `ciliumc_evlost` counter, since the map was created) plus records overwritten
+    /// in a full ring before the agent read them; `None` when the running generation has no
+    /// such counter.
     #[serde(default)]
     pub events_lost: Option<u64>,
     pub applies: u64,

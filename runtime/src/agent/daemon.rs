@@ -52,7 +52,8 @@ pub enum DaemonError {
 struct FlowState {
     store: FlowStore,
     names: Arc<Names>,
-    undecodable: u64,
+    /// Records overwritten in their ring before the reader got to them.
+    overwritten: u64,
     reading: bool,
 }
 
@@ -151,8 +152,7 @@ impl Shared {
             flows_current: f.store.len(),
             flows_max: f.store.capacity(),
             flows_per_second: f.store.rate(now),
-            events_undecodable: f.undecodable,
-            events_lost,
+            events_lost: events_lost.map(|n| n + f.overwritten),
             applies: c.applies,
             failed_applies: c.failed,
             last_apply_latency_us: c.last_latency_us,
@@ -163,11 +163,11 @@ impl Shared {
     }
 
     /// Stores a batch of decoded events under one lock; names them only for followers.
-    fn ingest(&self, events: &mut Vec<FlowEvent>, undecodable: u64, clock_offset_ns: i128) {
+    fn ingest(&self, events: &mut Vec<FlowEvent>, overwritten: u64, clock_offset_ns: i128) {
         let now = self.started.elapsed().as_secs_f64();
         let followers = self.follow.receiver_count() > 0;
         let mut f = lock(&self.flows);
-        f.undecodable += undecodable;
+        f.overwritten += overwritten;
         let names = f.names.clone();
         for event in events.drain(..) {
             let time_ns = (event.timestamp_ns as i128 + clock_offset_ns).max(0) as u64;
@@ -216,7 +216,7 @@ pub async fn run(cfg: AgentConfig) -> Result<(), DaemonError> {
         flows: Mutex::new(FlowState {
             store: FlowStore::new(cfg.flows),
             names,
-            undecodable: 0,
+            overwritten: 0,
             reading: false,
         }),
         counters: Mutex::new(Counters {
@@ -360,14 +360,14 @@ async fn events_task(shared: Arc<Shared>) {
             dp.manifest().and_then(|m| {
                 m.maps
                     .iter()
-                    .find(|x| is_pinned(x) && x.map_type == "ringbuf")
+                    .find(|x| is_pinned(x) && x.name == ring::EVENTS)
                     .map(|x| dp.paths().maps.join(&x.name))
             })
         };
         if let Some(path) = ring_path.filter(|p| p.exists()) {
             match read_ring(&shared, &path).await {
                 Ok(()) => {}
-                Err(e) => tracing::warn!("events ring buffer {}: {e}", path.display()),
+                Err(e) => tracing::warn!("events rings {}: {e}", path.display()),
             }
             lock(&shared.flows).reading = false;
         }
@@ -375,21 +375,23 @@ async fn events_task(shared: Arc<Shared>) {
     }
 }
 
-/// Drains the ring whenever the kernel wakes the reader (a backlog of 32 KiB) or
-/// its poll timer fires ([`ring::POLL_INTERVAL`] while events flow, up to
-/// [`ring::IDLE_POLL_INTERVAL`] when idle), so a lone event is seen within that interval.
-async fn read_ring(shared: &Arc<Shared>, path: &std::path::Path) -> std::io::Result<()> {
+/// Drains the rings whenever the poll timer fires ([`ring::POLL_INTERVAL`] while events flow, up
+/// to [`ring::IDLE_POLL_INTERVAL`] when idle), so a lone event is seen within that interval.
+async fn read_ring(
+    shared: &Arc<Shared>,
+    path: &std::path::Path,
+) -> Result<(), crate::event_ring::RingError> {
     let mut reader = RingReader::open(path)?;
     lock(&shared.flows).reading = true;
     let mut offset = clock_offset_ns();
     let mut last_sync = Instant::now();
     loop {
-        reader.wait().await?;
+        reader.wait().await;
         if last_sync.elapsed() > Duration::from_secs(10) {
             offset = clock_offset_ns();
             last_sync = Instant::now();
         }
-        reader.drain(|events, undecodable| shared.ingest(events, undecodable, offset));
+        reader.drain(|events, overwritten| shared.ingest(events, overwritten, offset));
     }
 }
 

@@ -10,6 +10,8 @@ use crate::btf::{Btf, IntEncoding, Member, TypeId};
 
 /// `BPF_F_NO_PREALLOC`, required by the kernel for LPM tries.
 pub const BPF_F_NO_PREALLOC: u32 = 1;
+/// `BPF_F_MMAPABLE`: an array whose values user space may `mmap` (read without a syscall).
+pub const BPF_F_MMAPABLE: u32 = 1 << 10;
 
 /// Kernel map types (`enum bpf_map_type`) that ciliumc emits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

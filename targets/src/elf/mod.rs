@@ -33,7 +33,9 @@ use crate::btf::{Btf, IntEncoding, TypeId, VarLinkage, VarSecInfo};
 use crate::isa::RawInsn;
 use crate::isa::opcode::{BPF_CALL, BPF_DW, BPF_IMM, BPF_JMP, BPF_LD, BPF_PSEUDO_CALL};
 use crate::program::{FunctionCode, RelocTarget};
-pub use maps::{BPF_F_NO_PREALLOC, FieldDesc, MapDef, MapSlot, MapType, Pinning, TypeDesc};
+pub use maps::{
+    BPF_F_MMAPABLE, BPF_F_NO_PREALLOC, FieldDesc, MapDef, MapSlot, MapType, Pinning, TypeDesc,
+};
 
 /// The section that holds subprograms (libbpf and aya link calls only into it).
 pub const TEXT_SECTION: &str = ".text";

@@ -14,6 +14,7 @@ use ciliumc_ir::identity::NumericIdentity;
 use ciliumc_ir::policy::{
     Direction, DirectionPolicy, L4Match, PeerSet, PortRange, Protocol, Rule, RuleId, RuleKind,
 };
+use ciliumc_runtime::event_ring::{self, MappedRings};
 use ciliumc_tests::loader::{aya_map_view, aya_program_fd, load_object_aya};
 
 use ciliumc_tests::packet::{Packet, tcp_flags};
@@ -294,23 +295,22 @@ impl Ours {
             let fd = aya_program_fd(&ebpf, name).map_err(|e| e.to_string())?;
             sys::prog_info(fd.as_fd()).map_err(|e| e.to_string())?
         };
-        // The agent drains the ring buffer while traffic flows: so does the bench, the same way.
-        let ring = ebpf
-            .take_map(maps::EVENTS)
-            .ok_or("no events map")
-            .and_then(|m| aya::maps::RingBuf::try_from(m).map_err(|_| "events map type"))?;
+        // The agent drains the rings while traffic flows: so does the bench, the same way.
+        let mut rings = match ebpf.map(maps::EVENTS) {
+            Some(aya::maps::Map::Array(data)) => {
+                MappedRings::map(data).map_err(|e| e.to_string())?
+            }
+            _ => return Err("no events array".into()),
+        };
         let stop = Arc::new(AtomicBool::new(false));
         let drained = Arc::new(AtomicU64::new(0));
         let drainer = {
             let (stop, drained) = (stop.clone(), drained.clone());
-            let mut ring = ring;
             std::thread::spawn(move || {
                 while !stop.load(Ordering::Relaxed) {
-                    while let Some(item) = ring.next() {
-                        drop(item);
-                        drained.fetch_add(1, Ordering::Relaxed);
-                    }
-                    // As the agent: a timed poll (the programs wake the reader only on a backlog).
+                    let d = event_ring::drain(&mut rings, |_| {});
+                    drained.fetch_add(d.records, Ordering::Relaxed);
+                    // As the agent: a timed poll.
                     std::thread::sleep(std::time::Duration::from_millis(2));
                 }
             })

@@ -1,13 +1,15 @@
 //! Where `trace` executes a compiled program: in the kernel (`BPF_PROG_TEST_RUN` through aya) or
 //! in the userspace eBPF interpreter (`ciliumc_targets::vm`), which loads the same object, fills
-//! its maps with the manifest's initial entries and decodes the same ring-buffer records.
+//! its maps with the manifest's initial entries and decodes the same event records from its copy
+//! of the per-CPU rings (the interpreter is CPU 0).
 //!
 //! In: the engine the user chose, the maps' initial entries, and per run an object, a program
 //! name and a packet. Out: the program's return value and flow events, and which engine ran.
 
 use anyhow::{Context, bail};
+use ciliumc_runtime::event_ring::{self, CopiedRings};
 use ciliumc_runtime::events::FlowEvent;
-use ciliumc_runtime::testrun::{self, IPCACHE};
+use ciliumc_runtime::testrun::{self, EVENTS, IPCACHE};
 use ciliumc_targets::vm::Vm;
 
 /// `--engine`.
@@ -135,12 +137,14 @@ impl Executor {
             .run(program, packet)
             .with_context(|| format!("interpreting {program}"))?;
         let retval = u32::try_from(run.ret & 0xffff_ffff).unwrap_or(u32::MAX);
-        let events = run
-            .events
-            .iter()
-            .map(|e| FlowEvent::decode(e))
-            .collect::<Result<Vec<_>, _>>()
-            .context("decoding a ring-buffer record")?;
+        let Some(ring_map) = vm.map(EVENTS) else {
+            bail!("the object has no map {EVENTS}: not a ciliumc policy object");
+        };
+        let mut rings = CopiedRings::from_slots(1, |index| ring_map.get(&index.to_le_bytes()));
+        let mut events = Vec::new();
+        event_ring::drain(&mut rings, |record| {
+            events.push(FlowEvent::from_record(record))
+        });
         Ok(Execution { retval, events })
     }
 }

@@ -1,107 +1,84 @@
-//! The reader side of the events ring buffer: waits for a wakeup or a timer, decodes records
-//! straight out of the ring (no copy per record) into reusable batches, and reads the per-CPU
-//! count of events the programs could not write (`ciliumc_evlost`).
+//! The agent's reader of the per-CPU event rings: polls the mapped `ciliumc_events` array on a
+//! timer, decodes records into reusable batches, and reads the per-CPU count of events that had
+//! no ring (`ciliumc_evlost`).
 //!
-//! In: the pin paths of `ciliumc_events` and `ciliumc_evlost`. Out: batches of [`FlowEvent`]s (and
-//! the number of undecodable records) handed to a sink, and the lost-events total.
+//! In: the pin paths of `ciliumc_events` and `ciliumc_evlost`. Out: batches of [`FlowEvent`]s
+//! handed to a sink with the number of records overwritten before they were read, and the
+//! no-ring total.
 
 use std::path::Path;
 use std::time::Duration;
 
-use aya::maps::{Map, MapData, MapError, PerCpuArray, RingBuf};
-use tokio::io::unix::AsyncFd;
+use aya::maps::{Map, MapData, MapError, PerCpuArray};
 
+use crate::event_ring::{self, MappedRings, RingError};
 use crate::events::FlowEvent;
 
-/// The pinned per-CPU counter of events the ring had no room for (index 0, u64; the compiler's
+/// The pinned per-CPU counter of events that had no ring (index 0, u64; the compiler's
 /// `lower::maps::EVENTS_LOST`).
 pub const EVENTS_LOST: &str = "ciliumc_evlost";
+/// The pinned array of per-CPU rings (the compiler's `lower::maps::EVENTS`).
+pub const EVENTS: &str = "ciliumc_events";
 
-/// Longest time a record waits in the ring before the reader looks, while events arrive.
-/// Programs wake the reader only once 32 KiB (~455 records) are waiting, because a wakeup per
-/// record costs microseconds per event; below that backlog only this timer finds the records.
-/// 10 ms keeps the latency of events to `observe` well under human perception and far below the
-/// ~145 ms in which 100,000 events/s would fill the 1 MiB ring.
+/// Longest time a record waits in its ring before the reader looks, while events arrive. The
+/// programs never wake the reader (a wakeup costs microseconds per event), so this timer is how
+/// records are found: 10 ms keeps the latency of events to `observe` well under human
+/// perception, and a CPU's 1,024-record ring lasts 10 ms at 100,000 events/s on that CPU.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(10);
 
 /// The interval doubles from [`POLL_INTERVAL`] up to this while polls find nothing, and drops
 /// back at the first record: an idle agent wakes ~10 times a second instead of ~100 (each wakeup
 /// of the runtime costs tens of microseconds), and the first event after a quiet spell waits at
-/// most this long; a backlog wakes the reader at once anyway.
+/// most this long.
 pub const IDLE_POLL_INTERVAL: Duration = Duration::from_millis(100);
 
 /// Records decoded per call of the sink, i.e. per lock of the flow store: large enough that the
 /// lock is cheap per record, small enough to keep `status` and `observe` from waiting on it.
 pub const INGEST_BATCH: usize = 4096;
 
-/// The open ring buffer, registered with tokio, and the reused batch.
+/// The mapped rings and the reused batch.
 pub struct RingReader {
-    ring: AsyncFd<RingBuf<MapData>>,
+    rings: MappedRings,
     batch: Vec<FlowEvent>,
     interval: Duration,
 }
 
 impl RingReader {
-    /// Opens the ring buffer pinned at `path`.
-    pub fn open(path: &Path) -> std::io::Result<RingReader> {
-        let data = MapData::from_pin(path).map_err(std::io::Error::other)?;
-        let ring = RingBuf::try_from(Map::RingBuf(data)).map_err(std::io::Error::other)?;
-        // SAFETY: the ring's fd stays open for as long as the AsyncFd owns the ring.
-        let ring = unsafe { AsyncFd::register(ring) }?;
+    /// Maps the rings pinned at `path`.
+    pub fn open(path: &Path) -> Result<RingReader, RingError> {
         Ok(RingReader {
-            ring,
+            rings: MappedRings::open_pinned(path)?,
             batch: Vec::with_capacity(INGEST_BATCH),
             interval: POLL_INTERVAL,
         })
     }
 
-    /// Returns when the kernel signalled a backlog or the poll interval ([`POLL_INTERVAL`], up to
-    /// [`IDLE_POLL_INTERVAL`] when idle) passed, whichever is first. Callers drain after each
-    /// return.
-    pub async fn wait(&mut self) -> std::io::Result<()> {
-        tokio::select! {
-            ready = self.ring.readable_mut() => {
-                // Cleared before draining, so a record written during the drain re-arms it.
-                ready?.clear_ready();
-            }
-            _ = tokio::time::sleep(self.interval) => {}
-        }
-        Ok(())
+    /// Returns after the poll interval ([`POLL_INTERVAL`], up to [`IDLE_POLL_INTERVAL`] when
+    /// idle). Callers drain after each return.
+    pub async fn wait(&mut self) {
+        tokio::time::sleep(self.interval).await;
     }
 
-    /// Consumes every record in the ring; `sink` gets batches of at most [`INGEST_BATCH`]
-    /// decoded events (it may leave them in the vector: it is cleared afterwards) and the number
-    /// of records in that batch too short to decode. Returns the records consumed.
-    pub fn drain(&mut self, sink: impl FnMut(&mut Vec<FlowEvent>, u64)) -> u64 {
-        let consumed = self.drain_batches(sink);
-        self.interval = next_interval(self.interval, consumed);
-        consumed
-    }
-
-    fn drain_batches(&mut self, mut sink: impl FnMut(&mut Vec<FlowEvent>, u64)) -> u64 {
-        let ring = self.ring.get_mut();
-        let mut consumed = 0u64;
-        loop {
-            let mut undecodable = 0u64;
-            let mut taken = 0usize;
-            while taken < INGEST_BATCH {
-                let Some(item) = ring.next() else { break };
-                taken += 1;
-                match FlowEvent::decode(&item) {
-                    Ok(event) => self.batch.push(event),
-                    Err(_) => undecodable += 1,
-                }
+    /// Consumes every record in the rings; `sink` gets batches of at most [`INGEST_BATCH`]
+    /// decoded events (it may leave them in the vector: it is cleared afterwards) and the records
+    /// overwritten before they could be read (all reported with the last batch). Returns the records
+    /// consumed.
+    pub fn drain(&mut self, mut sink: impl FnMut(&mut Vec<FlowEvent>, u64)) -> u64 {
+        let batch = &mut self.batch;
+        let drained = event_ring::drain(&mut self.rings, |bytes| {
+            batch.push(FlowEvent::from_record(bytes));
+            if batch.len() == INGEST_BATCH {
+                sink(batch, 0);
+                batch.clear();
             }
-            if taken == 0 {
-                return consumed;
-            }
-            consumed += taken as u64;
-            sink(&mut self.batch, undecodable);
-            self.batch.clear();
-            if taken < INGEST_BATCH {
-                return consumed;
-            }
+        });
+        let overwritten = drained.overwritten;
+        if !batch.is_empty() || overwritten > 0 {
+            sink(batch, overwritten);
+            batch.clear();
         }
+        self.interval = next_interval(self.interval, drained.records);
+        drained.records
     }
 }
 
@@ -122,7 +99,7 @@ pub struct LostCounterError {
     source: MapError,
 }
 
-/// The sum over CPUs of the lost-events counter pinned at `path`.
+/// The sum over CPUs of the no-ring counter pinned at `path`.
 pub fn read_lost(path: &Path) -> Result<u64, LostCounterError> {
     let err = |source| LostCounterError {
         path: path.display().to_string(),
