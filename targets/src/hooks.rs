@@ -402,6 +402,9 @@ pub static XDP_ADJUST_META: HelperSig = changes(h("xdp_adjust_meta", 54, &[Ctx, 
 pub static XDP_ADJUST_TAIL: HelperSig = changes(h("xdp_adjust_tail", 65, &[Ctx, Scalar], Int, XDP));
 pub static FIB_LOOKUP: HelperSig = gpl(h("fib_lookup", 69, &[Ctx, Mem, Size, Scalar], Int, BOTH));
 pub static SKB_ECN_SET_CE: HelperSig = h("skb_ecn_set_ce", 97, &[Ctx], Int, TC);
+/// `bpf_jiffies64`: the tick counter. The verifier inlines it on 64-bit JITs (one load), unlike
+/// the clock helpers.
+pub static JIFFIES64: HelperSig = h("jiffies64", 118, &[], Int, BOTH);
 pub static KTIME_GET_BOOT_NS: HelperSig = h("ktime_get_boot_ns", 125, &[], Int, BOTH);
 pub static RINGBUF_OUTPUT: HelperSig = h(
     "ringbuf_output",
@@ -480,6 +483,7 @@ pub static HELPERS: &[&HelperSig] = &[
     &XDP_ADJUST_TAIL,
     &FIB_LOOKUP,
     &SKB_ECN_SET_CE,
+    &JIFFIES64,
     &KTIME_GET_BOOT_NS,
     &RINGBUF_OUTPUT,
     &RINGBUF_RESERVE,

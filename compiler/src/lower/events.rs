@@ -30,7 +30,7 @@
 //! | 62 | u16 policy port: destination port, or ICMP type |
 
 use ciliumc_ir::policy::Direction;
-use ciliumc_targets::codegen::{AluOp, FunctionBuilder, MapId, Size, SlotId, VReg};
+use ciliumc_targets::codegen::{AluOp, Cond, FunctionBuilder, MapId, Size, SlotId, VReg};
 use ciliumc_targets::hooks;
 
 use super::maps;
@@ -57,6 +57,30 @@ pub struct EventFields {
     pub local_identity: u32,
     pub remote_identity: VReg,
     pub port: VReg,
+}
+
+/// Offsets in a ring's header slot (`docs/datapath.md`): `u64 head` (records written), `u64 tail`
+/// (the reader's), and the CPU's cached clock: the tick it was read in and its value.
+const HEADER_CLOCK_TICK: i32 = 16;
+const HEADER_CLOCK_NS: i32 = 24;
+
+/// The event's timestamp: `bpf_ktime_get_coarse_ns` (CLOCK_MONOTONIC_COARSE, which only moves at
+/// a tick), read once per tick per CPU and cached in the ring's header. The helper call costs
+/// ~10 ns a record here (every return goes through the SRSO return thunk); `bpf_jiffies64`,
+/// which tells whether a tick has passed, is inlined by the verifier into one load.
+fn tick_time(f: &mut FunctionBuilder, header: VReg) -> VReg {
+    let tick = f.call(&hooks::JIFFIES64, &[]);
+    let cached_tick = f.load(header, HEADER_CLOCK_TICK, Size::DW);
+    let refresh = f.block();
+    let read = f.block();
+    f.branch(Cond::Eq, tick, cached_tick, read, refresh);
+    f.switch_to(refresh);
+    let now = f.call(&hooks::KTIME_GET_COARSE_NS, &[]);
+    f.store(header, HEADER_CLOCK_NS, now, Size::DW);
+    f.store(header, HEADER_CLOCK_TICK, tick, Size::DW);
+    f.jump(read);
+    f.switch_to(read);
+    f.load(header, HEADER_CLOCK_NS, Size::DW)
 }
 
 /// Writes the event into this CPU's ring. A CPU the array has no ring for loses the event
@@ -94,9 +118,7 @@ pub fn emit_event(
     f.switch_to(fill);
     // Marked incomplete first, so a reader copying this slot meanwhile discards it.
     f.store(slot, 0, 0i64, Size::DW);
-    // The tick-granular clock: a fine clock read costs as much as the rest of the record in a
-    // VM, and flows are shown to the millisecond (ring order keeps events of one tick ordered).
-    let now = f.call(&hooks::KTIME_GET_COARSE_NS, &[]);
+    let now = tick_time(f, header);
     let at = |off: i32| EVENT_IN_SLOT + off;
     f.store(slot, at(0), now, Size::DW);
     f.store(slot, at(8), fields.kind, Size::B);

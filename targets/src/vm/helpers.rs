@@ -18,6 +18,7 @@ const GET_PRANDOM_U32: i32 = 7;
 const GET_SMP_PROCESSOR_ID: i32 = 8;
 const TAIL_CALL: i32 = 12;
 const SKB_LOAD_BYTES: i32 = 26;
+const JIFFIES64: i32 = 118;
 const KTIME_GET_BOOT_NS: i32 = 125;
 const RINGBUF_OUTPUT: i32 = 130;
 const RINGBUF_RESERVE: i32 = 131;
@@ -25,6 +26,9 @@ const RINGBUF_SUBMIT: i32 = 132;
 const RINGBUF_DISCARD: i32 = 133;
 const RINGBUF_QUERY: i32 = 134;
 const KTIME_GET_COARSE_NS: i32 = 160;
+
+/// The length of a jiffy in the interpreter (HZ=250).
+const VM_TICK_NS: u64 = 4_000_000;
 
 /// The ids [`call`] implements, for documentation and tests.
 pub const SUPPORTED_HELPERS: &[i32] = &[
@@ -36,6 +40,7 @@ pub const SUPPORTED_HELPERS: &[i32] = &[
     GET_SMP_PROCESSOR_ID,
     TAIL_CALL,
     SKB_LOAD_BYTES,
+    JIFFIES64,
     KTIME_GET_BOOT_NS,
     RINGBUF_OUTPUT,
     RINGBUF_RESERVE,
@@ -121,6 +126,8 @@ pub(crate) fn call(m: &mut Machine<'_>, id: i32) -> Result<Flow, VmError> {
             u64::from((z >> 32) as u32)
         }
         GET_SMP_PROCESSOR_ID => 0,
+        // The interpreter's clock ticks at HZ=250.
+        JIFFIES64 => *m.clock_ns / VM_TICK_NS,
         TAIL_CALL => return tail_call(m, r1, r2, r3),
         SKB_LOAD_BYTES => {
             ctx_arg(m, r1)?;
