@@ -108,3 +108,77 @@ fn every_verdict_on_a_new_flow_writes_a_matching_event() {
     }
     assert!(checked >= 4000);
 }
+
+/// The reader (`ciliumc_runtime::event_ring`) and the writer (the compiler's `lower::events`) agree
+/// on the rings' layout, and the declared map is whole rings of such slots, mmap-able.
+#[test]
+fn event_ring_layout_is_the_same_for_writer_and_reader() {
+    use ciliumc_runtime::event_ring;
+    assert_eq!(
+        u64::from(maps::EVENT_RING_RECORDS),
+        event_ring::RING_RECORDS
+    );
+    assert_eq!(u64::from(maps::EVENT_RING_STRIDE), event_ring::RING_STRIDE);
+    assert_eq!(maps::EVENT_SLOT_BYTES as usize, event_ring::SLOT_BYTES);
+    let defs = maps::shared_map_defs();
+    let events = defs
+        .iter()
+        .find(|m| m.name == maps::EVENTS)
+        .expect("the events map is declared");
+    assert_eq!(events.value_size() as usize, event_ring::SLOT_BYTES);
+    assert_eq!(u64::from(events.max_entries) % event_ring::RING_STRIDE, 0);
+    assert_eq!(
+        events.map_flags & ciliumc_targets::elf::BPF_F_MMAPABLE,
+        ciliumc_targets::elf::BPF_F_MMAPABLE
+    );
+}
+
+fn monotonic_coarse_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid timespec to fill.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+    assert_eq!(rc, 0, "clock_gettime");
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Events carry CLOCK_MONOTONIC_COARSE although each CPU reads that clock only once per tick
+/// (cached in its ring header): a record's time lies between the clock before and after its run,
+/// give or take the tick in which the kernel updates jiffies and the clock one after the other,
+/// and the cached time moves on with the ticks.
+#[test]
+fn event_timestamps_follow_the_coarse_clock_across_ticks() {
+    let Some(_kernel) = kernel_or_skip!() else {
+        return;
+    };
+    let policy = ciliumc_ir::policy::DirectionPolicy::enforced(Direction::Ingress, vec![]);
+    let mut obj =
+        LoadedPolicyObject::load(&private_object(&policy, Direction::Ingress), &[]).expect("load");
+    let (program, _) = lower::program_for(Direction::Ingress);
+    let packet = ciliumc_tests::Packet::ipv4([198, 51, 100, 7], [192, 0, 2, 10])
+        .udp(40000, 53)
+        .build();
+    // One tick is at most 10 ms (HZ >= 100).
+    const TICK_NS: u64 = 10_000_000;
+    let mut stamps = Vec::new();
+    for _ in 0..4 {
+        let before = monotonic_coarse_ns();
+        let run = obj.run(program, &packet).expect("test run");
+        let after = monotonic_coarse_ns();
+        assert_eq!(run.retval, 2, "default deny drops");
+        assert_eq!(run.events.len(), 1, "{:?}", run.events);
+        let at = run.events[0].timestamp_ns;
+        assert!(
+            at + TICK_NS >= before && at <= after,
+            "event at {at}, clock {before}..{after}"
+        );
+        stamps.push(at);
+        std::thread::sleep(std::time::Duration::from_millis(30));
+    }
+    assert!(
+        stamps.windows(2).all(|w| w[1] > w[0]),
+        "the cached clock must move with the ticks: {stamps:?}"
+    );
+}

@@ -1,5 +1,5 @@
 //! `ciliumc status --state DIR [-o json]`: generation, endpoints and programs loaded, flow counters
-//! (seen, current/max, rate, events lost to a full ring buffer) and the last apply's latency, from
+//! (seen, current/max, rate, events lost to full rings) and the last apply's latency, from
 //! the running agent.
 
 use std::fmt::Write as _;

@@ -63,6 +63,6 @@ pub struct Status {
     pub last_apply_latency_us: Option<u64>,
     pub last_error: Option<String>,
     pub uptime_seconds: f64,
-    /// Whether the events ring buffer is being read.
+    /// Whether the event rings are being read.
     pub reading_events: bool,
 }

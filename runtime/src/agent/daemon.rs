@@ -1,5 +1,5 @@
 //! The agent process: reconciles at start, serves the unix socket, applies generations (from
-//! `apply` requests or a watched directory), reads the events ring buffer into the flow store.
+//! `apply` requests or a watched directory), reads the per-CPU event rings into the flow store.
 //!
 //! In: [`AgentConfig`]. Out: runs until SIGINT/SIGTERM; the datapath stays in the kernel after
 //! it exits (links and maps are pinned), so the next start adopts it.
@@ -352,7 +352,7 @@ async fn serve(shared: Arc<Shared>, stream: UnixStream) {
     };
 }
 
-/// Opens the pinned events ring buffer once a generation has created it, then drains it.
+/// Maps the pinned event rings once a generation has created them, then drains them.
 async fn events_task(shared: Arc<Shared>) {
     loop {
         let ring_path = {

@@ -3,7 +3,7 @@
 //!
 //! In: [`FlowEvent`]s and the running generation's manifest. Out: [`Flow`] records (JSON),
 //! [`FlowStore`] (last N, counters, rate), [`FlowFilter`] and the table printer. [`ring`] reads
-//! the events ring buffer and the lost-events counter.
+//! the per-CPU event rings and the lost-events counter.
 
 pub mod ring;
 
