@@ -21,7 +21,7 @@ use aya::maps::MapData;
 use crate::events::EVENT_SIZE;
 
 /// Records in each CPU's ring (the compiler's `lower::maps::EVENT_RING_RECORDS`).
-pub const RING_RECORDS: u64 = 1024;
+pub const RING_RECORDS: u64 = 4096;
 /// Slots per CPU: the header and the records.
 pub const RING_STRIDE: u64 = RING_RECORDS + 1;
 /// Bytes per slot: `u64 seq` and the event.
@@ -51,12 +51,16 @@ pub struct Drained {
     pub records: u64,
     /// Records overwritten by their CPU before this reader got to them.
     pub overwritten: u64,
+    /// The most records one ring had written since the previous drain (how full the fullest
+    /// ring got; above [`RING_RECORDS`] it overflowed).
+    pub busiest: u64,
 }
 
 impl std::ops::AddAssign for Drained {
     fn add_assign(&mut self, other: Drained) {
         self.records += other.records;
         self.overwritten += other.overwritten;
+        self.busiest = self.busiest.max(other.busiest);
     }
 }
 
@@ -73,6 +77,7 @@ pub fn drain(memory: &mut impl RingMemory, mut each: impl FnMut(&[u8; EVENT_SIZE
             // The map was re-created under a reader that kept its tail: start over.
             tail = 0;
         }
+        out.busiest = out.busiest.max(head - tail);
         if head - tail > RING_RECORDS {
             out.overwritten += head - tail - RING_RECORDS;
             tail = head - RING_RECORDS;
@@ -309,7 +314,8 @@ mod tests {
             d,
             Drained {
                 records: 3,
-                overwritten: 0
+                overwritten: 0,
+                busiest: 2
             }
         );
         write(&mut r, 1, 8);
@@ -328,7 +334,8 @@ mod tests {
             d,
             Drained {
                 records: RING_RECORDS,
-                overwritten: 5
+                overwritten: 5,
+                busiest: RING_RECORDS + 5
             }
         );
         assert_eq!(seen[0], 5);
@@ -348,7 +355,8 @@ mod tests {
             d,
             Drained {
                 records: 1,
-                overwritten: 1
+                overwritten: 1,
+                busiest: 2
             }
         );
     }

@@ -45,7 +45,7 @@ pub const CT_VALUE_SIZE: u32 = 8;
 pub const CT_MAX_ENTRIES: u32 = 65_536;
 
 /// Records in each CPU's ring (a power of two).
-pub const EVENT_RING_RECORDS: u32 = 1024;
+pub const EVENT_RING_RECORDS: u32 = 4096;
 /// Array slots per CPU: the ring's header (slot 0: `u64 head`, the number of records this CPU
 /// ever wrote) and its records. CPU `c`'s ring starts at index `c * EVENT_RING_STRIDE`.
 pub const EVENT_RING_STRIDE: u32 = EVENT_RING_RECORDS + 1;
