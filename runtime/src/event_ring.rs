@@ -228,56 +228,97 @@ impl Drop for MappedRings {
     }
 }
 
-/// A copy of the rings in ordinary memory (the interpreter's map, tests).
-pub struct CopiedRings {
-    pub bytes: Vec<u8>,
+/// Rings read slot by slot through a lookup (the interpreter's copy of the map: `lookup(index)`
+/// gives a slot's value, `None` for one never written). Only the slots a drain needs are read;
+/// the reader's tails are kept here, not written into the map.
+pub struct LookupRings<F> {
+    lookup: F,
+    tails: Vec<u64>,
 }
 
-impl CopiedRings {
-    /// The first `cpus` rings of an array, read slot by slot through `slot` (index → value).
-    /// A missing or short slot reads as zeros (an empty ring).
-    pub fn from_slots<'a>(cpus: u64, slot: impl Fn(u32) -> Option<&'a [u8]>) -> CopiedRings {
-        let slots = cpus * RING_STRIDE;
-        let mut bytes = vec![0u8; slots as usize * SLOT_BYTES];
-        for (index, chunk) in (0u32..).zip(bytes.chunks_exact_mut(SLOT_BYTES)) {
-            if let Some(value) = slot(index).filter(|v| v.len() >= SLOT_BYTES) {
-                chunk.copy_from_slice(&value[..SLOT_BYTES]);
-            }
-        }
-        CopiedRings { bytes }
+impl<'a, F: Fn(u32) -> Option<&'a [u8]>> LookupRings<F> {
+    /// The rings of `tails.len()` CPUs, each already read up to its tail.
+    pub fn new(lookup: F, tails: Vec<u64>) -> LookupRings<F> {
+        LookupRings { lookup, tails }
     }
 
-    fn at(&self, slot: u64, off: usize) -> usize {
-        slot as usize * SLOT_BYTES + off
+    /// Each CPU's tail after the drains so far.
+    pub fn tails(&self) -> &[u64] {
+        &self.tails
+    }
+
+    fn bytes(&self, slot: u64, off: usize, len: usize) -> Option<&'a [u8]> {
+        let index = u32::try_from(slot).ok()?;
+        (self.lookup)(index)?.get(off..off + len)
     }
 }
 
-impl RingMemory for CopiedRings {
+impl<'a, F: Fn(u32) -> Option<&'a [u8]>> RingMemory for LookupRings<F> {
     fn slots(&self) -> u64 {
-        (self.bytes.len() / SLOT_BYTES) as u64
+        self.tails.len() as u64 * RING_STRIDE
     }
 
     fn load(&self, slot: u64, off: usize) -> u64 {
-        let at = self.at(slot, off);
-        let mut w = [0u8; 8];
-        w.copy_from_slice(&self.bytes[at..at + 8]);
-        u64::from_le_bytes(w)
+        if off == TAIL && slot % RING_STRIDE == 0 {
+            return self.tails[(slot / RING_STRIDE) as usize];
+        }
+        self.bytes(slot, off, 8)
+            .and_then(|b| <[u8; 8]>::try_from(b).ok())
+            .map_or(0, u64::from_le_bytes)
     }
 
     fn store(&mut self, slot: u64, off: usize, value: u64) {
-        let at = self.at(slot, off);
-        self.bytes[at..at + 8].copy_from_slice(&value.to_le_bytes());
+        // The reader stores only tails.
+        if off == TAIL && slot % RING_STRIDE == 0 {
+            self.tails[(slot / RING_STRIDE) as usize] = value;
+        }
     }
 
     fn copy_event(&self, slot: u64, out: &mut [u8; EVENT_SIZE]) {
-        let at = self.at(slot, 8);
-        out.copy_from_slice(&self.bytes[at..at + EVENT_SIZE]);
+        match self.bytes(slot, 8, EVENT_SIZE) {
+            Some(b) => out.copy_from_slice(b),
+            None => out.fill(0),
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A copy of the rings in ordinary memory.
+    struct CopiedRings {
+        bytes: Vec<u8>,
+    }
+
+    impl CopiedRings {
+        fn at(&self, slot: u64, off: usize) -> usize {
+            slot as usize * SLOT_BYTES + off
+        }
+    }
+
+    impl RingMemory for CopiedRings {
+        fn slots(&self) -> u64 {
+            (self.bytes.len() / SLOT_BYTES) as u64
+        }
+
+        fn load(&self, slot: u64, off: usize) -> u64 {
+            let at = self.at(slot, off);
+            let mut w = [0u8; 8];
+            w.copy_from_slice(&self.bytes[at..at + 8]);
+            u64::from_le_bytes(w)
+        }
+
+        fn store(&mut self, slot: u64, off: usize, value: u64) {
+            let at = self.at(slot, off);
+            self.bytes[at..at + 8].copy_from_slice(&value.to_le_bytes());
+        }
+
+        fn copy_event(&self, slot: u64, out: &mut [u8; EVENT_SIZE]) {
+            let at = self.at(slot, 8);
+            out.copy_from_slice(&self.bytes[at..at + EVENT_SIZE]);
+        }
+    }
 
     /// Writes record `n` on `cpu` as the programs do (head advanced after the record).
     fn write(rings: &mut CopiedRings, cpu: u64, marker: u8) {
@@ -340,6 +381,34 @@ mod tests {
         );
         assert_eq!(seen[0], 5);
         assert_eq!(*seen.last().unwrap_or(&0), ((RING_RECORDS + 4) % 251) as u8);
+    }
+
+    #[test]
+    fn rings_read_through_a_lookup_touch_only_what_they_need() {
+        let mut r = rings(2);
+        write(&mut r, 1, 3);
+        write(&mut r, 1, 4);
+        write(&mut r, 0, 9);
+        let read = std::cell::RefCell::new(Vec::new());
+        let slots: Vec<&[u8]> = r.bytes.chunks_exact(SLOT_BYTES).collect();
+        let mut lookup = LookupRings::new(
+            |i: u32| {
+                read.borrow_mut().push(i);
+                slots.get(i as usize).copied()
+            },
+            vec![0, 1],
+        );
+        let mut seen = Vec::new();
+        let d = drain(&mut lookup, |e| seen.push(e[0]));
+        assert_eq!(seen, [9, 4]);
+        assert_eq!(d.records, 2);
+        assert_eq!(lookup.tails(), [1, 2]);
+        // Headers, and the two records (each read for seq, event, seq).
+        let mut touched = read.borrow().clone();
+        touched.sort_unstable();
+        touched.dedup();
+        let stride = RING_STRIDE as u32;
+        assert_eq!(touched, [0, 1, stride, stride + 2]);
     }
 
     #[test]

@@ -19,7 +19,7 @@ use aya::maps::{HashMap as AyaHash, MapData};
 use aya::programs::{SchedClassifier, TestRun, TestRunOptions};
 use ciliumc_compiler::lower::{self, maps};
 use ciliumc_ir::policy::{Direction, Protocol};
-use ciliumc_runtime::event_ring::{self, CopiedRings, MappedRings, RingMemory};
+use ciliumc_runtime::event_ring::{self, LookupRings, MappedRings};
 use ciliumc_targets::elf::MapType;
 use ciliumc_targets::vm::Vm;
 use ciliumc_tests::kernel_or_skip;
@@ -65,28 +65,43 @@ struct Kernel {
 /// The events the VM wrote since `read` (its count of records already taken from its ring).
 fn vm_events(vm: &Vm, read: &mut u64) -> Vec<Vec<u8>> {
     let map = vm.map(maps::EVENTS).expect("events map");
-    let mut rings = CopiedRings::from_slots(1, |i| map.get(&i.to_le_bytes()));
-    rings.store(0, event_ring::TAIL, *read);
+    let mut rings = LookupRings::new(|i: u32| map.get(&i.to_le_bytes()), vec![*read]);
     let mut events = Vec::new();
     event_ring::drain(&mut rings, |e| events.push(e.to_vec()));
-    *read = rings.load(0, event_ring::HEAD);
+    *read = rings.tails()[0];
     events
 }
 
-/// Smaller maps than deployed (loading dominates the test's time, and preallocated LRU maps are
-/// the slow part), set alike in the kernel and the VM; no case comes near these sizes.
-const SMALLER_MAPS: &[(&str, u32)] = &[
-    (maps::CT, 4096),
-    ("ciliumc_frag4", 1024),
-    ("ciliumc_frag6", 1024),
-];
+/// Smaller maps than deployed (loading dominates the test's time, and preallocated LRU maps and
+/// the 19 MB of event rings are the slow part), set alike in the kernel and the VM; no case comes
+/// near these sizes. The event rings: one per CPU this machine can have (`BPF_PROG_TEST_RUN` runs
+/// on the caller's CPU).
+fn smaller_maps() -> Vec<(&'static str, u32)> {
+    vec![
+        (maps::CT, 4096),
+        ("ciliumc_frag4", 1024),
+        ("ciliumc_frag6", 1024),
+        (maps::EVENTS, possible_cpus() * maps::EVENT_RING_STRIDE),
+    ]
+}
+
+/// The number of CPUs the kernel may ever bring up (`/sys/devices/system/cpu/possible`, "0-N").
+fn possible_cpus() -> u32 {
+    std::fs::read_to_string("/sys/devices/system/cpu/possible")
+        .ok()
+        .and_then(|s| {
+            let last = s.trim().rsplit(['-', ',']).next()?.to_string();
+            last.parse::<u32>().ok()
+        })
+        .map_or(maps::EVENT_RING_DEFAULT_CPUS, |n| n + 1)
+}
 
 impl Kernel {
     fn load(elf: &[u8], entries: &[(&str, Entries)], vm: &Vm) -> Kernel {
         let mut loader = aya::EbpfLoader::new();
-        for (name, size) in SMALLER_MAPS {
+        for (name, size) in smaller_maps() {
             if vm.map(name).is_some() {
-                loader.map_max_entries(name, *size);
+                loader.map_max_entries(name, size);
             }
         }
         let mut ebpf = loader.load(elf).expect("aya load");
@@ -282,9 +297,9 @@ fn interpreter_agrees_with_the_kernel_on_verdicts_and_events() {
             Vec::<i32>::new(),
             "helpers the VM lacks"
         );
-        for (name, size) in SMALLER_MAPS {
+        for (name, size) in smaller_maps() {
             if vm.map(name).is_some() {
-                vm.set_max_entries(name, *size).expect("resize");
+                vm.set_max_entries(name, size).expect("resize");
             }
         }
         let mut kernel = Kernel::load(&elf, &entries, &vm);

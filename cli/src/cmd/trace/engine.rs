@@ -7,7 +7,7 @@
 //! name and a packet. Out: the program's return value and flow events, and which engine ran.
 
 use anyhow::{Context, bail};
-use ciliumc_runtime::event_ring::{self, CopiedRings};
+use ciliumc_runtime::event_ring::{self, LookupRings};
 use ciliumc_runtime::events::FlowEvent;
 use ciliumc_runtime::testrun::{self, EVENTS, IPCACHE};
 use ciliumc_targets::vm::Vm;
@@ -140,7 +140,7 @@ impl Executor {
         let Some(ring_map) = vm.map(EVENTS) else {
             bail!("the object has no map {EVENTS}: not a ciliumc policy object");
         };
-        let mut rings = CopiedRings::from_slots(1, |index| ring_map.get(&index.to_le_bytes()));
+        let mut rings = LookupRings::new(|index: u32| ring_map.get(&index.to_le_bytes()), vec![0]);
         let mut events = Vec::new();
         event_ring::drain(&mut rings, |record| {
             events.push(FlowEvent::from_record(record))
