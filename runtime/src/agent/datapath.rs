@@ -271,7 +271,10 @@ impl Datapath {
             })?;
             wiring.insert(ep.name.clone(), (ifname.to_string(), ifindex));
         }
-        let preexisting = pinned_maps::check_pinned_layouts(&self.paths.maps, &manifest.maps)?;
+        // The event rings get one ring per CPU of this machine: the pinned layout is checked
+        // against, and new maps are created with, the effective sizes.
+        let effective = load::effective_maps(&manifest.maps);
+        let preexisting = pinned_maps::check_pinned_layouts(&self.paths.maps, &effective)?;
 
         // 2. Load what changed. Within a running agent the state is the truth about the
         // attachments it made; after a restart (`reconcile`) each one is probed in the kernel.
@@ -302,6 +305,12 @@ impl Datapath {
             .min(todo.len().max(1));
         while self.loaders.len() < workers {
             self.loaders.push(load::new_loader(&self.paths.maps));
+        }
+        let rings = super::flows::ring::EVENTS;
+        if let Some(m) = effective.iter().find(|m| m.name == rings) {
+            for loader in &mut self.loaders {
+                loader.map_max_entries(rings, m.max_entries);
+            }
         }
         let mut loaders = std::mem::take(&mut self.loaders);
         let loaded = load_all(&mut loaders[..workers], &todo);

@@ -13,7 +13,7 @@ use aya::programs::links::{FdLink, PinnedLink};
 use aya::programs::tc::{self, SchedClassifierLink, TcAttachOptions};
 use aya::programs::xdp::XdpLink;
 use aya::programs::{LinkOrder, Program, SchedClassifier, TcAttachType, Xdp, XdpMode};
-use ciliumc_ir::manifest::{Hook, Manifest, ManifestProgram};
+use ciliumc_ir::manifest::{Hook, Manifest, ManifestMap, ManifestProgram};
 
 use super::config::TcAttach;
 use super::netlink;
@@ -68,6 +68,39 @@ pub fn new_loader(maps_dir: &Path) -> aya::EbpfLoader<'static> {
     let mut loader = aya::EbpfLoader::new();
     loader.btf(None).default_map_pin_directory(maps_dir);
     loader
+}
+
+/// Entries for the event rings' array (`ciliumc_events`): the declared count, or one ring per
+/// CPU this machine can bring up (`possible_cpus`) when that is more, so that no CPU's events
+/// go without a ring. `None` when the declaration is not whole rings (not ciliumc's layout).
+pub fn event_ring_entries(declared: &ManifestMap, possible_cpus: usize) -> Option<u32> {
+    let stride = crate::event_ring::RING_STRIDE;
+    let whole_rings = declared.map_type == "array"
+        && declared.value_size as usize == crate::event_ring::SLOT_BYTES
+        && declared.max_entries > 0
+        && u64::from(declared.max_entries) % stride == 0;
+    if !whole_rings {
+        return None;
+    }
+    let wanted = u32::try_from(possible_cpus as u64 * stride).unwrap_or(u32::MAX);
+    Some(declared.max_entries.max(wanted - wanted % stride as u32))
+}
+
+/// The manifest's maps as the agent creates them: the event rings sized for this machine's
+/// CPUs ([`event_ring_entries`]); every other map as declared.
+pub fn effective_maps(maps: &[ManifestMap]) -> Vec<ManifestMap> {
+    let cpus = aya::util::nr_cpus().unwrap_or(1);
+    maps.iter()
+        .map(|m| {
+            let mut m = m.clone();
+            if m.name == super::flows::ring::EVENTS
+                && let Some(n) = event_ring_entries(&m, cpus)
+            {
+                m.max_entries = n;
+            }
+            m
+        })
+        .collect()
 }
 
 /// Loads `bytes` and every program in it (entry points and tail-called sub-programs). Nothing
@@ -519,4 +552,52 @@ pub fn tcx_supported() -> bool {
     aya::util::KernelVersion::current()
         .map(|v| v >= aya::util::KernelVersion::new(6, 6, 0))
         .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event_ring::{RING_STRIDE, SLOT_BYTES};
+
+    fn rings(max_entries: u32) -> ManifestMap {
+        ManifestMap {
+            name: "ciliumc_events".into(),
+            map_type: "array".into(),
+            key_size: 4,
+            value_size: SLOT_BYTES as u32,
+            max_entries,
+            flags: 1024,
+            pinning: "by_name".into(),
+            entries: vec![],
+        }
+    }
+
+    #[test]
+    fn event_rings_grow_to_the_machines_cpus_and_never_shrink() {
+        let stride = RING_STRIDE as u32;
+        let declared = rings(64 * stride);
+        assert_eq!(event_ring_entries(&declared, 2), Some(64 * stride));
+        assert_eq!(event_ring_entries(&declared, 64), Some(64 * stride));
+        assert_eq!(event_ring_entries(&declared, 96), Some(96 * stride));
+        // Not whole rings of ciliumc's slots: left as declared.
+        assert_eq!(event_ring_entries(&rings(64 * stride + 1), 96), None);
+        let mut other = rings(64 * stride);
+        other.value_size = 64;
+        assert_eq!(event_ring_entries(&other, 96), None);
+    }
+
+    #[test]
+    fn only_the_event_rings_change_size() {
+        let mut ct = rings(65_536);
+        ct.name = "ciliumc_ct".into();
+        ct.map_type = "lru_hash".into();
+        let maps = vec![rings(64 * RING_STRIDE as u32), ct.clone()];
+        let effective = effective_maps(&maps);
+        assert_eq!(effective[1], ct);
+        let cpus = aya::util::nr_cpus().unwrap_or(1) as u32;
+        assert_eq!(
+            effective[0].max_entries,
+            (64.max(cpus)) * RING_STRIDE as u32
+        );
+    }
 }
