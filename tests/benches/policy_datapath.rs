@@ -3,8 +3,9 @@
 //!
 //! In: nothing (policies are generated: N allow rules, rule i = one peer identity and one TCP
 //! port). Out: a table on stdout (markdown), with, per rule count, ns/packet of both programs on
-//! the same packets and equivalent map contents (`BPF_PROG_TEST_RUN`, repeat >= 100,000), the
-//! ratio ours/anchor, codegen+emit time, kernel load time and verifier processed instructions.
+//! the same packets and equivalent map contents (`BPF_PROG_TEST_RUN`, repeat >= 100,000; median
+//! and minimum of 7 runs alternating between the programs), the ratios ours/anchor of both,
+//! codegen+emit time, kernel load time and verifier processed instructions.
 //!
 //! Run: `cargo bench -p ciliumc-tests --bench policy_datapath` (env `CILIUMC_BENCH_RULES=10,50`
 //! to choose rule counts, `CILIUMC_BENCH_REPEAT` to change the repeat count). Skips with a
@@ -27,16 +28,41 @@ fn env_list(name: &str, default: &[usize]) -> Vec<usize> {
         .unwrap_or_else(|| default.to_vec())
 }
 
-/// Runs alternate between programs in the caller; the median of five damps a noisy neighbour.
-fn median_of_runs(
-    mut run: impl FnMut() -> Result<ciliumc_tests::sys::TestRunOutput, String>,
-) -> Result<ciliumc_tests::sys::TestRunOutput, String> {
-    let mut outs = Vec::new();
-    for _ in 0..5 {
-        outs.push(run()?);
+/// Runs of each program per packet class, alternating anchor and ours so that both see the same
+/// neighbours.
+const RUNS: usize = 7;
+
+/// Median and minimum duration of both programs over [`RUNS`] alternating runs: the median damps
+/// a noisy neighbour, the minimum is the run least disturbed by one.
+struct Timing {
+    anchor: (u32, u32),
+    ours: (u32, u32),
+    anchor_retval: u32,
+    ours_retval: u32,
+}
+
+fn alternating_runs(
+    mut anchor: impl FnMut() -> Result<ciliumc_tests::sys::TestRunOutput, String>,
+    mut ours: impl FnMut() -> Result<ciliumc_tests::sys::TestRunOutput, String>,
+) -> Result<Timing, String> {
+    let (mut a, mut o) = (Vec::new(), Vec::new());
+    let (mut anchor_retval, mut ours_retval) = (0, 0);
+    for _ in 0..RUNS {
+        let run = anchor()?;
+        anchor_retval = run.retval;
+        a.push(run.duration_ns);
+        let run = ours()?;
+        ours_retval = run.retval;
+        o.push(run.duration_ns);
     }
-    outs.sort_by_key(|o| o.duration_ns);
-    Ok(outs.swap_remove(2))
+    a.sort_unstable();
+    o.sort_unstable();
+    Ok(Timing {
+        anchor: (a[RUNS / 2], a[0]),
+        ours: (o[RUNS / 2], o[0]),
+        anchor_retval,
+        ours_retval,
+    })
 }
 
 fn main() {
@@ -59,7 +85,7 @@ fn main() {
     println!("repeat {repeat}; kernel {}", setup::kernel_release());
     println!();
     println!(
-        "| rules | packet | anchor ns | ours ns | ours/anchor | lowering | codegen+emit | prog load (median / min of {LOAD_RUNS}) | object load | verifier insns | insns |"
+        "| rules | packet | anchor ns (median / min of {RUNS}) | ours ns | ours/anchor (median / min) | lowering | codegen+emit | prog load (median / min of {LOAD_RUNS}) | object load | verifier insns | insns |"
     );
     println!("|---|---|---|---|---|---|---|---|---|---|---|");
     for &n in &rule_counts {
@@ -99,20 +125,22 @@ fn main() {
         };
         for class in PacketClass::ALL {
             let packet = spec.packet(class);
-            let a = median_of_runs(|| anchor.run(&packet, repeat));
-            let o = median_of_runs(|| ours.run(&packet, repeat));
-            match (a, o) {
-                (Ok(a), Ok(o)) => {
+            match alternating_runs(|| anchor.run(&packet, repeat), || ours.run(&packet, repeat)) {
+                Ok(t) => {
                     assert_eq!(
-                        a.retval, o.retval,
+                        t.anchor_retval, t.ours_retval,
                         "{n} rules, {class:?}: anchor and ours disagree on the verdict"
                     );
+                    let ratio = |ours: u32, anchor: u32| f64::from(ours) / f64::from(anchor.max(1));
                     println!(
-                        "| {n} | {} | {} | {} | {:.2} | {:.3} ms | {:.3} ms | {:.2} / {:.2} ms | {:.2} ms | {} | {} |",
+                        "| {n} | {} | {} / {} | {} / {} | {:.2} / {:.2} | {:.3} ms | {:.3} ms | {:.2} / {:.2} ms | {:.2} ms | {} | {} |",
                         class.describe(),
-                        a.duration_ns,
-                        o.duration_ns,
-                        f64::from(o.duration_ns) / f64::from(a.duration_ns.max(1)),
+                        t.anchor.0,
+                        t.anchor.1,
+                        t.ours.0,
+                        t.ours.1,
+                        ratio(t.ours.0, t.anchor.0),
+                        ratio(t.ours.1, t.anchor.1),
                         lowering.as_secs_f64() * 1e3,
                         codegen.as_secs_f64() * 1e3,
                         load_median.as_secs_f64() * 1e3,
@@ -122,7 +150,7 @@ fn main() {
                         ours.insns,
                     );
                 }
-                (a, o) => println!("| {n} | {} | run failed: {a:?} {o:?} |", class.describe()),
+                Err(e) => println!("| {n} | {} | run failed: {e} |", class.describe()),
             }
         }
         let lost = ours.stop_events();
