@@ -5,7 +5,7 @@
 //! offers such a variant for this purpose.
 
 use aya::maps::lpm_trie::{Key, LpmTrie};
-use aya::maps::{HashMap, Map, MapData};
+use aya::maps::{Array, HashMap, Map, MapData};
 use aya::programs::{SchedClassifier, TestRun, TestRunOptions};
 
 use crate::event_ring::{self, MappedRings, RingError};
@@ -15,6 +15,9 @@ use crate::events::FlowEvent;
 pub const IPCACHE: &str = "ciliumc_ipcache";
 pub const EVENTS: &str = "ciliumc_events";
 pub const CT: &str = "ciliumc_ct";
+/// Prefix counts of the trie per family (`{u32 v4; u32 v6}` at index 0): programs skip the trie
+/// for a family it has none of.
+pub const IPCACHE_INFO: &str = "ciliumc_ipcinfo";
 
 #[derive(Debug, thiserror::Error)]
 pub enum TestRunError {
@@ -94,6 +97,28 @@ impl LoadedPolicyObject {
                         source,
                     })?;
             }
+        }
+        // Every entry went to the trie: the programs must ask it for both families. (Objects
+        // of older compilers have no such map.)
+        if let Some(map) = ebpf.map_mut(IPCACHE_INFO) {
+            let mut info: Array<&mut MapData, [u8; 8]> =
+                Array::try_from(map).map_err(|source| TestRunError::Map {
+                    name: IPCACHE_INFO.into(),
+                    source,
+                })?;
+            let count = |family: u32| {
+                ipcache
+                    .iter()
+                    .filter(|(k, _)| k.get(4..8) == Some(&family.to_le_bytes()[..]))
+                    .count() as u32
+            };
+            let mut value = [0u8; 8];
+            value[..4].copy_from_slice(&count(4).to_le_bytes());
+            value[4..].copy_from_slice(&count(6).to_le_bytes());
+            info.set(0, value, 0).map_err(|source| TestRunError::Map {
+                name: IPCACHE_INFO.into(),
+                source,
+            })?;
         }
         let names: Vec<String> = ebpf.programs().map(|(n, _)| n.to_string()).collect();
         for name in names {

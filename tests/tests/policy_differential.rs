@@ -37,11 +37,7 @@ fn load_case(case: &Case) -> LoadedObject {
             case.direction, case.policy
         )
     });
-    let ipc = obj.map(maps::IPCACHE).expect("ipcache map");
-    for (cidr, id) in &case.ipcache.0 {
-        ipc.update(&maps::ipcache_key(cidr), &maps::ipcache_value(*id), 0)
-            .expect("ipcache update");
-    }
+    fill_ipcache_trie(&obj, &trie_entries(&case.ipcache.0));
     obj
 }
 
@@ -174,4 +170,52 @@ fn decisions_split_into_parts_agree_with_reference_evaluator() {
         split >= cases / 2,
         "only {split} of {cases} large policies were split into parts: the test no longer covers them"
     );
+}
+
+/// After an exact-match miss the programs ask the ipcache trie only for a family it holds
+/// prefixes of (`ciliumc_ipcinfo`): with the IPv4 count at 0 an address inside an IPv4 CIDR
+/// identity is world, with it at 1 it has the CIDR identity, whatever the IPv6 count says.
+#[test]
+fn the_trie_is_asked_only_for_a_family_it_holds_prefixes_of() {
+    use ciliumc_ir::cidr::Cidr;
+    use ciliumc_ir::policy::{L4Match, PeerSet, PortRange, Rule, RuleId, RuleKind};
+    let Some(_k) = kernel_or_skip!() else {
+        return;
+    };
+    let cidr_identity = 16_777_217;
+    let policy = DirectionPolicy::enforced(
+        Direction::Ingress,
+        vec![Rule {
+            id: RuleId(1),
+            kind: RuleKind::Allow,
+            peers: PeerSet::identities([NumericIdentity(cidr_identity)]),
+            l4: Some(vec![L4Match::new(Protocol::Tcp, PortRange::single(80))]),
+        }],
+    );
+    let case = case_for(policy, Direction::Ingress);
+    let obj = load_object_raw(&compile_case(&case)).expect("load");
+    let prefix: Cidr = "198.51.100.0/24".parse().expect("cidr");
+    obj.map(maps::IPCACHE)
+        .expect("trie")
+        .update(
+            &maps::ipcache_key(&prefix),
+            &maps::ipcache_value(cidr_identity),
+            0,
+        )
+        .expect("trie update");
+    let packet = ciliumc_tests::Packet::ipv4([198, 51, 100, 7], ENDPOINT_V4)
+        .tcp(40000, 80)
+        .build();
+    let verdict_with = |v4: u32, v6: u32| {
+        let mut value = v4.to_le_bytes().to_vec();
+        value.extend_from_slice(&v6.to_le_bytes());
+        obj.map(maps::IPCACHE_INFO)
+            .expect("info")
+            .update(&0u32.to_le_bytes(), &value, 0)
+            .expect("info update");
+        kernel_verdict(&obj, Direction::Ingress, &packet)
+    };
+    assert_eq!(verdict_with(0, 0), 2, "no IPv4 prefixes: world, denied");
+    assert_eq!(verdict_with(0, 5), 2, "IPv6 prefixes only: still world");
+    assert_eq!(verdict_with(1, 0), 0, "the CIDR identity is allowed");
 }

@@ -550,10 +550,7 @@ fn only_entry(obj: &LoadedObject, map: &str) -> (Vec<u8>, Vec<u8>) {
 
 fn load_raw(direction: Direction) -> LoadedObject {
     let obj = load_object_raw(&object(&policy(), direction)).expect("load");
-    let ipc = obj.map(maps::IPCACHE).expect("ipcache");
-    for (k, v) in peer_ipcache() {
-        ipc.update(&k, &v, 0).expect("ipcache update");
-    }
+    fill_ipcache_trie(&obj, &peer_ipcache());
     obj
 }
 
@@ -663,11 +660,7 @@ fn every_fragment_agrees_with_the_reference_evaluator() {
     for case_no in 0..60 {
         let case = random_case(&mut rng);
         let obj = load_object_raw(&object(&case.policy, case.direction)).expect("load");
-        let ipc = obj.map(maps::IPCACHE).expect("ipcache");
-        for (cidr, id) in &case.ipcache.0 {
-            ipc.update(&maps::ipcache_key(cidr), &maps::ipcache_value(*id), 0)
-                .expect("ipcache update");
-        }
+        fill_ipcache_trie(&obj, &trie_entries(&case.ipcache.0));
         let (name, _) = lower::program_for(case.direction);
         let prog = obj.program(name).expect("program");
         let ct = obj.map(maps::CT).expect("ct");

@@ -50,10 +50,12 @@ fn map_entries(case: &Case, exact_front: bool) -> MapFill {
             }
         }
     }
+    let info = maps::ipcache_info_entry(lpm.iter().map(|(k, _)| k.as_slice()));
     vec![
         (maps::IPCACHE, lpm),
         (maps::IPCACHE4, v4),
         (maps::IPCACHE6, v6),
+        (maps::IPCACHE_INFO, vec![info]),
     ]
 }
 
@@ -119,6 +121,11 @@ impl Kernel {
                         0,
                     )
                     .expect("ipcache insert");
+                }
+            } else if *name == maps::IPCACHE_INFO {
+                let view = aya_map_view(&ebpf, name).expect("ipcache info view");
+                for (k, v) in list {
+                    view.update(k, v, 0).expect("ipcache info update");
                 }
             } else if *name == maps::IPCACHE4 {
                 let mut h: AyaHash<&mut MapData, [u8; 4], [u8; 8]> =

@@ -20,6 +20,13 @@ pub const IPCACHE: &str = "ciliumc_ipcache";
 pub const IPCACHE4: &str = "ciliumc_ipc4";
 pub const IPCACHE6: &str = "ciliumc_ipc6";
 pub const IPCACHE_EXACT_MAX_ENTRIES: u32 = 262_144;
+/// How many prefixes of each family the trie holds (array, one entry: `{u32 v4_prefixes;
+/// u32 v6_prefixes}`). After an exact-match miss, programs ask the trie only when it holds
+/// prefixes of the packet's family: in a cluster without CIDR identities, traffic from unknown
+/// addresses (world) skips the trie's lookup call. Whoever fills the trie keeps the counts: the
+/// manifest carries them as this map's entry.
+pub const IPCACHE_INFO: &str = "ciliumc_ipcinfo";
+pub const IPCACHE_INFO_VALUE_SIZE: u32 = 8;
 /// Connection tracking, shared by all endpoints (LRU hash).
 pub const CT: &str = "ciliumc_ct";
 /// Flow events: one ring of records per CPU in one mmap-able array (layout below and in
@@ -131,6 +138,18 @@ pub fn shared_map_defs() -> Vec<MapDef> {
         )
         .with_flags(BPF_F_NO_PREALLOC)
         .with_pinning(Pinning::ByName),
+        MapDef::array(
+            IPCACHE_INFO,
+            TypeDesc::structure(
+                "ciliumc_ipcache_info",
+                [
+                    ("v4_prefixes", TypeDesc::U32),
+                    ("v6_prefixes", TypeDesc::U32),
+                ],
+            ),
+            1,
+        )
+        .with_pinning(Pinning::ByName),
         MapDef::typed(
             CT,
             MapType::LruHash,
@@ -166,6 +185,33 @@ pub fn ipcache_decl() -> MapDecl {
         key_size: IPCACHE_KEY_SIZE,
         value_size: IPCACHE_VALUE_SIZE,
     }
+}
+
+pub fn ipcache_info_decl() -> MapDecl {
+    MapDecl {
+        name: IPCACHE_INFO.into(),
+        kind: MapKind::Array,
+        key_size: 4,
+        value_size: IPCACHE_INFO_VALUE_SIZE,
+    }
+}
+
+/// The entry of [`IPCACHE_INFO`] for a trie holding these keys ([`ipcache_key`] layout).
+pub fn ipcache_info_entry<'a>(trie_keys: impl IntoIterator<Item = &'a [u8]>) -> (Vec<u8>, Vec<u8>) {
+    let (mut v4, mut v6) = (0u32, 0u32);
+    for key in trie_keys {
+        match key
+            .get(4..8)
+            .map(|f| u32::from_le_bytes([f[0], f[1], f[2], f[3]]))
+        {
+            Some(FAMILY_IPV4) => v4 += 1,
+            Some(FAMILY_IPV6) => v6 += 1,
+            _ => {}
+        }
+    }
+    let mut value = v4.to_le_bytes().to_vec();
+    value.extend_from_slice(&v6.to_le_bytes());
+    (0u32.to_le_bytes().to_vec(), value)
 }
 
 /// The exact-match ipcache of a family.
@@ -345,11 +391,12 @@ pub fn ipcache_map_entries(prefixes: &[(Cidr, u32)]) -> Vec<(String, Entries)> {
     // Host routes live in the exact-match maps, which programs read first; the trie keeps only
     // the shorter prefixes (CIDR identities, node and pod ranges), so a miss there stays shallow.
     // Programs stay correct when host routes are in the trie too (loaders may put them there).
-    let lpm = prefixes
+    let lpm: Entries = prefixes
         .iter()
         .filter(|(c, _)| !is_host_route(c))
         .map(|(c, id)| (ipcache_key(c), ipcache_value(*id)))
         .collect();
+    let info = ipcache_info_entry(lpm.iter().map(|(k, _)| k.as_slice()));
     let exact = |want_v4: bool| -> Entries {
         prefixes
             .iter()
@@ -368,5 +415,6 @@ pub fn ipcache_map_entries(prefixes: &[(Cidr, u32)]) -> Vec<(String, Entries)> {
         (IPCACHE.to_string(), lpm),
         (IPCACHE4.to_string(), exact(true)),
         (IPCACHE6.to_string(), exact(false)),
+        (IPCACHE_INFO.to_string(), vec![info]),
     ]
 }

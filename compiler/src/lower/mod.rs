@@ -275,6 +275,7 @@ fn lower_program(
     };
     let ipc4 = f.map(maps::ipcache_exact_decl(FAMILY_IPV4));
     let ipc6 = f.map(maps::ipcache_exact_decl(FAMILY_IPV6));
+    let ipc_info = f.map(maps::ipcache_info_decl());
 
     let reason = f.vreg();
     let rule = f.vreg();
@@ -310,7 +311,8 @@ fn lower_program(
     f.ret(TC_ACT_OK);
 
     // Peer identity: an exact-match lookup of the address (endpoints and nodes, /32 and /128),
-    // then the longest-prefix match for CIDR identities; a miss in both is world.
+    // then the longest-prefix match for CIDR identities if the trie holds any of the family
+    // (`ciliumc_ipcinfo`: the trie's lookup is a call even when it is empty); a miss is world.
     f.switch_to(new_flow);
     let decide = f.block();
     let lpm = f.block();
@@ -338,6 +340,7 @@ fn lower_program(
     let lpm_v4 = f.block();
     let lpm_v6 = f.block();
     let keyed = f.block();
+    let miss = f.block();
     f.branch32(
         Cond::Eq,
         parsed.family,
@@ -345,8 +348,23 @@ fn lower_program(
         lpm_v4,
         lpm_v6,
     );
-    for (block, family, bits) in [(lpm_v4, FAMILY_IPV4, 32u32), (lpm_v6, FAMILY_IPV6, 128)] {
+    for (block, family, bits, count_at) in [
+        (lpm_v4, FAMILY_IPV4, 32u32, 0),
+        (lpm_v6, FAMILY_IPV6, 128, 4),
+    ] {
         f.switch_to(block);
+        let zero = f.stack_slot(4);
+        f.stack_store(zero, 0, 0i64, Size::W);
+        let zero_ptr = f.stack_addr(zero);
+        let info = f.map_lookup(ipc_info, zero_ptr);
+        let counted = f.block();
+        let ask_trie = f.block();
+        // No entry (a loader that left the map out): ask the trie.
+        f.branch_null(info, ask_trie, counted);
+        f.switch_to(counted);
+        let prefixes = f.load(info, count_at, Size::W);
+        f.branch32(Cond::Eq, prefixes, 0, miss, ask_trie);
+        f.switch_to(ask_trie);
         f.stack_store(ipc_key, 0, i64::from(32 + bits), Size::W);
         f.stack_store(ipc_key, 4, i64::from(family), Size::W);
         f.jump(keyed);
@@ -358,7 +376,6 @@ fn lower_program(
     }
     let ipc_key_ptr = f.stack_addr(ipc_key);
     let hit = f.map_lookup(ipcache, ipc_key_ptr);
-    let miss = f.block();
     let found = f.block();
     f.branch_null(hit, miss, found);
     f.switch_to(miss);

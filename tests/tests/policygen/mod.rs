@@ -55,6 +55,36 @@ pub fn private_object(
 }
 
 /// Cluster peers of a case: (identity, v4, v6).
+/// Fills only the ipcache trie of a raw-loaded object with `entries` (`maps::ipcache_key` /
+/// `ipcache_value` layout), host routes included, and sets `ciliumc_ipcinfo` to match, so the
+/// programs ask the trie after their exact-match maps miss.
+#[allow(dead_code)]
+pub fn fill_ipcache_trie(
+    obj: &ciliumc_tests::loader::LoadedObject,
+    entries: &[(Vec<u8>, Vec<u8>)],
+) {
+    use ciliumc_compiler::lower::maps;
+    let trie = obj.map(maps::IPCACHE).expect("ipcache map");
+    for (k, v) in entries {
+        trie.update(k, v, 0).expect("ipcache update");
+    }
+    let (k, v) = maps::ipcache_info_entry(entries.iter().map(|(k, _)| k.as_slice()));
+    obj.map(maps::IPCACHE_INFO)
+        .expect("ipcache info map")
+        .update(&k, &v, 0)
+        .expect("ipcache info update");
+}
+
+/// The trie entries of a case's ipcache.
+#[allow(dead_code)]
+pub fn trie_entries(ipcache: &[(Cidr, u32)]) -> Vec<(Vec<u8>, Vec<u8>)> {
+    use ciliumc_compiler::lower::maps;
+    ipcache
+        .iter()
+        .map(|(c, id)| (maps::ipcache_key(c), maps::ipcache_value(*id)))
+        .collect()
+}
+
 pub fn cluster_peers() -> Vec<(u32, Ipv4Addr, Ipv6Addr)> {
     let mut v = vec![
         (
