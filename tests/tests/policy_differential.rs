@@ -219,3 +219,52 @@ fn the_trie_is_asked_only_for_a_family_it_holds_prefixes_of() {
     assert_eq!(verdict_with(0, 5), 2, "IPv6 prefixes only: still world");
     assert_eq!(verdict_with(1, 0), 0, "the CIDR identity is allowed");
 }
+
+/// Large decisions whose rules open only a few ports: the program decides a (protocol, port) no
+/// rule covers before it calls a part (`dispatch::emit_uncovered_check`), and must still agree
+/// with the evaluator on every packet, at the edges of the covered ports and outside them.
+#[test]
+fn split_decisions_over_few_ports_agree_with_reference_evaluator() {
+    use ciliumc_ir::policy::{L4Match, PortRange};
+    let Some(_kernel) = kernel_or_skip!() else {
+        return;
+    };
+    let few = [
+        PortRange { lo: 80, hi: 80 },
+        PortRange { lo: 443, hi: 443 },
+        PortRange { lo: 8000, hi: 8080 },
+    ];
+    let mut rng = Rng(0x0f3e_90a7);
+    let (mut split, mut total) = (0, 0usize);
+    let cases = 20;
+    for case_no in 0..cases {
+        let n = 60 + rng.below(120);
+        let mut case = random_case_of(&mut rng, n);
+        // Every rule on one of the few ports, TCP or UDP: other protocols and ports are
+        // covered by no rule.
+        for (i, rule) in case.policy.rules.iter_mut().enumerate() {
+            let proto = if i % 2 == 0 { Protocol::Tcp } else { Protocol::Udp };
+            rule.l4 = Some(vec![L4Match::new(proto, few[i % few.len()])]);
+        }
+        let lowered = lower::lower_direction(
+            NumericIdentity(LOCAL_IDENTITY),
+            &case.policy,
+            case.direction,
+        )
+        .expect("lowering");
+        let base = lower::dispatch::parts_base(case.direction);
+        if lowered
+            .functions
+            .iter()
+            .any(|f| lower::dispatch::Parts::is_part(base, &f.name))
+        {
+            split += 1;
+        }
+        total += check_case(&format!("few-ports case {case_no}"), &case, &mut rng, 300);
+    }
+    eprintln!("{cases} large policy sets over few ports ({split} split), {total} packets: agree");
+    assert!(
+        split >= cases / 2,
+        "only {split} of {cases} policies were split into parts: the test no longer covers the check"
+    );
+}

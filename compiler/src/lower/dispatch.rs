@@ -92,6 +92,7 @@ pub fn emit_dispatch(
         }
     };
     if estimated_insns(flat, &partition) > SPLIT_MIN_INSNS {
+        emit_uncovered_check(f, flat, inputs, data.no_match);
         emit_parts(f, flat, key, inputs, &partition, data, parts);
     } else {
         emit_tree_and_leaves(f, flat, key, inputs, &partition, outcomes);
@@ -531,6 +532,92 @@ fn push_merged<T: PartialEq>(out: &mut Vec<(u32, u32, T)>, iv: (u32, u32, T)) {
     }
 }
 
+/// Most port intervals (all protocols together) [`emit_uncovered_check`] compares in code: a
+/// few compares cost less than the call into a part, and keep the verifier's work small.
+pub const UNCOVERED_CHECK_MAX_INTERVALS: usize = 8;
+
+/// Per listed protocol, the merged port intervals some leaf decides (allow or deny); and whether
+/// some leaf decides the protocols it does not list.
+pub fn covered_ports(flat: &Flat) -> (BTreeMap<u8, Vec<(u16, u16)>>, bool) {
+    let mut covered: BTreeMap<u8, Vec<(u16, u16)>> = BTreeMap::new();
+    for (proto, _) in flat.leaves.iter().flat_map(|l| l.protocols.iter()) {
+        covered.entry(*proto).or_default();
+    }
+    for (proto, intervals) in covered.iter_mut() {
+        for leaf in &flat.leaves {
+            match leaf.protocols.iter().find(|(p, _)| p == proto) {
+                Some((_, segments)) => intervals.extend(
+                    segments
+                        .iter()
+                        .filter(|s| s.outcome != Outcome::NoMatch)
+                        .map(|s| (s.lo, s.hi)),
+                ),
+                None if leaf.other != Outcome::NoMatch => intervals.push((0, u16::MAX)),
+                None => {}
+            }
+        }
+        intervals.sort_unstable();
+        let mut merged: Vec<(u16, u16)> = Vec::new();
+        for &(lo, hi) in intervals.iter() {
+            match merged.last_mut() {
+                Some(last) if u32::from(lo) <= u32::from(last.1) + 1 => last.1 = last.1.max(hi),
+                _ => merged.push((lo, hi)),
+            }
+        }
+        *intervals = merged;
+    }
+    let others = flat.leaves.iter().any(|l| l.other != Outcome::NoMatch);
+    (covered, others)
+}
+
+/// Before the call into a part: a packet whose protocol and port no leaf decides gets no match
+/// from every leaf, whatever its identity, so it goes to `no_match` without the call (a port
+/// scan, traffic to a port no rule opens). Emitted only when the covered ports are a few
+/// intervals ([`UNCOVERED_CHECK_MAX_INTERVALS`]) and leave something uncovered.
+fn emit_uncovered_check(f: &mut FunctionBuilder, flat: &Flat, inputs: &Inputs, no_match: BlockId) {
+    let (covered, others) = covered_ports(flat);
+    let intervals: usize = covered.values().map(Vec::len).sum();
+    let full = |ivs: &Vec<(u16, u16)>| ivs.as_slice() == [(0, u16::MAX)];
+    let anything_uncovered = !others || covered.values().any(|ivs| !full(ivs));
+    if intervals > UNCOVERED_CHECK_MAX_INTERVALS || !anything_uncovered {
+        return;
+    }
+    let decided = f.block();
+    for (proto, ivs) in &covered {
+        let this = f.block();
+        let next = f.block();
+        f.branch32(Cond::Eq, inputs.proto, i64::from(*proto), this, next);
+        f.switch_to(this);
+        let mut partition: Vec<(u32, u32, BlockId)> = Vec::new();
+        let mut from = 0u32;
+        for &(lo, hi) in ivs {
+            if u32::from(lo) > from {
+                partition.push((from, u32::from(lo) - 1, no_match));
+            }
+            partition.push((u32::from(lo), u32::from(hi), decided));
+            from = u32::from(hi) + 1;
+        }
+        partition.push((from, u32::MAX, no_match));
+        if let Some(last) = partition.last().copied()
+            && last.0 > last.1
+        {
+            partition.pop();
+        }
+        // Ports are at most 65535: the last interval stands for everything above.
+        if let Some(last) = partition.last_mut() {
+            last.1 = u32::MAX;
+        }
+        let mut merged: Vec<(u32, u32, BlockId)> = Vec::new();
+        for iv in partition {
+            push_merged(&mut merged, iv);
+        }
+        emit_u32_tree(f, inputs.port, &merged);
+        f.switch_to(next);
+    }
+    f.jump(if others { decided } else { no_match });
+    f.switch_to(decided);
+}
+
 /// A balanced binary decision tree over a partition of the u32 space into intervals.
 fn emit_u32_tree(f: &mut FunctionBuilder, value: VReg, intervals: &[(u32, u32, BlockId)]) {
     match intervals {
@@ -639,6 +726,102 @@ mod tests {
                 prop_assert!(r.len() == 1 || est <= PART_MAX_INSNS, "run {:?}: {}", r, est);
             }
             prop_assert_eq!(next, partition.len());
+        }
+    }
+
+    /// A leaf with `protocols` partitioned at the cut points (sorted, deduplicated) into
+    /// segments with the given outcomes.
+    fn random_leaf(protocols: &[(u8, Vec<u16>, Vec<u8>)], other: u8) -> Leaf {
+        let outcome = |o: u8| match o % 3 {
+            0 => Outcome::NoMatch,
+            1 => Outcome::Allow(u32::from(o)),
+            _ => Outcome::Deny(u32::from(o)),
+        };
+        let mut listed = Vec::new();
+        for (proto, cuts, outcomes) in protocols {
+            if listed.iter().any(|(p, _)| p == proto) {
+                continue;
+            }
+            let mut cuts: Vec<u16> = cuts.iter().copied().filter(|&c| c > 0).collect();
+            cuts.sort_unstable();
+            cuts.dedup();
+            let mut segments = Vec::new();
+            let mut lo = 0u16;
+            for (i, &cut) in cuts.iter().chain([&0]).enumerate() {
+                let hi = if i == cuts.len() { u16::MAX } else { cut - 1 };
+                segments.push(Segment {
+                    lo,
+                    hi,
+                    outcome: outcome(outcomes.get(i).copied().unwrap_or(0)),
+                });
+                lo = cut;
+            }
+            listed.push((*proto, segments));
+        }
+        Leaf {
+            protocols: listed,
+            other: outcome(other),
+        }
+    }
+
+    fn outcome_of(leaf: &Leaf, proto: u8, port: u16) -> Outcome {
+        match leaf.protocols.iter().find(|(p, _)| *p == proto) {
+            Some((_, segments)) => segments
+                .iter()
+                .find(|s| s.lo <= port && port <= s.hi)
+                .map_or(Outcome::NoMatch, |s| s.outcome),
+            None => leaf.other,
+        }
+    }
+
+    proptest! {
+        /// `covered_ports` says a (protocol, port) is uncovered exactly when every leaf gives
+        /// no match for it: the check before the parts never skips a decision.
+        #[test]
+        fn uncovered_ports_are_no_match_in_every_leaf(
+            leaves in prop::collection::vec(
+                (
+                    prop::collection::vec(
+                        (
+                            prop::sample::select(vec![1u8, 6, 17]),
+                            prop::collection::vec(any::<u16>(), 0..4),
+                            prop::collection::vec(any::<u8>(), 0..5),
+                        ),
+                        0..3,
+                    ),
+                    any::<u8>(),
+                ),
+                1..5,
+            ),
+            probes in prop::collection::vec((prop::sample::select(vec![1u8, 6, 17, 132]), any::<u16>()), 1..40),
+        ) {
+            let flat = Flat {
+                leaves: leaves.iter().map(|(p, o)| random_leaf(p, *o)).collect(),
+                others: 0,
+                by_identity: Default::default(),
+            };
+            let (covered, others) = super::covered_ports(&flat);
+            let mut probes = probes;
+            // Probe the segment edges too.
+            for leaf in &flat.leaves {
+                for (p, segments) in &leaf.protocols {
+                    for s in segments {
+                        probes.push((*p, s.lo));
+                        probes.push((*p, s.hi));
+                    }
+                }
+            }
+            for (proto, port) in probes {
+                let no_match_everywhere = flat
+                    .leaves
+                    .iter()
+                    .all(|l| outcome_of(l, proto, port) == Outcome::NoMatch);
+                let is_covered = match covered.get(&proto) {
+                    Some(ivs) => ivs.iter().any(|&(lo, hi)| lo <= port && port <= hi),
+                    None => others,
+                };
+                prop_assert_eq!(is_covered, !no_match_everywhere, "proto {} port {}", proto, port);
+            }
         }
     }
 
