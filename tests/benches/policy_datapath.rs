@@ -8,7 +8,8 @@
 //! codegen+emit time, kernel load time and verifier processed instructions.
 //!
 //! Run: `cargo bench -p ciliumc-tests --bench policy_datapath` (env `CILIUMC_BENCH_RULES=10,50`
-//! to choose rule counts, `CILIUMC_BENCH_REPEAT` to change the repeat count). Skips with a
+//! to choose rule counts, `CILIUMC_BENCH_REPEAT` to change the repeat count, `CILIUMC_BENCH_PORTS=3`
+//! for rules over 3 distinct ports). Skips with a
 //! message where clang-19 is missing or `bpf()` is refused.
 
 #[path = "policy_bench/setup.rs"]

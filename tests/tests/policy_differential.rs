@@ -243,7 +243,11 @@ fn split_decisions_over_few_ports_agree_with_reference_evaluator() {
         // Every rule on one of the few ports, TCP or UDP: other protocols and ports are
         // covered by no rule.
         for (i, rule) in case.policy.rules.iter_mut().enumerate() {
-            let proto = if i % 2 == 0 { Protocol::Tcp } else { Protocol::Udp };
+            let proto = if i % 2 == 0 {
+                Protocol::Tcp
+            } else {
+                Protocol::Udp
+            };
             rule.l4 = Some(vec![L4Match::new(proto, few[i % few.len()])]);
         }
         let lowered = lower::lower_direction(

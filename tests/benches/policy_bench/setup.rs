@@ -40,7 +40,8 @@ pub fn peers() -> Vec<(Ipv4Addr, u32)> {
     out
 }
 
-/// A generated ingress policy: rule i allows peer `i % P` on TCP port `1000 + (37 i mod 5000)`.
+/// A generated ingress policy: rule i allows peer `i % P` on TCP port `1000 + (37 i mod K)`, K = 5000
+/// or `CILIUMC_BENCH_PORTS`.
 pub struct Spec {
     pub rules: usize,
     pub peers: Vec<(Ipv4Addr, u32)>,
@@ -52,8 +53,15 @@ pub struct Spec {
 impl Spec {
     pub fn new(rules: usize) -> Spec {
         let peers = peers();
+        // `CILIUMC_BENCH_PORTS=k`: rules open only k distinct ports (as services do), instead of
+        // one port per rule.
+        let distinct_ports = std::env::var("CILIUMC_BENCH_PORTS")
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+            .filter(|&k| k > 0)
+            .unwrap_or(5000);
         let pairs: Vec<(usize, u16)> = (0..rules)
-            .map(|i| (i % peers.len(), 1000 + ((i * 37) % 5000) as u16))
+            .map(|i| (i % peers.len(), 1000 + ((i * 37) % distinct_ports) as u16))
             .collect();
         let rules_ir = pairs
             .iter()
