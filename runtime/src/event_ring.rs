@@ -259,7 +259,7 @@ impl<'a, F: Fn(u32) -> Option<&'a [u8]>> RingMemory for LookupRings<F> {
     }
 
     fn load(&self, slot: u64, off: usize) -> u64 {
-        if off == TAIL && slot % RING_STRIDE == 0 {
+        if off == TAIL && slot.is_multiple_of(RING_STRIDE) {
             return self.tails[(slot / RING_STRIDE) as usize];
         }
         self.bytes(slot, off, 8)
@@ -269,7 +269,7 @@ impl<'a, F: Fn(u32) -> Option<&'a [u8]>> RingMemory for LookupRings<F> {
 
     fn store(&mut self, slot: u64, off: usize, value: u64) {
         // The reader stores only tails.
-        if off == TAIL && slot % RING_STRIDE == 0 {
+        if off == TAIL && slot.is_multiple_of(RING_STRIDE) {
             self.tails[(slot / RING_STRIDE) as usize] = value;
         }
     }
