@@ -57,8 +57,9 @@ impl RingReader {
         })
     }
 
-    /// Returns after the poll interval ([`POLL_INTERVAL`], up to [`IDLE_POLL_INTERVAL`] when
-    /// idle). Callers drain after each return.
+    /// Returns after the poll interval ([`POLL_INTERVAL`]; down to [`BUSY_POLL_INTERVAL`], or
+    /// at once, while rings fill fast; up to [`IDLE_POLL_INTERVAL`] when idle). Callers drain
+    /// after each return.
     pub async fn wait(&mut self) {
         if self.interval.is_zero() {
             tokio::task::yield_now().await;
