@@ -136,6 +136,21 @@ fn compiled_policy_agrees_with_reference_evaluator() {
     eprintln!("{cases} policy sets, {total} packets: kernel and evaluator agree");
 }
 
+/// Whether the case's decision is split into parts (`dispatch::Parts`).
+fn splits_into_parts(case: &Case) -> bool {
+    let lowered = lower::lower_direction(
+        NumericIdentity(LOCAL_IDENTITY),
+        &case.policy,
+        case.direction,
+    )
+    .expect("lowering");
+    let base = lower::dispatch::parts_base(case.direction);
+    lowered
+        .functions
+        .iter()
+        .any(|f| lower::dispatch::Parts::is_part(base, &f.name))
+}
+
 /// Policies large enough that the decision is split into parts (`dispatch::Parts`: global
 /// subprograms the program calls), against the evaluator.
 #[test]
@@ -149,20 +164,7 @@ fn decisions_split_into_parts_agree_with_reference_evaluator() {
     for case_no in 0..cases {
         let n = 60 + rng.below(200);
         let case = random_case_of(&mut rng, n);
-        let lowered = lower::lower_direction(
-            NumericIdentity(LOCAL_IDENTITY),
-            &case.policy,
-            case.direction,
-        )
-        .expect("lowering");
-        let base = lower::dispatch::parts_base(case.direction);
-        if lowered
-            .functions
-            .iter()
-            .any(|f| lower::dispatch::Parts::is_part(base, &f.name))
-        {
-            split += 1;
-        }
+        split += usize::from(splits_into_parts(&case));
         total += check_case(&format!("large case {case_no}"), &case, &mut rng, 300);
     }
     eprintln!("{cases} large policy sets ({split} split into parts), {total} packets: agree");
@@ -250,20 +252,7 @@ fn split_decisions_over_few_ports_agree_with_reference_evaluator() {
             };
             rule.l4 = Some(vec![L4Match::new(proto, few[i % few.len()])]);
         }
-        let lowered = lower::lower_direction(
-            NumericIdentity(LOCAL_IDENTITY),
-            &case.policy,
-            case.direction,
-        )
-        .expect("lowering");
-        let base = lower::dispatch::parts_base(case.direction);
-        if lowered
-            .functions
-            .iter()
-            .any(|f| lower::dispatch::Parts::is_part(base, &f.name))
-        {
-            split += 1;
-        }
+        split += usize::from(splits_into_parts(&case));
         total += check_case(&format!("few-ports case {case_no}"), &case, &mut rng, 300);
     }
     eprintln!("{cases} large policy sets over few ports ({split} split), {total} packets: agree");
