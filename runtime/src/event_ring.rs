@@ -20,6 +20,8 @@ use aya::maps::MapData;
 
 use crate::events::EVENT_SIZE;
 
+/// The array of per-CPU rings (the compiler's `lower::maps::EVENTS`).
+pub const EVENTS: &str = "ciliumc_events";
 /// Records in each CPU's ring (the compiler's `lower::maps::EVENT_RING_RECORDS`).
 pub const RING_RECORDS: u64 = 4096;
 /// Slots per CPU: the header and the records.
@@ -54,14 +56,6 @@ pub struct Drained {
     /// The most records one ring had written since the previous drain (how full the fullest
     /// ring got; above [`RING_RECORDS`] it overflowed).
     pub busiest: u64,
-}
-
-impl std::ops::AddAssign for Drained {
-    fn add_assign(&mut self, other: Drained) {
-        self.records += other.records;
-        self.overwritten += other.overwritten;
-        self.busiest = self.busiest.max(other.busiest);
-    }
 }
 
 /// Reads every record written since the last drain, CPU by CPU, and advances each ring's tail.
@@ -112,8 +106,6 @@ pub enum RingError {
         #[source]
         source: aya::maps::MapError,
     },
-    #[error("events map: {0}")]
-    Info(String),
     #[error("events map is not rings of {SLOT_BYTES}-byte slots in groups of {RING_STRIDE}: {0}")]
     Layout(String),
     #[error("mapping the events map: {0}")]
@@ -127,7 +119,7 @@ pub struct MappedRings {
     slots: u64,
 }
 
-// SAFETY: the mapping is plain shared memory, accessed only through atomics and volatile copies.
+// SAFETY: the mapping is plain shared memory, accessed only through atomics.
 unsafe impl Send for MappedRings {}
 
 impl MappedRings {

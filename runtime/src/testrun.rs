@@ -13,7 +13,7 @@ use crate::events::FlowEvent;
 
 /// Map names the policy programs use (mirrors the compiler's `lower::maps`).
 pub const IPCACHE: &str = "ciliumc_ipcache";
-pub const EVENTS: &str = "ciliumc_events";
+pub use crate::event_ring::EVENTS;
 pub const CT: &str = "ciliumc_ct";
 /// Prefix counts of the trie per family (`{u32 v4; u32 v6}` at index 0): programs skip the trie
 /// for a family it has none of.

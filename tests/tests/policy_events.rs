@@ -114,6 +114,7 @@ fn every_verdict_on_a_new_flow_writes_a_matching_event() {
 #[test]
 fn event_ring_layout_is_the_same_for_writer_and_reader() {
     use ciliumc_runtime::event_ring;
+    assert_eq!(maps::EVENTS, event_ring::EVENTS);
     assert_eq!(
         u64::from(maps::EVENT_RING_RECORDS),
         event_ring::RING_RECORDS

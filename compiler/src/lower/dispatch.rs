@@ -597,16 +597,8 @@ fn emit_uncovered_check(f: &mut FunctionBuilder, flat: &Flat, inputs: &Inputs, n
             partition.push((u32::from(lo), u32::from(hi), decided));
             from = u32::from(hi) + 1;
         }
+        // Up to u32::MAX, as `emit_u32_tree` wants (ports above 65535 do not occur).
         partition.push((from, u32::MAX, no_match));
-        if let Some(last) = partition.last().copied()
-            && last.0 > last.1
-        {
-            partition.pop();
-        }
-        // Ports are at most 65535: the last interval stands for everything above.
-        if let Some(last) = partition.last_mut() {
-            last.1 = u32::MAX;
-        }
         let mut merged: Vec<(u32, u32, BlockId)> = Vec::new();
         for iv in partition {
             push_merged(&mut merged, iv);

@@ -390,7 +390,8 @@ fn is_host_route(c: &Cidr) -> bool {
 pub fn ipcache_map_entries(prefixes: &[(Cidr, u32)]) -> Vec<(String, Entries)> {
     // Host routes live in the exact-match maps, which programs read first; the trie keeps only
     // the shorter prefixes (CIDR identities, node and pod ranges), so a miss there stays shallow.
-    // Programs stay correct when host routes are in the trie too (loaders may put them there).
+    // Programs stay correct when host routes are in the trie too (loaders may put them there),
+    // as long as `IPCACHE_INFO` counts what the trie holds.
     let lpm: Entries = prefixes
         .iter()
         .filter(|(c, _)| !is_host_route(c))

@@ -360,7 +360,7 @@ async fn events_task(shared: Arc<Shared>) {
             dp.manifest().and_then(|m| {
                 m.maps
                     .iter()
-                    .find(|x| is_pinned(x) && x.name == ring::EVENTS)
+                    .find(|x| is_pinned(x) && x.name == crate::event_ring::EVENTS)
                     .map(|x| dp.paths().maps.join(&x.name))
             })
         };

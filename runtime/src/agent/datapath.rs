@@ -306,7 +306,7 @@ impl Datapath {
         while self.loaders.len() < workers {
             self.loaders.push(load::new_loader(&self.paths.maps));
         }
-        let rings = super::flows::ring::EVENTS;
+        let rings = crate::event_ring::EVENTS;
         if let Some(m) = effective.iter().find(|m| m.name == rings) {
             for loader in &mut self.loaders {
                 loader.map_max_entries(rings, m.max_entries);

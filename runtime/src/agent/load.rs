@@ -93,7 +93,7 @@ pub fn effective_maps(maps: &[ManifestMap]) -> Vec<ManifestMap> {
     maps.iter()
         .map(|m| {
             let mut m = m.clone();
-            if m.name == super::flows::ring::EVENTS
+            if m.name == crate::event_ring::EVENTS
                 && let Some(n) = event_ring_entries(&m, cpus)
             {
                 m.max_entries = n;

@@ -17,8 +17,6 @@ use crate::events::FlowEvent;
 /// The pinned per-CPU counter of events that had no ring (index 0, u64; the compiler's
 /// `lower::maps::EVENTS_LOST`).
 pub const EVENTS_LOST: &str = "ciliumc_evlost";
-/// The pinned array of per-CPU rings (the compiler's `lower::maps::EVENTS`).
-pub const EVENTS: &str = "ciliumc_events";
 
 /// Longest time a record waits in its ring before the reader looks, while events arrive. The
 /// programs never wake the reader (a wakeup costs microseconds per event), so this timer is how
