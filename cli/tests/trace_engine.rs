@@ -213,6 +213,36 @@ fn the_demo_trace_names_the_deciding_rule_with_its_source() {
     );
 }
 
+/// A world-readable copy of the `ciliumc` binary and `testdata/demo`, removed on drop.
+struct Stage(PathBuf);
+
+impl Stage {
+    fn new() -> std::io::Result<Stage> {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("ciliumc-nobody-{}", std::process::id()));
+        let stage = Stage(dir);
+        let demo = stage.0.join("testdata/demo");
+        std::fs::create_dir_all(&demo)?;
+        for d in [&stage.0, &stage.0.join("testdata"), &demo] {
+            std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755))?;
+        }
+        std::fs::copy(env!("CARGO_BIN_EXE_ciliumc"), stage.0.join("ciliumc"))?;
+        for entry in std::fs::read_dir(workspace().join("testdata/demo"))? {
+            let entry = entry?;
+            let to = demo.join(entry.file_name());
+            std::fs::copy(entry.path(), &to)?;
+            std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o644))?;
+        }
+        Ok(stage)
+    }
+}
+
+impl Drop for Stage {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// Runs `auto` as `nobody` (bpf() refused: unprivileged BPF is off or the capability missing):
 /// the interpreter runs and prints what the kernel prints for root.
 #[test]
@@ -228,10 +258,13 @@ fn auto_falls_back_to_the_interpreter_when_bpf_is_refused() {
         return;
     }
     let flow = FLOWS[1].0;
+    // `nobody` may not reach the checkout (a clone in a 0700 `mktemp -d` directory): the binary
+    // and the demo go to a directory of their own it can read, with the same relative paths.
+    let stage = Stage::new().expect("stage the binary and the demo for nobody");
     let nobody = Command::new("setpriv")
         .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-        .arg(env!("CARGO_BIN_EXE_ciliumc"))
-        .current_dir(workspace())
+        .arg(stage.0.join("ciliumc"))
+        .current_dir(&stage.0)
         .args(["trace", "testdata/demo"])
         .args(flow)
         .output()
