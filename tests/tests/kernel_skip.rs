@@ -21,8 +21,35 @@ fn child_probe() {
     panic!("bpf() worked without privileges; this check cannot run here");
 }
 
+/// A world-readable copy of this test binary, removed on drop: `nobody` may not reach the
+/// checkout (a clone in a 0700 `mktemp -d` directory).
+struct StagedExe(std::path::PathBuf);
+
+impl StagedExe {
+    fn new() -> std::io::Result<StagedExe> {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("ciliumc-kernel-skip-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let staged = StagedExe(dir);
+        std::fs::set_permissions(&staged.0, std::fs::Permissions::from_mode(0o755))?;
+        std::fs::copy(std::env::current_exe()?, staged.exe())?;
+        Ok(staged)
+    }
+
+    fn exe(&self) -> std::path::PathBuf {
+        self.0.join("kernel_skip")
+    }
+}
+
+impl Drop for StagedExe {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 fn run_child(require: bool) -> std::process::Output {
-    let exe = std::env::current_exe().unwrap();
+    let staged = StagedExe::new().expect("stage the test binary for nobody");
+    let exe = staged.exe();
     let mut cmd = Command::new("setpriv");
     cmd.args([
         "--reuid=65534",
@@ -31,6 +58,7 @@ fn run_child(require: bool) -> std::process::Output {
         "--inh-caps=-all",
     ])
     .arg(exe)
+    .current_dir(&staged.0)
     .args(["child_probe", "--exact", "--nocapture", "--test-threads=1"])
     .env(CHILD, "1")
     .env_remove("CILIUMC_REQUIRE_KERNEL");
