@@ -98,10 +98,11 @@ impl LoadedPolicyObject {
                     })?;
             }
         }
-        // Every entry went to the trie: the programs must ask it for both families. (Objects
-        // of older compilers have no such map.)
+        // Every entry went to the trie: the programs must ask it for both families, and skip
+        // the bucket arrays (`buckets` = 0), which stay empty. (Objects of older compilers have
+        // no such map.)
         if let Some(map) = ebpf.map_mut(IPCACHE_INFO) {
-            let mut info: Array<&mut MapData, [u8; 8]> =
+            let mut info: Array<&mut MapData, [u8; 16]> =
                 Array::try_from(map).map_err(|source| TestRunError::Map {
                     name: IPCACHE_INFO.into(),
                     source,
@@ -112,9 +113,9 @@ impl LoadedPolicyObject {
                     .filter(|(k, _)| k.get(4..8) == Some(&family.to_le_bytes()[..]))
                     .count() as u32
             };
-            let mut value = [0u8; 8];
+            let mut value = [0u8; 16];
             value[..4].copy_from_slice(&count(4).to_le_bytes());
-            value[4..].copy_from_slice(&count(6).to_le_bytes());
+            value[4..8].copy_from_slice(&count(6).to_le_bytes());
             info.set(0, value, 0).map_err(|source| TestRunError::Map {
                 name: IPCACHE_INFO.into(),
                 source,

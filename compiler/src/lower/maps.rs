@@ -20,13 +20,33 @@ pub const IPCACHE: &str = "ciliumc_ipcache";
 pub const IPCACHE4: &str = "ciliumc_ipc4";
 pub const IPCACHE6: &str = "ciliumc_ipc6";
 pub const IPCACHE_EXACT_MAX_ENTRIES: u32 = 262_144;
-/// How many prefixes of each family the trie holds (array, one entry: `{u32 v4_prefixes;
-/// u32 v6_prefixes}`). After an exact-match miss, programs ask the trie only when it holds
-/// prefixes of the packet's family: in a cluster without CIDR identities, traffic from unknown
-/// addresses (world) skips the trie's lookup call. Whoever fills the trie keeps the counts: the
-/// manifest carries them as this map's entry.
+/// The host routes again, in arrays of buckets that programs probe in code before the exact-match
+/// maps (`lower::ipcache`): `u32` key = bucket index, value `struct ipcache_bucket { u32 overflow;
+/// u32 pad; struct { u8 addr[4 or 16]; u32 identity; } ways[4]; }`. An address goes to bucket
+/// [`ipcache::bucket_index`](super::ipcache::bucket_index); `overflow` is 1 when the bucket does
+/// not hold every host route of its index, and programs then ask the exact-match map.
+pub const IPCACHE4_BUCKETS: &str = "ciliumc_ipc4bkt";
+pub const IPCACHE6_BUCKETS: &str = "ciliumc_ipc6bkt";
+pub const BUCKET_WAYS: usize = 4;
+pub const BUCKET_HEADER_BYTES: u32 = 8;
+/// Buckets per family: 2^15 IPv4 (1.25 MiB), 2^14 IPv6 (1.4 MiB).
+pub const IPC4_BUCKET_BITS: u32 = 15;
+pub const IPC6_BUCKET_BITS: u32 = 14;
+/// The multiplier of the bucket hash (2^32 / the golden ratio).
+pub const BUCKET_HASH_MUL: u32 = 0x9E37_79B1;
+/// What programs need to know of the ipcache's contents (array, one entry: `{u32 v4_prefixes;
+/// u32 v6_prefixes; u32 buckets; u32 pad}`):
+/// - how many prefixes of each family the trie holds: after the host routes miss, programs ask
+///   the trie only when it holds prefixes of the packet's family, so in a cluster without CIDR
+///   identities traffic from unknown addresses (world) skips the trie's lookup call;
+/// - `buckets`: 1 when the bucket arrays hold the exact-match maps' entries as placed by the
+///   compiler; while it is 0 (a loader that does not write them, or one rewriting them),
+///   programs skip the buckets and ask the exact-match maps.
+///
+/// Whoever fills the maps keeps these: the manifest carries them as this map's entry.
 pub const IPCACHE_INFO: &str = "ciliumc_ipcinfo";
-pub const IPCACHE_INFO_VALUE_SIZE: u32 = 8;
+pub const IPCACHE_INFO_VALUE_SIZE: u32 = 16;
+pub const IPCACHE_INFO_BUCKETS_OFF: i32 = 8;
 /// Connection tracking, shared by all endpoints (LRU hash).
 pub const CT: &str = "ciliumc_ct";
 /// Flow events: one ring of records per CPU in one mmap-able array (layout below and in
@@ -85,6 +105,34 @@ fn ipcache_value_type() -> TypeDesc {
     )
 }
 
+fn bucket_type(family: u32) -> TypeDesc {
+    let (name, way, addr) = if family == FAMILY_IPV4 {
+        ("ciliumc_ipcache_bucket4", "ciliumc_ipcache_way4", 4)
+    } else {
+        ("ciliumc_ipcache_bucket6", "ciliumc_ipcache_way6", 16)
+    };
+    TypeDesc::structure(
+        name,
+        [
+            ("overflow", TypeDesc::U32),
+            ("pad", TypeDesc::U32),
+            (
+                "ways",
+                TypeDesc::Array {
+                    elem: Box::new(TypeDesc::structure(
+                        way,
+                        [
+                            ("addr", TypeDesc::Bytes(addr)),
+                            ("identity", TypeDesc::U32),
+                        ],
+                    )),
+                    len: BUCKET_WAYS as u32,
+                },
+            ),
+        ],
+    )
+}
+
 fn ct_key_type() -> TypeDesc {
     TypeDesc::structure(
         "ciliumc_ct_key",
@@ -139,12 +187,26 @@ pub fn shared_map_defs() -> Vec<MapDef> {
         .with_flags(BPF_F_NO_PREALLOC)
         .with_pinning(Pinning::ByName),
         MapDef::array(
+            IPCACHE4_BUCKETS,
+            bucket_type(FAMILY_IPV4),
+            1 << IPC4_BUCKET_BITS,
+        )
+        .with_pinning(Pinning::ByName),
+        MapDef::array(
+            IPCACHE6_BUCKETS,
+            bucket_type(FAMILY_IPV6),
+            1 << IPC6_BUCKET_BITS,
+        )
+        .with_pinning(Pinning::ByName),
+        MapDef::array(
             IPCACHE_INFO,
             TypeDesc::structure(
                 "ciliumc_ipcache_info",
                 [
                     ("v4_prefixes", TypeDesc::U32),
                     ("v6_prefixes", TypeDesc::U32),
+                    ("buckets", TypeDesc::U32),
+                    ("pad", TypeDesc::U32),
                 ],
             ),
             1,
@@ -196,8 +258,18 @@ pub fn ipcache_info_decl() -> MapDecl {
     }
 }
 
-/// The entry of [`IPCACHE_INFO`] for a trie holding these keys ([`ipcache_key`] layout).
+/// The entry of [`IPCACHE_INFO`] for a trie holding these keys ([`ipcache_key`] layout), with
+/// the buckets off: for loaders that fill the trie and the exact-match maps only.
 pub fn ipcache_info_entry<'a>(trie_keys: impl IntoIterator<Item = &'a [u8]>) -> (Vec<u8>, Vec<u8>) {
+    ipcache_info_entry_with(trie_keys, false)
+}
+
+/// The entry of [`IPCACHE_INFO`] for a trie holding these keys; `buckets` when the bucket arrays
+/// are filled as [`ipcache_map_entries`] fills them.
+pub fn ipcache_info_entry_with<'a>(
+    trie_keys: impl IntoIterator<Item = &'a [u8]>,
+    buckets: bool,
+) -> (Vec<u8>, Vec<u8>) {
     let (mut v4, mut v6) = (0u32, 0u32);
     for key in trie_keys {
         match key
@@ -211,7 +283,24 @@ pub fn ipcache_info_entry<'a>(trie_keys: impl IntoIterator<Item = &'a [u8]>) -> 
     }
     let mut value = v4.to_le_bytes().to_vec();
     value.extend_from_slice(&v6.to_le_bytes());
+    value.extend_from_slice(&u32::from(buckets).to_le_bytes());
+    value.extend_from_slice(&0u32.to_le_bytes());
     (0u32.to_le_bytes().to_vec(), value)
+}
+
+/// The bucket array of a family.
+pub fn ipcache_buckets_decl(family: u32) -> MapDecl {
+    let (name, addr) = if family == FAMILY_IPV4 {
+        (IPCACHE4_BUCKETS, 4)
+    } else {
+        (IPCACHE6_BUCKETS, 16)
+    };
+    MapDecl {
+        name: name.into(),
+        kind: MapKind::Array,
+        key_size: 4,
+        value_size: BUCKET_HEADER_BYTES + BUCKET_WAYS as u32 * (addr + 4),
+    }
 }
 
 /// The exact-match ipcache of a family.
@@ -397,7 +486,13 @@ pub fn ipcache_map_entries(prefixes: &[(Cidr, u32)]) -> Vec<(String, Entries)> {
         .filter(|(c, _)| !is_host_route(c))
         .map(|(c, id)| (ipcache_key(c), ipcache_value(*id)))
         .collect();
-    let info = ipcache_info_entry(lpm.iter().map(|(k, _)| k.as_slice()));
+    let info = ipcache_info_entry_with(lpm.iter().map(|(k, _)| k.as_slice()), true);
+    let routes: Vec<(IpAddr, u32)> = prefixes
+        .iter()
+        .filter(|(c, _)| is_host_route(c))
+        .map(|(c, id)| (c.addr(), *id))
+        .collect();
+    let [buckets4, buckets6] = super::ipcache::bucket_entries(&routes);
     let exact = |want_v4: bool| -> Entries {
         prefixes
             .iter()
@@ -416,6 +511,8 @@ pub fn ipcache_map_entries(prefixes: &[(Cidr, u32)]) -> Vec<(String, Entries)> {
         (IPCACHE.to_string(), lpm),
         (IPCACHE4.to_string(), exact(true)),
         (IPCACHE6.to_string(), exact(false)),
+        (IPCACHE4_BUCKETS.to_string(), buckets4),
+        (IPCACHE6_BUCKETS.to_string(), buckets6),
         (IPCACHE_INFO.to_string(), vec![info]),
     ]
 }

@@ -16,6 +16,7 @@ pub mod decide;
 pub mod dispatch;
 pub mod events;
 pub mod flatten;
+pub mod ipcache;
 pub mod maps;
 pub mod parse;
 
@@ -27,7 +28,6 @@ use ciliumc_targets::codegen::{AluOp, Cond, Function, FunctionBuilder, Size};
 use ciliumc_targets::hooks::{self, Hook, TC_ACT_OK, TC_ACT_SHOT};
 
 use self::events::{EVENT_DROP, EVENT_POLICY_VERDICT, EventFields};
-use self::maps::{FAMILY_IPV4, FAMILY_IPV6};
 
 /// Program for traffic from the endpoint (its egress policy).
 pub const FROM_CONTAINER: &str = "cil_from_container";
@@ -268,14 +268,11 @@ fn lower_program(
     let (name, hook) = program_for(direction);
     let mut f = FunctionBuilder::new(name, hook);
     let ct = f.map(maps::ct_decl());
-    let ipcache = f.map(maps::ipcache_decl());
+    let ipc = ipcache::IpcacheMaps::declare(&mut f);
     let events = events::EventMaps {
         ring: f.map(maps::events_decl()),
         lost: f.map(maps::events_lost_decl()),
     };
-    let ipc4 = f.map(maps::ipcache_exact_decl(FAMILY_IPV4));
-    let ipc6 = f.map(maps::ipcache_exact_decl(FAMILY_IPV6));
-    let ipc_info = f.map(maps::ipcache_info_decl());
 
     let reason = f.vreg();
     let rule = f.vreg();
@@ -310,81 +307,10 @@ fn lower_program(
     f.switch_to(established);
     f.ret(TC_ACT_OK);
 
-    // Peer identity: an exact-match lookup of the address (endpoints and nodes, /32 and /128),
-    // then the longest-prefix match for CIDR identities if the trie holds any of the family
-    // (`ciliumc_ipcinfo`: the trie's lookup is a call even when it is empty); a miss is world.
+    // Peer identity (`ipcache`): buckets, exact-match maps, trie; a miss is world.
     f.switch_to(new_flow);
     let decide = f.block();
-    let lpm = f.block();
-    let v4 = f.block();
-    let v6 = f.block();
-    f.branch32(Cond::Eq, parsed.family, i64::from(FAMILY_IPV4), v4, v6);
-    for (block, exact, words) in [(v4, ipc4, 1u32), (v6, ipc6, 4)] {
-        f.switch_to(block);
-        let key = f.stack_slot(4 * words);
-        for i in 0..words {
-            let w = f.stack_load(parsed.flow_key, parse::KEY_PEER_ADDR + 4 * i, Size::W);
-            f.stack_store(key, 4 * i, w, Size::W);
-        }
-        let key_ptr = f.stack_addr(key);
-        let hit = f.map_lookup(exact, key_ptr);
-        let found = f.block();
-        f.branch_null(hit, lpm, found);
-        f.switch_to(found);
-        let id = f.load(hit, 0, Size::W);
-        f.assign(remote, id);
-        f.jump(decide);
-    }
-    f.switch_to(lpm);
-    let ipc_key = f.stack_slot(maps::IPCACHE_KEY_SIZE);
-    let lpm_v4 = f.block();
-    let lpm_v6 = f.block();
-    let keyed = f.block();
-    let miss = f.block();
-    f.branch32(
-        Cond::Eq,
-        parsed.family,
-        i64::from(FAMILY_IPV4),
-        lpm_v4,
-        lpm_v6,
-    );
-    for (block, family, bits, count_at) in [
-        (lpm_v4, FAMILY_IPV4, 32u32, 0),
-        (lpm_v6, FAMILY_IPV6, 128, 4),
-    ] {
-        f.switch_to(block);
-        let zero = f.stack_slot(4);
-        f.stack_store(zero, 0, 0i64, Size::W);
-        let zero_ptr = f.stack_addr(zero);
-        let info = f.map_lookup(ipc_info, zero_ptr);
-        let counted = f.block();
-        let ask_trie = f.block();
-        // No entry (a loader that left the map out): ask the trie.
-        f.branch_null(info, ask_trie, counted);
-        f.switch_to(counted);
-        let prefixes = f.load(info, count_at, Size::W);
-        f.branch32(Cond::Eq, prefixes, 0, miss, ask_trie);
-        f.switch_to(ask_trie);
-        f.stack_store(ipc_key, 0, i64::from(32 + bits), Size::W);
-        f.stack_store(ipc_key, 4, i64::from(family), Size::W);
-        f.jump(keyed);
-    }
-    f.switch_to(keyed);
-    for off in (0..16).step_by(4) {
-        let w = f.stack_load(parsed.flow_key, parse::KEY_PEER_ADDR + off, Size::W);
-        f.stack_store(ipc_key, 8 + off, w, Size::W);
-    }
-    let ipc_key_ptr = f.stack_addr(ipc_key);
-    let hit = f.map_lookup(ipcache, ipc_key_ptr);
-    let found = f.block();
-    f.branch_null(hit, miss, found);
-    f.switch_to(miss);
-    f.assign_const(remote, i64::from(NumericIdentity::WORLD.0));
-    f.jump(decide);
-    f.switch_to(found);
-    let id = f.load(hit, 0, Size::W);
-    f.assign(remote, id);
-    f.jump(decide);
+    ipcache::emit_peer_identity(&mut f, &ipc, parsed.family, parsed.flow_key, remote, decide);
 
     f.switch_to(decide);
     let inputs = decide::Inputs {

@@ -77,15 +77,26 @@ pub fn check_pinned_layouts(
     Ok(existing)
 }
 
+/// The ipcache's bucket arrays and the map whose `buckets` word (bytes 8..12 of its entry 0)
+/// tells programs to trust them (the compiler's `lower::maps`, `docs/datapath.md`).
+const IPCACHE_BUCKETS: [&str; 2] = ["ciliumc_ipc4bkt", "ciliumc_ipc6bkt"];
+const IPCACHE_INFO: &str = "ciliumc_ipcinfo";
+const IPCACHE_INFO_BUCKETS: std::ops::Range<usize> = 8..12;
+
 /// Writes the difference between the previous and the new entries of every pinned map (all
 /// entries for a map that was created by this apply).
+///
+/// The bucket arrays are rewritten in place, a bucket at a time, and a program reading a bucket
+/// being written could miss an address that stays. So before any bucket changes, the
+/// `buckets` word of `ciliumc_ipcinfo` goes to 0 (programs then ask the exact-match maps, which
+/// are updated additions first), and the new `ciliumc_ipcinfo` is written after every other map.
 pub fn sync_pinned_maps(
     maps_dir: &Path,
     manifest: &Manifest,
     previous: Option<&Manifest>,
     preexisting: &BTreeSet<String>,
 ) -> Result<(usize, usize), AgentError> {
-    let (mut updates, mut deletes) = (0, 0);
+    let mut plan = Vec::new();
     for m in manifest.maps.iter().filter(|m| is_pinned(m)) {
         let path = maps_dir.join(&m.name);
         if !path.exists() {
@@ -115,34 +126,97 @@ pub fn sync_pinned_maps(
             .iter()
             .map(|e| (e.key.as_str(), e.value.as_str()))
             .collect();
-        if old == new {
-            continue;
-        }
-        let data = MapData::from_pin(&path).map_err(|e| AgentError::Map {
-            name: m.name.clone(),
-            detail: load::error_chain(&e),
-        })?;
-        let fd = std::os::fd::AsFd::as_fd(data.fd());
-        let bad = |detail: String| AgentError::Map {
-            name: m.name.clone(),
-            detail,
+        plan.push((m, path, old, new));
+    }
+    let buckets_change = plan
+        .iter()
+        .any(|(m, _, old, new)| IPCACHE_BUCKETS.contains(&m.name.as_str()) && old != new);
+    let info_at = plan
+        .iter()
+        .position(|(m, ..)| m.name == IPCACHE_INFO && m.map_type == "array");
+    let mut info_last = None;
+    if let (true, Some(at)) = (buckets_change, info_at) {
+        let (m, path, old, new) = plan.remove(at);
+        suspend_buckets(m, &path, &old)?;
+        // Written in full: its entry may be what it was, but the suspension changed it.
+        info_last = Some((m, path, BTreeMap::new(), new));
+    }
+    let (mut updates, mut deletes) = (0, 0);
+    for (m, path, old, new) in plan.iter().chain(info_last.iter()) {
+        let (u, d) = write_difference(m, path, old, new)?;
+        updates += u;
+        deletes += d;
+    }
+    Ok((updates, deletes))
+}
+
+fn map_error(m: &ManifestMap) -> impl Fn(String) -> AgentError + '_ {
+    move |detail| AgentError::Map {
+        name: m.name.clone(),
+        detail,
+    }
+}
+
+fn open_pinned(m: &ManifestMap, path: &Path) -> Result<MapData, AgentError> {
+    MapData::from_pin(path).map_err(|e| map_error(m)(load::error_chain(&e)))
+}
+
+/// Writes the pinned `ciliumc_ipcinfo` entries of the previous generation with `buckets` = 0.
+fn suspend_buckets(
+    m: &ManifestMap,
+    path: &Path,
+    old: &BTreeMap<&str, &str>,
+) -> Result<(), AgentError> {
+    let data = open_pinned(m, path)?;
+    let fd = std::os::fd::AsFd::as_fd(data.fd());
+    let bad = map_error(m);
+    for (k, v) in old {
+        let (Ok(kb), Ok(mut vb)) = (hex::decode(k), hex::decode(v)) else {
+            return Err(bad("entry is not hex".into()));
         };
-        // Additions and changes before removals: a lookup never misses an address that stays.
-        for (k, v) in &new {
-            if old.get(k) != Some(v) {
-                let (kb, vb) = (hex::decode(k), hex::decode(v));
-                let (Ok(kb), Ok(vb)) = (kb, vb) else {
-                    return Err(bad("entry is not hex".into()));
-                };
-                sys::map_update(fd, &kb, &vb).map_err(|e| bad(e.to_string()))?;
-                updates += 1;
-            }
+        if let Some(word) = vb.get_mut(IPCACHE_INFO_BUCKETS) {
+            word.fill(0);
         }
-        for k in old.keys().filter(|k| !new.contains_key(*k)) {
-            let kb = hex::decode(k).map_err(|e| bad(e.to_string()))?;
-            sys::map_delete(fd, &kb).map_err(|e| bad(e.to_string()))?;
-            deletes += 1;
+        sys::map_update(fd, &kb, &vb).map_err(|e| bad(e.to_string()))?;
+    }
+    Ok(())
+}
+
+/// Writes `new`'s entries that `old` does not have, then removes `old`'s others: deleted from a
+/// hash or trie, zeroed in an array (whose entries always exist).
+fn write_difference(
+    m: &ManifestMap,
+    path: &Path,
+    old: &BTreeMap<&str, &str>,
+    new: &BTreeMap<&str, &str>,
+) -> Result<(usize, usize), AgentError> {
+    if old == new {
+        return Ok((0, 0));
+    }
+    let data = open_pinned(m, path)?;
+    let fd = std::os::fd::AsFd::as_fd(data.fd());
+    let bad = map_error(m);
+    let (mut updates, mut deletes) = (0, 0);
+    // Additions and changes before removals: a lookup never misses an address that stays.
+    for (k, v) in new {
+        if old.get(k) != Some(v) {
+            let (Ok(kb), Ok(vb)) = (hex::decode(k), hex::decode(v)) else {
+                return Err(bad("entry is not hex".into()));
+            };
+            sys::map_update(fd, &kb, &vb).map_err(|e| bad(e.to_string()))?;
+            updates += 1;
         }
+    }
+    let zeroed = vec![0u8; m.value_size as usize];
+    for k in old.keys().filter(|k| !new.contains_key(*k)) {
+        let kb = hex::decode(k).map_err(|e| bad(e.to_string()))?;
+        if m.map_type == "array" {
+            sys::map_update(fd, &kb, &zeroed)
+        } else {
+            sys::map_delete(fd, &kb)
+        }
+        .map_err(|e| bad(e.to_string()))?;
+        deletes += 1;
     }
     Ok((updates, deletes))
 }

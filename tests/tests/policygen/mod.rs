@@ -75,6 +75,20 @@ pub fn fill_ipcache_trie(
         .expect("ipcache info update");
 }
 
+/// Fills every ipcache map of a raw-loaded object as the compiler's manifest does
+/// (`maps::ipcache_map_entries`): host routes in the exact-match maps and the bucket arrays, the
+/// other prefixes in the trie, `ciliumc_ipcinfo` with the buckets on.
+#[allow(dead_code)]
+pub fn fill_ipcache_compiled(obj: &ciliumc_tests::loader::LoadedObject, ipcache: &[(Cidr, u32)]) {
+    use ciliumc_compiler::lower::maps;
+    for (name, entries) in maps::ipcache_map_entries(ipcache) {
+        let map = obj.map(&name).expect("ipcache map");
+        for (k, v) in entries {
+            map.update(&k, &v, 0).expect("ipcache update");
+        }
+    }
+}
+
 /// The trie entries of a case's ipcache.
 #[allow(dead_code)]
 pub fn trie_entries(ipcache: &[(Cidr, u32)]) -> Vec<(Vec<u8>, Vec<u8>)> {
