@@ -14,8 +14,8 @@ mod policygen;
 
 use std::net::IpAddr;
 
+use aya::maps::MapData;
 use aya::maps::lpm_trie::{Key, LpmTrie};
-use aya::maps::{HashMap as AyaHash, MapData};
 use aya::programs::{SchedClassifier, TestRun, TestRunOptions};
 use ciliumc_compiler::lower::{self, maps};
 use ciliumc_ir::policy::{Direction, Protocol};
@@ -36,8 +36,41 @@ type Entries = Vec<(Vec<u8>, Vec<u8>)>;
 /// Map name → initial entries.
 type MapFill = Vec<(&'static str, Entries)>;
 
-/// Map name → initial entries: the LPM ipcache always, the exact-match front for some cases.
-fn map_entries(case: &Case, exact_front: bool) -> MapFill {
+/// How a case fills the ipcache.
+#[derive(Clone, Copy, Debug)]
+enum IpcacheFill {
+    /// Every prefix in the trie (as `ciliumc trace` loads it).
+    TrieOnly,
+    /// Every prefix in the trie, host routes also in the exact-match maps; buckets off.
+    ExactFront,
+    /// As the compiler's manifest: buckets, exact-match maps, the other prefixes in the trie.
+    Compiled,
+}
+
+/// Map name → initial entries for a fill.
+fn map_entries(case: &Case, fill: IpcacheFill) -> MapFill {
+    if let IpcacheFill::Compiled = fill {
+        let all = maps::ipcache_map_entries(&case.ipcache.0);
+        return [
+            maps::IPCACHE,
+            maps::IPCACHE4,
+            maps::IPCACHE6,
+            maps::IPCACHE4_BUCKETS,
+            maps::IPCACHE6_BUCKETS,
+            maps::IPCACHE_INFO,
+        ]
+        .into_iter()
+        .map(|name| {
+            let entries = all
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, e)| e.clone())
+                .unwrap_or_default();
+            (name, entries)
+        })
+        .collect();
+    }
+    let exact_front = matches!(fill, IpcacheFill::ExactFront);
     let mut lpm = Vec::new();
     let mut v4 = Vec::new();
     let mut v6 = Vec::new();
@@ -122,32 +155,11 @@ impl Kernel {
                     )
                     .expect("ipcache insert");
                 }
-            } else if *name == maps::IPCACHE_INFO {
-                let view = aya_map_view(&ebpf, name).expect("ipcache info view");
-                for (k, v) in list {
-                    view.update(k, v, 0).expect("ipcache info update");
-                }
-            } else if *name == maps::IPCACHE4 {
-                let mut h: AyaHash<&mut MapData, [u8; 4], [u8; 8]> =
-                    AyaHash::try_from(map).expect("hash");
-                for (k, v) in list {
-                    h.insert(
-                        <[u8; 4]>::try_from(&k[..]).unwrap(),
-                        <[u8; 8]>::try_from(&v[..]).unwrap(),
-                        0,
-                    )
-                    .expect("ipc4 insert");
-                }
             } else {
-                let mut h: AyaHash<&mut MapData, [u8; 16], [u8; 8]> =
-                    AyaHash::try_from(map).expect("hash");
+                // Exact-match maps, bucket arrays, `ciliumc_ipcinfo`: raw bytes.
+                let view = aya_map_view(&ebpf, name).expect("map view");
                 for (k, v) in list {
-                    h.insert(
-                        <[u8; 16]>::try_from(&k[..]).unwrap(),
-                        <[u8; 8]>::try_from(&v[..]).unwrap(),
-                        0,
-                    )
-                    .expect("ipc6 insert");
+                    view.update(k, v, 0).expect("map update");
                 }
             }
         }
@@ -297,7 +309,12 @@ fn interpreter_agrees_with_the_kernel_on_verdicts_and_events() {
     for case_no in 0..cases {
         let case = random_case(&mut rng);
         let elf = object(&case);
-        let entries = map_entries(&case, rng.chance(50));
+        let fill = [
+            IpcacheFill::TrieOnly,
+            IpcacheFill::ExactFront,
+            IpcacheFill::Compiled,
+        ][case_no as usize % 3];
+        let entries = map_entries(&case, fill);
         let mut vm = Vm::from_object(&elf).expect("VM loads the object");
         assert_eq!(
             vm.unsupported_helpers(),
@@ -424,7 +441,7 @@ mod no_kernel_needed {
         CASES.get_or_init(|| {
             let mut rng = Rng(0x0070_7270);
             (0..6)
-                .map(|_| {
+                .map(|i| {
                     let case = random_case(&mut rng);
                     let peers = candidate_peers(&case);
                     let ports = candidate_ports(&case.policy);
@@ -436,7 +453,10 @@ mod no_kernel_needed {
                     Compiled {
                         elf: object(&case),
                         program: lower::program_for(case.direction).0,
-                        entries: map_entries(&case, rng.chance(50)),
+                        entries: map_entries(
+                            &case,
+                            [IpcacheFill::TrieOnly, IpcacheFill::Compiled][i % 2],
+                        ),
                         sample,
                     }
                 })

@@ -83,15 +83,35 @@ pub(crate) fn emit_peer_identity(
 
     f.switch_to(without_info);
     let families = [f.block(), f.block()];
-    f.branch32(Cond::Eq, family, i64::from(FAMILY_IPV4), families[0], families[1]);
+    f.branch32(
+        Cond::Eq,
+        family,
+        i64::from(FAMILY_IPV4),
+        families[0],
+        families[1],
+    );
     for i in 0..2 {
         f.switch_to(families[i]);
-        emit_exact(f, m.exact[i], flow_key, FAMILIES[i].1, remote, decide, tries[i]);
+        emit_exact(
+            f,
+            m.exact[i],
+            flow_key,
+            FAMILIES[i].1,
+            remote,
+            decide,
+            tries[i],
+        );
     }
 
     f.switch_to(with_info);
     let families = [f.block(), f.block()];
-    f.branch32(Cond::Eq, family, i64::from(FAMILY_IPV4), families[0], families[1]);
+    f.branch32(
+        Cond::Eq,
+        family,
+        i64::from(FAMILY_IPV4),
+        families[0],
+        families[1],
+    );
     for i in 0..2 {
         let (_, words, bits) = FAMILIES[i];
         f.switch_to(families[i]);

@@ -121,10 +121,7 @@ fn bucket_type(family: u32) -> TypeDesc {
                 TypeDesc::Array {
                     elem: Box::new(TypeDesc::structure(
                         way,
-                        [
-                            ("addr", TypeDesc::Bytes(addr)),
-                            ("identity", TypeDesc::U32),
-                        ],
+                        [("addr", TypeDesc::Bytes(addr)), ("identity", TypeDesc::U32)],
                     )),
                     len: BUCKET_WAYS as u32,
                 },
