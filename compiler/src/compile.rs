@@ -321,22 +321,25 @@ pub fn ipcache_entries(cluster: &ResolvedCluster) -> Vec<(Vec<u8>, Vec<u8>)> {
 /// Every (prefix, identity) the ipcache holds: endpoint and node addresses (host prefixes) and
 /// the prefixes rules mention.
 pub fn ipcache_prefixes(cluster: &ResolvedCluster) -> Vec<(Cidr, u32)> {
-    let mut out: BTreeSet<(Cidr, u32)> = BTreeSet::new();
-    for ep in &cluster.endpoints {
+    // One identity per prefix, by `ipcache_identity`'s precedence: an endpoint's over a node's
+    // over a CIDR identity of the same prefix, and the first endpoint or node of an address (later
+    // inserts win, so each kind goes in reverse).
+    let mut out: std::collections::BTreeMap<Cidr, u32> = std::collections::BTreeMap::new();
+    for (cidr, id) in &cluster.cidr_identities {
+        out.insert(*cidr, id.0);
+    }
+    for node in cluster.nodes.iter().rev() {
+        for a in &node.addresses {
+            out.insert(Cidr::host(*a), node.identity.0);
+        }
+    }
+    for ep in cluster.endpoints.iter().rev() {
         if let Some(a) = ep.ipv4 {
-            out.insert((Cidr::host(a.into()), ep.identity.0));
+            out.insert(Cidr::host(a.into()), ep.identity.0);
         }
         if let Some(a) = ep.ipv6 {
-            out.insert((Cidr::host(a.into()), ep.identity.0));
+            out.insert(Cidr::host(a.into()), ep.identity.0);
         }
-    }
-    for node in &cluster.nodes {
-        for a in &node.addresses {
-            out.insert((Cidr::host(*a), node.identity.0));
-        }
-    }
-    for (cidr, id) in &cluster.cidr_identities {
-        out.insert((*cidr, id.0));
     }
     out.into_iter().collect()
 }

@@ -472,8 +472,16 @@ fn is_host_route(c: &Cidr) -> bool {
     }
 }
 
-/// Every ipcache map's initial entries for these (prefix, identity) pairs, by map name.
+/// Every ipcache map's initial entries for these (prefix, identity) pairs, by map name. A prefix
+/// has one identity: the first pair given for it (`compile::ipcache_prefixes` gives one each).
 pub fn ipcache_map_entries(prefixes: &[(Cidr, u32)]) -> Vec<(String, Entries)> {
+    let mut seen = std::collections::BTreeSet::new();
+    let prefixes: Vec<(Cidr, u32)> = prefixes
+        .iter()
+        .filter(|(c, _)| seen.insert(*c))
+        .copied()
+        .collect();
+    let prefixes = prefixes.as_slice();
     // Host routes live in the exact-match maps, which programs read first; the trie keeps only
     // the shorter prefixes (CIDR identities, node and pod ranges), so a miss there stays shallow.
     // Programs stay correct when host routes are in the trie too (loaders may put them there),

@@ -482,7 +482,9 @@ pub fn random_case_of(rng: &mut Rng, n: u64) -> Case {
     case_for(policy, direction)
 }
 
-/// `policy` with the cluster peers and its CIDR identities in the ipcache.
+/// `policy` with the cluster peers and its CIDR identities in the ipcache. A prefix has one
+/// identity, and an endpoint's or node's wins over a CIDR identity of the same prefix (as
+/// Cilium's ipcache and `compile::ipcache_identity` have it).
 pub fn case_for(policy: DirectionPolicy, direction: Direction) -> Case {
     let mut ipcache: Vec<(Cidr, u32)> = cluster_peers()
         .iter()
@@ -493,7 +495,11 @@ pub fn case_for(policy: DirectionPolicy, direction: Direction) -> Case {
             ]
         })
         .collect();
-    ipcache.extend(cidr_identities(&policy));
+    for (cidr, id) in cidr_identities(&policy) {
+        if !ipcache.iter().any(|(c, _)| *c == cidr) {
+            ipcache.push((cidr, id));
+        }
+    }
     Case {
         policy,
         direction,
