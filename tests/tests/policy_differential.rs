@@ -50,7 +50,7 @@ fn load_case(case: &Case) -> LoadedObject {
 /// that both lookup paths meet every kind of policy. Decided by the case's ipcache alone, so
 /// that its minimized reproducers take the same path.
 fn compiled_fill(case: &Case) -> bool {
-    case.ipcache.0.len() % 2 == 0
+    case.ipcache.0.len().is_multiple_of(2)
 }
 
 fn kernel_verdict(obj: &LoadedObject, direction: Direction, packet: &[u8]) -> u32 {

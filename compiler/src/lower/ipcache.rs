@@ -20,7 +20,7 @@
 use std::net::IpAddr;
 
 use ciliumc_ir::identity::NumericIdentity;
-use ciliumc_targets::codegen::{AluOp, BlockId, Cond, FunctionBuilder, MapId, Size, VReg};
+use ciliumc_targets::codegen::{AluOp, BlockId, Cond, FunctionBuilder, MapId, Size, VReg, Width};
 
 use super::maps::{self, Entries, FAMILY_IPV4, FAMILY_IPV6};
 use super::parse;
@@ -76,32 +76,9 @@ pub(crate) fn emit_peer_identity(
     let zero_ptr = f.stack_addr(zero);
     let info = f.map_lookup(m.info, zero_ptr);
     let with_info = f.block();
-    let without_info = f.block();
-    // A one-entry array always has entry 0; the branch is for the verifier. Without it, ask the
-    // exact map and then the trie, as a loader that knows only those maps expects.
-    f.branch_null(info, without_info, with_info);
-
-    f.switch_to(without_info);
-    let families = [f.block(), f.block()];
-    f.branch32(
-        Cond::Eq,
-        family,
-        i64::from(FAMILY_IPV4),
-        families[0],
-        families[1],
-    );
-    for i in 0..2 {
-        f.switch_to(families[i]);
-        emit_exact(
-            f,
-            m.exact[i],
-            flow_key,
-            FAMILIES[i].1,
-            remote,
-            decide,
-            tries[i],
-        );
-    }
+    // A one-entry array always has its entry 0 (the verifier knows it, and prunes this branch);
+    // the check is for the verifier of kernels that do not.
+    f.branch_null(info, world, with_info);
 
     f.switch_to(with_info);
     let families = [f.block(), f.block()];
@@ -214,25 +191,46 @@ fn emit_bucket_probe(
     let probed = f.block();
     f.branch_null(bucket, overflowed, probed);
     f.switch_to(probed);
+    // The ways are compared without branches: each way's identity is or-ed into `found` under a
+    // mask that is all ones when its address equals the peer's (the addresses of a bucket are
+    // distinct, so at most one way contributes). The verifier then walks one path through the
+    // probe instead of one per way: each path it stores costs tens of microseconds of load time
+    // here, far more than the few instructions per way cost a packet.
     let way_bytes = 4 * words + 4;
+    let found = f.vreg();
+    f.assign_const(found, 0);
     for way in 0..maps::BUCKET_WAYS as u32 {
         let base = maps::BUCKET_HEADER_BYTES + way * way_bytes;
-        let next = f.block();
+        // `differs`: a 32-bit value, zero exactly when the way's address is the peer's.
+        let mut differs: Option<VReg> = None;
         for (i, &w) in addr.iter().enumerate() {
             let stored = f.load(bucket, (base + 4 * i as u32) as i32, Size::W);
-            let same = f.block();
-            f.branch32(Cond::Ne, stored, w, next, same);
-            f.switch_to(same);
+            let x = f.alu32(AluOp::Xor, stored, w);
+            differs = Some(match differs {
+                None => x,
+                Some(d) => f.alu32(AluOp::Or, d, x),
+            });
         }
+        let Some(differs) = differs else {
+            return;
+        };
+        // 32-bit results are zero-extended, so `-differs` has bit 63 set unless it is zero:
+        // `ne` is 1 for another address, 0 for this one; `ne - 1` is the mask.
+        let negated = f.neg(Width::W64, differs);
+        let ne = f.alu(AluOp::Rsh, negated, 63);
+        let mask = f.alu(AluOp::Sub, ne, 1);
         let id = f.load(bucket, (base + 4 * words) as i32, Size::W);
-        let hit = f.block();
-        // Identity 0 is an empty way (the compiler never places address 0 or identity 0).
-        f.branch32(Cond::Eq, id, 0, next, hit);
-        f.switch_to(hit);
-        f.assign(remote, id);
-        f.jump(decide);
-        f.switch_to(next);
+        let picked = f.alu(AluOp::And, id, mask);
+        f.alu_into(found, AluOp::Or, Width::W64, found, picked);
     }
+    let hit = f.block();
+    let missed = f.block();
+    // Identity 0 is an empty way (the compiler never places address 0 or identity 0).
+    f.branch(Cond::Eq, found, 0, missed, hit);
+    f.switch_to(hit);
+    f.assign(remote, found);
+    f.jump(decide);
+    f.switch_to(missed);
     let overflow = f.load(bucket, 0, Size::W);
     f.branch32(Cond::Eq, overflow, 0, not_exact, overflowed);
 }

@@ -180,27 +180,25 @@ pub fn plan_writes(
         .iter()
         .any(|(m, old, new)| IPCACHE_BUCKETS.contains(&m.name.as_str()) && old != new);
     let mut writes = Vec::new();
-    if buckets_change {
-        if let Some(at) = maps
-            .iter()
-            .position(|(m, ..)| m.name == IPCACHE_INFO && m.map_type == "array")
-        {
-            let (m, old, new) = maps.remove(at);
-            for (key, value) in &old {
-                let mut value = value.clone();
-                if let Some(word) = value.get_mut(IPCACHE_INFO_BUCKETS) {
-                    word.fill(0);
-                }
-                writes.push(MapWrite {
-                    map: m.name.clone(),
-                    key: key.clone(),
-                    op: WriteOp::Update(value),
-                });
+    let info_at = maps
+        .iter()
+        .position(|(m, ..)| m.name == IPCACHE_INFO && m.map_type == "array");
+    if let (true, Some(at)) = (buckets_change, info_at) {
+        let (m, old, new) = maps.remove(at);
+        for (key, value) in &old {
+            let mut value = value.clone();
+            if let Some(word) = value.get_mut(IPCACHE_INFO_BUCKETS) {
+                word.fill(0);
             }
-            // Written in full at the end: its entry may be unchanged, but the line above changed
-            // what the map holds.
-            maps.push((m, BTreeMap::new(), new));
+            writes.push(MapWrite {
+                map: m.name.clone(),
+                key: key.clone(),
+                op: WriteOp::Update(value),
+            });
         }
+        // Written in full at the end: its entry may be unchanged, but the writes above changed
+        // what the map holds.
+        maps.push((m, BTreeMap::new(), new));
     }
     for (m, old, new) in &maps {
         for (key, value) in new {
