@@ -1,12 +1,14 @@
 //! Differential test of the userspace interpreter (`ciliumc_targets::vm`) against the kernel: for
 //! random policies from the shared generator, each compiled program runs on the same packets in
 //! the kernel (`BPF_PROG_TEST_RUN` through aya) and in the VM, with the same map contents. The
-//! return value and the ring-buffer records (bytes, timestamp excluded) must be equal on every
+//! return value and the event records (bytes, timestamp excluded) must be equal on every
 //! packet. Connection tracking is not reset between packets on either side, and some packets
 //! repeat earlier flows or their replies, so established-flow paths are compared too; some
 //! packets are truncated, so parse failures and their drop events are compared as well; some are
 //! trains of IP fragments (in order and reversed). After each policy set the hash maps the
-//! programs write (connection tracking, fragment tracking) must hold the same entries.
+//! programs write (connection tracking, fragment tracking) must hold the same entries. The cases
+//! fill the ipcache in turn three ways (`IpcacheFill`): trie only, trie plus exact-match maps,
+//! and the compiler's own entries with the bucket arrays on.
 //!
 //! `CILIUMC_VM_DIFF_CASES` changes the number of policy sets (default 200, 100 packets each).
 

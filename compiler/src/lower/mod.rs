@@ -6,10 +6,10 @@
 //! the endpoint: its ingress policy, attached at tc egress of the host-side interface).
 //!
 //! Each program: `parse` → connection tracking (an existing flow or the reply of one passes) →
-//! ipcache lookup of the peer (a miss is world) → `decide` (a large decision calls its parts,
-//! global subprograms: `dispatch::Parts`) → on allow, record the flow in CT; on every verdict of a
-//! new flow and every drop, an event (`events`). The parts follow the entry program in the
-//! output.
+//! the peer's identity (`ipcache`: buckets, exact-match maps, trie; a miss is world) → `decide`
+//! (a large decision calls its parts, global subprograms: `dispatch::Parts`) → on allow, record
+//! the flow in CT; on every verdict of a new flow and every drop, an event (`events`). The parts
+//! follow the entry program in the output.
 
 pub mod budget;
 pub mod decide;
