@@ -347,10 +347,7 @@ fn identity_lookup(
         key_size: 4,
         value_size: IDENTITY_MAP_VALUE_SIZE,
     });
-    let key = f.stack_slot(4);
-    f.stack_store(key, 0, inputs.identity, Size::W);
-    let key_ptr = f.stack_addr(key);
-    let hit = f.map_lookup(id, key_ptr);
+    let hit = f.map_lookup_u32(id, inputs.identity);
     let found = f.block();
     f.branch_null(hit, miss, found);
     f.switch_to(found);

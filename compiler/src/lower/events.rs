@@ -154,10 +154,7 @@ pub fn emit_event(
 
     // The loss is counted for the reader (`ciliumc status`).
     f.switch_to(lost);
-    let zero = f.stack_slot(4);
-    f.stack_store(zero, 0, 0i64, Size::W);
-    let zero_ptr = f.stack_addr(zero);
-    let counter = f.map_lookup(events.lost, zero_ptr);
+    let counter = f.map_lookup_u32(events.lost, 0i64);
     let count = f.block();
     f.branch_null(counter, done, count);
     f.switch_to(count);

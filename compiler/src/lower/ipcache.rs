@@ -20,7 +20,9 @@
 use std::net::IpAddr;
 
 use ciliumc_ir::identity::NumericIdentity;
-use ciliumc_targets::codegen::{AluOp, BlockId, Cond, FunctionBuilder, MapId, Size, VReg, Width};
+use ciliumc_targets::codegen::{
+    AluOp, BlockId, Cond, FunctionBuilder, MapId, Size, SlotId, VReg, Width,
+};
 
 use super::maps::{self, Entries, FAMILY_IPV4, FAMILY_IPV6};
 use super::parse;
@@ -63,7 +65,7 @@ pub(crate) fn emit_peer_identity(
     f: &mut FunctionBuilder,
     m: &IpcacheMaps,
     family: VReg,
-    flow_key: ciliumc_targets::codegen::SlotId,
+    flow_key: SlotId,
     remote: VReg,
     decide: BlockId,
 ) {
@@ -71,10 +73,7 @@ pub(crate) fn emit_peer_identity(
     let tries = [f.block(), f.block()];
     emit_trie(f, m.trie, flow_key, tries, remote, world, decide);
 
-    let zero = f.stack_slot(4);
-    f.stack_store(zero, 0, 0i64, Size::W);
-    let zero_ptr = f.stack_addr(zero);
-    let info = f.map_lookup(m.info, zero_ptr);
+    let info = f.map_lookup_u32(m.info, 0i64);
     let with_info = f.block();
     // A one-entry array always has its entry 0 (the verifier knows it, and prunes this branch);
     // the check is for the verifier of kernels that do not.
@@ -126,7 +125,7 @@ pub(crate) fn emit_peer_identity(
 }
 
 /// The peer address's word `i` (as loaded from the packet: little-endian of network bytes).
-fn peer_word(f: &mut FunctionBuilder, flow_key: ciliumc_targets::codegen::SlotId, i: u32) -> VReg {
+fn peer_word(f: &mut FunctionBuilder, flow_key: SlotId, i: u32) -> VReg {
     f.stack_load(flow_key, parse::KEY_PEER_ADDR + 4 * i, Size::W)
 }
 
@@ -134,7 +133,7 @@ fn peer_word(f: &mut FunctionBuilder, flow_key: ciliumc_targets::codegen::SlotId
 fn emit_exact(
     f: &mut FunctionBuilder,
     exact: MapId,
-    flow_key: ciliumc_targets::codegen::SlotId,
+    flow_key: SlotId,
     words: u32,
     remote: VReg,
     decide: BlockId,
@@ -162,7 +161,7 @@ fn emit_exact(
 fn emit_bucket_probe(
     f: &mut FunctionBuilder,
     buckets: MapId,
-    flow_key: ciliumc_targets::codegen::SlotId,
+    flow_key: SlotId,
     words: u32,
     bits: u32,
     remote: VReg,
@@ -184,10 +183,7 @@ fn emit_bucket_probe(
         return;
     };
     let index = f.alu32(AluOp::Rsh, h, i64::from(32 - bits));
-    let key = f.stack_slot(4);
-    f.stack_store(key, 0, index, Size::W);
-    let key_ptr = f.stack_addr(key);
-    let bucket = f.map_lookup(buckets, key_ptr);
+    let bucket = f.map_lookup_u32(buckets, index);
     let probed = f.block();
     f.branch_null(bucket, overflowed, probed);
     f.switch_to(probed);
@@ -240,7 +236,7 @@ fn emit_bucket_probe(
 fn emit_trie(
     f: &mut FunctionBuilder,
     trie: MapId,
-    flow_key: ciliumc_targets::codegen::SlotId,
+    flow_key: SlotId,
     entries: [BlockId; 2],
     remote: VReg,
     world: BlockId,

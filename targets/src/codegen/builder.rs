@@ -372,6 +372,15 @@ impl FunctionBuilder {
         self.call(&hooks::MAP_LOOKUP_ELEM, &[m.into(), key.into()])
     }
 
+    /// [`Self::map_lookup`] with a `u32` key (an array index, an identity), passed through a
+    /// 4-byte stack slot of its own.
+    pub fn map_lookup_u32(&mut self, map: MapId, key: impl Into<Operand>) -> VReg {
+        let slot = self.stack_slot(4);
+        self.stack_store(slot, 0, key, Size::W);
+        let key = self.stack_addr(slot);
+        self.map_lookup(map, key)
+    }
+
     /// `tail_call(ctx, &map, index)`; execution continues here when the slot is empty.
     pub fn tail_call(&mut self, map: MapId, index: impl Into<Operand>) {
         let ctx = self.ctx();
