@@ -37,6 +37,9 @@ pub enum ExtHeader {
     Routing,
     /// Fragment header (44): offset in 8-byte units, more-fragments flag, identification.
     Fragment { offset: u16, more: bool, id: u32 },
+    /// Authentication header (51), 16 bytes with a 4-byte ICV: its length field counts 4-byte
+    /// units (minus 2), unlike the others' 8-byte units.
+    Auth,
 }
 
 impl ExtHeader {
@@ -46,21 +49,28 @@ impl ExtHeader {
             ExtHeader::DestOpts => 60,
             ExtHeader::Routing => 43,
             ExtHeader::Fragment { .. } => 44,
+            ExtHeader::Auth => 51,
         }
     }
 
-    fn encode(&self, next: u8) -> [u8; 8] {
+    fn encode(&self, next: u8) -> Vec<u8> {
         match self {
             // PadN option of 4 bytes fills the 8-byte header.
-            ExtHeader::HopByHop | ExtHeader::DestOpts => [next, 0, 1, 4, 0, 0, 0, 0],
-            ExtHeader::Routing => [next, 0, 0, 0, 0, 0, 0, 0],
+            ExtHeader::HopByHop | ExtHeader::DestOpts => vec![next, 0, 1, 4, 0, 0, 0, 0],
+            ExtHeader::Routing => vec![next, 0, 0, 0, 0, 0, 0, 0],
             ExtHeader::Fragment { offset, more, id } => {
                 let field = (offset << 3) | u16::from(*more);
                 let [a, b] = field.to_be_bytes();
                 let [c, d, e, f] = id.to_be_bytes();
-                [next, 0, a, b, c, d, e, f]
+                vec![next, 0, a, b, c, d, e, f]
             }
+            // Payload length 2: (2 + 2) × 4 = 16 bytes; SPI 1, sequence 1, ICV zero.
+            ExtHeader::Auth => vec![next, 2, 0, 0, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 0],
         }
+    }
+
+    fn len(&self) -> usize {
+        if let ExtHeader::Auth = self { 16 } else { 8 }
     }
 }
 
@@ -334,7 +344,7 @@ impl Packet {
                     .collect()
             }
             L3::V6 { ext, .. } => {
-                let unfragmentable = 40 + 8 * ext.len();
+                let unfragmentable = 40 + ext.iter().map(ExtHeader::len).sum::<usize>();
                 let header = &frame[ETH_HLEN..ETH_HLEN + unfragmentable];
                 let body = &frame[ETH_HLEN + unfragmentable..];
                 let proto = self.l4_proto_number();
@@ -344,10 +354,9 @@ impl Packet {
                         let (offset, more) = piece(i, body.len());
                         let mut ip = header.to_vec();
                         // The last header before the fragment header now points to it.
-                        let next_at = if ext.is_empty() {
-                            6
-                        } else {
-                            40 + 8 * (ext.len() - 1)
+                        let next_at = match ext.last() {
+                            None => 6,
+                            Some(last) => unfragmentable - last.len(),
                         };
                         ip[next_at] = 44;
                         let payload = (unfragmentable - 40 + 8 + part.len()) as u16;

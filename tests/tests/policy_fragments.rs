@@ -443,6 +443,40 @@ fn ipv4_options_and_ipv6_extension_headers_with_fragments() {
             .tcp(5353, 80)
             .build();
         prog.expect_allow(&p, &format!("{direction} atomic fragment"));
+        // AH counts its length in 4-byte units: the ports behind it are read at the right
+        // offset (80 allowed, 22 denied by policy), whole and fragmented.
+        for (port, what) in [(80, "allowed"), (22, "denied")] {
+            let p = oriented(direction, peer(true), true)
+                .ext_header(ExtHeader::HopByHop)
+                .ext_header(ExtHeader::Auth)
+                .tcp(5353, port)
+                .build();
+            let what = format!("{direction} v6 AH {what}");
+            if port == 80 {
+                let ev = prog.expect_allow(&p, &what);
+                check_event_fields(&ev, direction, true, Protocol::Tcp, 5353, 80, &what);
+            } else {
+                prog.expect_drop(&p, DROP_POLICY_DENY, &what);
+            }
+        }
+        let p = oriented(direction, peer(true), true)
+            .ext_header(ExtHeader::Auth)
+            .udp(5353, 53)
+            .payload(&PAYLOAD);
+        for (i, part) in p.fragments(14, 24).iter().enumerate() {
+            prog.expect_allow(part, &format!("{direction} v6 AH fragment {i}"));
+        }
+        // Five extension headers before the upper layer: more than the walk inspects (Cilium's
+        // limit is four too), so the packet is invalid.
+        let p = oriented(direction, peer(true), true)
+            .ext_header(ExtHeader::HopByHop)
+            .ext_header(ExtHeader::DestOpts)
+            .ext_header(ExtHeader::Routing)
+            .ext_header(ExtHeader::Auth)
+            .ext_header(ExtHeader::DestOpts)
+            .tcp(5353, 80)
+            .build();
+        prog.expect_drop(&p, DROP_INVALID, &format!("{direction} v6 five headers"));
     }
 }
 

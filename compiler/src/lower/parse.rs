@@ -40,6 +40,9 @@ const TCP_ACK: i64 = 0x10;
 
 /// IPv6 extension headers walked before the L4 header; more than this many is malformed.
 const MAX_IPV6_EXT_HEADERS: usize = 4;
+/// The extension headers the walk passes by their length field: hop-by-hop options (0), routing
+/// (43), AH (51) and destination options (60), as bits of a mask indexed by next header.
+const GENERIC_EXT_HEADERS: i64 = (1 << 0) | (1 << 43) | (1 << 51) | (1 << 60);
 
 /// Offsets of the flow key in its stack slot (the CT key layout of `maps.rs`).
 pub const KEY_EP_ADDR: u32 = 0;
@@ -292,17 +295,16 @@ fn ext_walk(
         let frag_hdr = f.block();
         let step = f.block();
         let not_generic = f.block();
-        let is_generic = [0i64, 43, 60, 51];
-        let mut next = f.current();
-        for (i, proto) in is_generic.iter().enumerate() {
-            f.switch_to(next);
-            next = if i + 1 < is_generic.len() {
-                f.block()
-            } else {
-                not_generic
-            };
-            f.branch32(Cond::Eq, next_hdr, *proto, generic, next);
-        }
+        // One test for the four generic kinds (bit `next_hdr` of a mask): four compares would each
+        // reach `generic` knowing the kind as a different constant, and the verifier would walk
+        // it once per kind in every step of the walk.
+        let in_mask = f.block();
+        f.branch(Cond::Gt, next_hdr, 63, not_generic, in_mask);
+        f.switch_to(in_mask);
+        let mask = f.constant(GENERIC_EXT_HEADERS);
+        let shifted = f.alu(AluOp::Rsh, mask, next_hdr);
+        let bit = f.alu(AluOp::And, shifted, 1);
+        f.branch(Cond::Ne, bit, 0, generic, not_generic);
         f.switch_to(not_generic);
         f.branch32(Cond::Eq, next_hdr, 44, frag_hdr, at_l4);
 
@@ -317,10 +319,7 @@ fn ext_walk(
         let len = f.load(hdr, ETH_HLEN + 1, Size::B);
         let ah = f.block();
         let not_ah = f.block();
-        // Four compares lead here, each knowing the header kind as a constant; testing that
-        // constant again would walk this block once per kind. The kind, forgotten, is tested once.
-        let kind = super::forget_value(f, scratch, next_hdr, 0xff);
-        f.branch32(Cond::Eq, kind, 51, ah, not_ah);
+        f.branch32(Cond::Eq, next_hdr, 51, ah, not_ah);
         f.switch_to(ah);
         let units = f.alu(AluOp::Add, len, 2);
         let bytes = f.alu(AluOp::Lsh, units, 2);
