@@ -96,6 +96,9 @@ pub enum WriteOp {
     Update(Vec<u8>),
     /// Removed from a hash or trie; an array's entries always exist and are zeroed instead.
     Delete,
+    /// Not a write: wait until every program that may have read `map` before this point has
+    /// returned (an RCU grace period, `sys::wait_for_bpf_readers`).
+    WaitForReaders,
 }
 
 /// Writes the difference between the previous and the new entries of every pinned map (all
@@ -117,6 +120,15 @@ pub fn sync_pinned_maps(
             name: w.map.clone(),
             detail,
         };
+        if w.op == WriteOp::WaitForReaders {
+            if let Err(e) = sys::wait_for_bpf_readers() {
+                // membarrier is refused with nohz_full: programs run for microseconds, so a
+                // pause far longer than any of them stands in for the grace period.
+                tracing::warn!(error = %e, "membarrier refused; pausing 10 ms for BPF readers");
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            continue;
+        }
         if !open.contains_key(w.map.as_str()) {
             let data =
                 MapData::from_pin(maps_dir.join(&w.map)).map_err(|e| bad(load::error_chain(&e)))?;
@@ -135,6 +147,7 @@ pub fn sync_pinned_maps(
                 sys::map_delete(fd, &w.key).map_err(|e| bad(e.to_string()))?;
                 deletes += 1;
             }
+            WriteOp::WaitForReaders => {}
         }
     }
     Ok((updates, deletes))
@@ -147,7 +160,8 @@ pub fn sync_pinned_maps(
 /// The bucket arrays are rewritten in place, a bucket at a time, and a program reading a bucket
 /// being written could miss an address that stays. So when a bucket changes, the first write sets
 /// the `buckets` word of `ciliumc_ipcinfo` to 0 (programs then ask the exact-match maps, which
-/// stay complete throughout), and the new `ciliumc_ipcinfo` is written last, in full.
+/// stay complete throughout), then the plan waits for the programs that read the word before it
+/// changed to return, and the new `ciliumc_ipcinfo` is written last, in full.
 pub fn plan_writes(
     manifest: &Manifest,
     previous: Option<&Manifest>,
@@ -194,6 +208,13 @@ pub fn plan_writes(
                 map: m.name.clone(),
                 key: key.clone(),
                 op: WriteOp::Update(value),
+            });
+        }
+        if !old.is_empty() {
+            writes.push(MapWrite {
+                map: m.name.clone(),
+                key: Vec::new(),
+                op: WriteOp::WaitForReaders,
             });
         }
         // Written in full at the end: its entry may be unchanged, but the writes above changed
@@ -311,6 +332,11 @@ mod tests {
             panic!("first write: {first:?}");
         };
         assert_eq!(&v[8..12], &[0; 4], "buckets off first");
+        assert_eq!(
+            writes[1].op,
+            WriteOp::WaitForReaders,
+            "then the programs that read the flag return"
+        );
         let last = writes.last().expect("writes");
         assert_eq!(
             (last.map.as_str(), &last.op),
@@ -320,7 +346,7 @@ mod tests {
             .iter()
             .position(|w| w.map == IPCACHE_BUCKETS[0])
             .expect("bucket write");
-        assert!(0 < bucket_at && bucket_at < writes.len() - 1);
+        assert!(1 < bucket_at && bucket_at < writes.len() - 1);
         // The hash map: 3 added before 1 is deleted.
         let hash: Vec<&MapWrite> = writes.iter().filter(|w| w.map == "ciliumc_ipc4").collect();
         assert_eq!(hash[0].op, WriteOp::Update(vec![7; 8]));
@@ -362,6 +388,7 @@ mod tests {
         let new = generation(Some(vec![1; 8]), &[1]);
         let writes = plan_writes(&new, None, &BTreeSet::new(), all).expect("plan");
         assert_eq!(writes.last().map(|w| w.map.as_str()), Some(IPCACHE_INFO));
+        // Nothing read the flag before: no suspension, no wait.
         assert_eq!(writes.iter().filter(|w| w.map == IPCACHE_INFO).count(), 1);
     }
 }

@@ -54,6 +54,26 @@ pub fn map_update(fd: BorrowedFd<'_>, key: &[u8], value: &[u8]) -> io::Result<()
     bpf(BPF_MAP_UPDATE_ELEM, &attr)
 }
 
+/// Waits until every BPF program that was running on any CPU when this was called has returned:
+/// an RCU grace period, which `membarrier(MEMBARRIER_CMD_GLOBAL)` waits for (`synchronize_rcu`
+/// in the kernel). tc and XDP programs run inside RCU read-side sections, so after this no
+/// program still acts on a value it read before the call.
+pub fn wait_for_bpf_readers() -> io::Result<()> {
+    const MEMBARRIER_CMD_GLOBAL: libc::c_long = 1;
+    // SAFETY: membarrier takes two integers and touches no memory of ours.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_membarrier,
+            MEMBARRIER_CMD_GLOBAL,
+            0 as libc::c_long,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// `BPF_MAP_DELETE_ELEM`; a missing key is not an error (the goal state is reached).
 pub fn map_delete(fd: BorrowedFd<'_>, key: &[u8]) -> io::Result<()> {
     let attr = MapElemAttr {
