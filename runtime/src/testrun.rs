@@ -15,9 +15,11 @@ use crate::events::FlowEvent;
 pub const IPCACHE: &str = "ciliumc_ipcache";
 pub use crate::event_ring::EVENTS;
 pub const CT: &str = "ciliumc_ct";
-/// Prefix counts of the trie per family (`{u32 v4; u32 v6}` at index 0): programs skip the trie
-/// for a family it has none of.
+/// `{u32 v4_prefixes; u32 v6_prefixes; u32 buckets; u32 pad}` at index 0: programs skip the
+/// trie for a family it has no prefixes of, and use the bucket arrays only while `buckets` is 1.
 pub const IPCACHE_INFO: &str = "ciliumc_ipcinfo";
+/// The bucket arrays of host routes (IPv4, IPv6), read before the exact-match maps.
+pub const IPCACHE_BUCKETS: [&str; 2] = ["ciliumc_ipc4bkt", "ciliumc_ipc6bkt"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum TestRunError {

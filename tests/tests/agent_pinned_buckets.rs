@@ -106,6 +106,12 @@ fn generations_rewrite_the_buckets_and_end_with_them_on() {
     let Some(_k) = kernel_or_skip!() else {
         return;
     };
+    // The agent knows these maps by the runtime's copies of their names.
+    assert_eq!(
+        ciliumc_runtime::testrun::IPCACHE_BUCKETS,
+        [maps::IPCACHE4_BUCKETS, maps::IPCACHE6_BUCKETS]
+    );
+    assert_eq!(ciliumc_runtime::testrun::IPCACHE_INFO, maps::IPCACHE_INFO);
     let dir = std::env::temp_dir().join(format!("ciliumc-pinned-buckets-{}", std::process::id()));
     let pins = Pins {
         maps: dir.join("maps"),

@@ -278,13 +278,16 @@ pub fn bucket_index(addr: &[u8], bits: u32) -> u32 {
     h >> (32 - bits)
 }
 
-/// The bucket arrays' entries for these host routes (address, identity), in address order: each
+/// The bucket arrays' entries for these host routes (address, identity; the first route of an
+/// address wins), in address order: each
 /// bucket takes its first [`maps::BUCKET_WAYS`] addresses; one that cannot take an address (it is
 /// full, or the address or identity is 0, which mean an empty way) is marked `overflow`, and
 /// programs then ask the exact-match map. Only non-empty buckets are listed.
 pub fn bucket_entries(routes: &[(IpAddr, u32)]) -> [Entries; 2] {
+    // Stable sort by address: of two routes for one address, the first given wins, as in
+    // `maps::ipcache_map_entries`.
     let mut sorted: Vec<&(IpAddr, u32)> = routes.iter().collect();
-    sorted.sort();
+    sorted.sort_by_key(|(a, _)| *a);
     sorted.dedup_by_key(|(a, _)| *a);
     let mut out: [std::collections::BTreeMap<u32, Vec<u8>>; 2] = Default::default();
     for (addr, identity) in sorted {

@@ -499,16 +499,15 @@ pub fn ipcache_map_entries(prefixes: &[(Cidr, u32)]) -> Vec<(String, Entries)> {
         .collect();
     let [buckets4, buckets6] = super::ipcache::bucket_entries(&routes);
     let exact = |want_v4: bool| -> Entries {
-        prefixes
+        routes
             .iter()
-            .filter_map(|(c, id)| match c.addr() {
-                IpAddr::V4(a) if want_v4 && c.prefix_len() == 32 => {
-                    Some((a.octets().to_vec(), ipcache_value(*id)))
-                }
-                IpAddr::V6(a) if !want_v4 && c.prefix_len() == 128 => {
-                    Some((a.octets().to_vec(), ipcache_value(*id)))
-                }
-                _ => None,
+            .filter(|(a, _)| a.is_ipv4() == want_v4)
+            .map(|(a, id)| {
+                let key = match a {
+                    IpAddr::V4(a) => a.octets().to_vec(),
+                    IpAddr::V6(a) => a.octets().to_vec(),
+                };
+                (key, ipcache_value(*id))
             })
             .collect()
     };

@@ -16,6 +16,7 @@ use super::datapath::AgentError;
 use super::load;
 use super::output::is_pinned;
 use super::sys;
+use crate::testrun::{IPCACHE_BUCKETS, IPCACHE_INFO};
 
 /// Manifest type name → the kernel's, as aya's `MapType` prints it without underscores.
 fn normalized_type(t: &str) -> String {
@@ -77,10 +78,7 @@ pub fn check_pinned_layouts(
     Ok(existing)
 }
 
-/// The ipcache's bucket arrays and the map whose `buckets` word (bytes 8..12 of its entry 0)
-/// tells programs to trust them (the compiler's `lower::maps`, `docs/datapath.md`).
-const IPCACHE_BUCKETS: [&str; 2] = ["ciliumc_ipc4bkt", "ciliumc_ipc6bkt"];
-const IPCACHE_INFO: &str = "ciliumc_ipcinfo";
+/// The `buckets` word of `ciliumc_ipcinfo`'s entry 0 (`docs/datapath.md`).
 const IPCACHE_INFO_BUCKETS: std::ops::Range<usize> = 8..12;
 
 /// One write to a pinned map.
