@@ -257,7 +257,7 @@ fn program_budget(stats: &[FunctionStats], direction: Direction) -> lower::budge
     let base = lower::dispatch::parts_base(direction);
     let (mut insns, mut part_insns) = (0, 0);
     for s in stats {
-        if s.name == program {
+        if s.name == program || lower::parse::is_subprogram(direction, &s.name) {
             insns += s.insns;
         } else if lower::dispatch::Parts::is_part(base, &s.name) {
             part_insns += s.insns;

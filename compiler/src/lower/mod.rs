@@ -379,6 +379,7 @@ fn lower_program(
     f.switch_to(pass);
     f.ret(TC_ACT_OK);
     let mut functions = vec![f.finish()?];
+    functions.extend(parse::subprograms(direction, hook)?);
     functions.extend(subprograms);
     Ok((functions, own_maps))
 }

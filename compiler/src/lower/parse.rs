@@ -7,10 +7,14 @@
 //! Cilium (ARP passes, anything else is dropped as unknown L3). Fragments: see [`fragment`].
 
 use ciliumc_ir::policy::Direction;
-use ciliumc_targets::codegen::{AluOp, BlockId, Cond, FunctionBuilder, Size, SlotId, VReg};
+use ciliumc_targets::codegen::{
+    AluOp, BlockId, CodegenError, Cond, Function, FunctionBuilder, Size, SlotId, VReg,
+};
+use ciliumc_targets::hooks::Hook;
 
 use super::maps::{FAMILY_IPV4, FAMILY_IPV6};
 
+mod exthdr;
 mod fragment;
 
 pub use fragment::{DROP_CT_INVALID_HDR, DROP_FRAG_NOT_FOUND};
@@ -37,12 +41,6 @@ const TCP_FIN: i64 = 0x01;
 const TCP_SYN: i64 = 0x02;
 const TCP_RST: i64 = 0x04;
 const TCP_ACK: i64 = 0x10;
-
-/// IPv6 extension headers walked before the L4 header; more than this many is malformed.
-const MAX_IPV6_EXT_HEADERS: usize = 4;
-/// The extension headers the walk passes by their length field: hop-by-hop options (0), routing
-/// (43), AH (51) and destination options (60), as bits of a mask indexed by next header.
-const GENERIC_EXT_HEADERS: i64 = (1 << 0) | (1 << 43) | (1 << 51) | (1 << 60);
 
 /// Offsets of the flow key in its stack slot (the CT key layout of `maps.rs`).
 pub const KEY_EP_ADDR: u32 = 0;
@@ -108,14 +106,84 @@ pub fn emit_parse(f: &mut FunctionBuilder, direction: Direction, exits: &Exits) 
     f.branch32(Cond::Eq, h_proto, ETH_P_ARP_LE, exits.pass, unknown_l3);
 
     let done = f.block();
-    let frag = fragment::Pending::new(f, done);
+    let names = subprogram_names(direction);
+    let ctx = Context {
+        data,
+        end,
+        direction,
+        names: &names,
+        p: &parsed,
+        exits,
+        done,
+    };
     f.switch_to(ipv4);
-    parse_ipv4(f, data, end, &frag, direction, &parsed, exits, done);
+    parse_ipv4(f, &ctx);
     f.switch_to(ipv6);
-    parse_ipv6(f, data, end, &frag, direction, &parsed, exits, done);
-    fragment::emit_pending(f, &frag, direction, &parsed, exits);
+    parse_ipv6(f, &ctx);
     f.switch_to(done);
     parsed
+}
+
+/// Names of the parser's global subprograms in `direction`'s program.
+pub struct SubprogramNames {
+    /// The IPv6 extension-header walk ([`exthdr`]).
+    pub ext_headers: String,
+    /// Fragment tracking ([`fragment`]).
+    pub fragments: String,
+}
+
+/// The names are those of Cilium's functions; egress programs get an `_egress` suffix, as the
+/// parts of a large decision do, so that the two directions never share a symbol.
+pub fn subprogram_names(direction: Direction) -> SubprogramNames {
+    let suffix = match direction {
+        Direction::Ingress => "",
+        Direction::Egress => "_egress",
+    };
+    SubprogramNames {
+        ext_headers: format!("ipv6_hdrlen_offset{suffix}"),
+        fragments: format!("handle_fragmentation{suffix}"),
+    }
+}
+
+/// Whether `name` is one of the parser's subprograms in `direction`'s program.
+pub fn is_subprogram(direction: Direction, name: &str) -> bool {
+    let names = subprogram_names(direction);
+    name == names.ext_headers || name == names.fragments
+}
+
+/// The parser's global subprograms for `direction`'s program (attached at `hook`), which
+/// [`emit_parse`] calls.
+pub fn subprograms(direction: Direction, hook: Hook) -> Result<Vec<Function>, CodegenError> {
+    let names = subprogram_names(direction);
+    Ok(vec![
+        exthdr::function(&names.ext_headers, hook)?,
+        fragment::function(&names.fragments, hook)?,
+    ])
+}
+
+/// What the per-family parsers share.
+struct Context<'a> {
+    data: VReg,
+    end: VReg,
+    direction: Direction,
+    names: &'a SubprogramNames,
+    p: &'a Parsed,
+    exits: &'a Exits,
+    /// Where parsing ends.
+    done: BlockId,
+}
+
+/// Drops with the reason in bits `shift..shift + 8` of a subprogram's `result` when it is not 0;
+/// else continues in a new current block.
+fn drop_on_reason(f: &mut FunctionBuilder, exits: &Exits, result: VReg, shift: i64) {
+    let shifted = f.alu(AluOp::Rsh, result, shift);
+    let reason = f.alu32(AluOp::And, shifted, 0xff);
+    let (drop, go_on) = (f.block(), f.block());
+    f.branch32(Cond::Ne, reason, 0, drop, go_on);
+    f.switch_to(drop);
+    f.assign(exits.reason, reason);
+    f.jump(exits.drop);
+    f.switch_to(go_on);
 }
 
 /// A block that sets the drop reason and jumps to the drop exit.
@@ -145,18 +213,9 @@ fn address_slots(direction: Direction) -> (u32, u32) {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn parse_ipv4(
-    f: &mut FunctionBuilder,
-    data: VReg,
-    end: VReg,
-    frag: &fragment::Pending,
-    direction: Direction,
-    p: &Parsed,
-    exits: &Exits,
-    done: BlockId,
-) {
-    let invalid = drop_with(f, exits, DROP_INVALID);
+fn parse_ipv4(f: &mut FunctionBuilder, c: &Context) {
+    let (data, end, p) = (c.data, c.end, c.p);
+    let invalid = drop_with(f, c.exits, DROP_INVALID);
     f.check_packet_bounds(data, end, (ETH_HLEN + 20) as u32, invalid);
     let ver_ihl = f.load(data, ETH_HLEN, Size::B);
     let version = f.alu32(AluOp::Rsh, ver_ihl, 4);
@@ -170,7 +229,7 @@ fn parse_ipv4(
     let proto = f.load(data, ETH_HLEN + 9, Size::B);
     f.assign(p.proto, proto);
     f.assign_const(p.family, FAMILY_IPV4 as i64);
-    let (src_slot, dst_slot) = address_slots(direction);
+    let (src_slot, dst_slot) = address_slots(c.direction);
     let saddr = f.load(data, ETH_HLEN + 12, Size::W);
     f.stack_store(p.flow_key, src_slot, saddr, Size::W);
     let daddr = f.load(data, ETH_HLEN + 16, Size::W);
@@ -187,23 +246,40 @@ fn parse_ipv4(
     let fragmented = f.block();
     f.branch32(Cond::Ne, frag_bits, 0, fragmented, whole);
     f.switch_to(fragmented);
-    fragment::ipv4(f, data, end, l4, frag, direction, p, exits);
+    let unused = f.constant(0);
+    let args = fragment::CallArgs {
+        family: FAMILY_IPV4 as i64,
+        l4_offset: hdr_len,
+        frag_offset: unused,
+        l4_proto: proto,
+    };
+    fragment::emit_call(
+        f,
+        &c.names.fragments,
+        &args,
+        c.direction,
+        p,
+        c.exits,
+        whole,
+        c.done,
+    );
     f.switch_to(whole);
-    parse_l4(f, l4, end, direction, p, exits, done, IPPROTO_ICMP, [8, 0]);
+    parse_l4(
+        f,
+        l4,
+        end,
+        c.direction,
+        p,
+        c.exits,
+        c.done,
+        IPPROTO_ICMP,
+        [8, 0],
+    );
 }
 
-#[allow(clippy::too_many_arguments)]
-fn parse_ipv6(
-    f: &mut FunctionBuilder,
-    data: VReg,
-    end: VReg,
-    frag: &fragment::Pending,
-    direction: Direction,
-    p: &Parsed,
-    exits: &Exits,
-    done: BlockId,
-) {
-    let invalid = drop_with(f, exits, DROP_INVALID);
+fn parse_ipv6(f: &mut FunctionBuilder, c: &Context) {
+    let (data, end, p) = (c.data, c.end, c.p);
+    let invalid = drop_with(f, c.exits, DROP_INVALID);
     f.check_packet_bounds(data, end, (ETH_HLEN + 40) as u32, invalid);
     let first = f.load(data, ETH_HLEN, Size::B);
     let version = f.alu32(AluOp::Rsh, first, 4);
@@ -211,7 +287,7 @@ fn parse_ipv6(
     f.branch32(Cond::Ne, version, 6, invalid, ok_version);
     f.switch_to(ok_version);
     f.assign_const(p.family, FAMILY_IPV6 as i64);
-    let (src_slot, dst_slot) = address_slots(direction);
+    let (src_slot, dst_slot) = address_slots(c.direction);
     for i in 0..4u32 {
         let s = f.load(data, ETH_HLEN + 8 + 4 * i as i32, Size::W);
         f.stack_store(p.flow_key, src_slot + 4 * i, s, Size::W);
@@ -220,142 +296,75 @@ fn parse_ipv6(
     }
     f.stack_store(p.flow_key, KEY_FAMILY, FAMILY_IPV6 as i64, Size::B);
 
-    let next_hdr = f.vreg();
-    let nh = f.load(data, ETH_HLEN + 6, Size::B);
-    f.assign(next_hdr, nh);
-    let offset = f.vreg();
-    f.assign_const(offset, 40);
-    let at_l4 = f.block();
-    let frag_args = fragment::Ipv6Args {
-        later: f.block(),
-        pending: frag,
-        direction,
-        p,
-        exits,
-    };
-    ext_walk(f, data, end, invalid, (next_hdr, offset), &frag_args, at_l4);
+    // The upper-layer protocol and its offset: directly after the IPv6 header, or where the
+    // extension-header walk (a subprogram, called only when there are extension headers) ends.
+    let next_hdr = f.load(data, ETH_HLEN + 6, Size::B);
+    let l4_proto = f.vreg();
+    let l4_offset = f.vreg();
+    let (direct, walk, in_mask, at_l4) = (f.block(), f.block(), f.block(), f.block());
+    f.branch(Cond::Gt, next_hdr, 63, direct, in_mask);
+    f.switch_to(in_mask);
+    let mask = f.constant(exthdr::EXT_HEADERS);
+    let shifted = f.alu(AluOp::Rsh, mask, next_hdr);
+    let bit = f.alu(AluOp::And, shifted, 1);
+    f.branch(Cond::Ne, bit, 0, walk, direct);
+    f.switch_to(direct);
+    f.assign(l4_proto, next_hdr);
+    f.assign_const(l4_offset, 40);
+    f.jump(at_l4);
 
-    f.switch_to(frag_args.later);
-    fragment::ipv6_later(f, &frag_args);
+    f.switch_to(walk);
+    let ctx = f.ctx();
+    let result = f.call_local(&c.names.ext_headers, &[ctx, next_hdr]);
+    drop_on_reason(f, c.exits, result, exthdr::WalkResult::REASON_SHIFT);
+    let nh = f.alu32(AluOp::And, result, exthdr::WalkResult::NEXT_HEADER_MASK);
+    f.assign(l4_proto, nh);
+    let shifted = f.alu(AluOp::Rsh, result, exthdr::WalkResult::L4_OFFSET_SHIFT);
+    let offset = f.alu32(AluOp::And, shifted, exthdr::WalkResult::OFFSET_MASK);
+    f.assign(l4_offset, offset);
+    let kind_shifted = f.alu(AluOp::Rsh, result, exthdr::WalkResult::KIND_SHIFT);
+    let kind = f.alu32(AluOp::And, kind_shifted, 3);
+    let fragmented = f.block();
+    f.branch32(Cond::Ne, kind, exthdr::FRAG_NONE, fragmented, at_l4);
+    f.switch_to(fragmented);
+    let frag_shifted = f.alu(AluOp::Rsh, result, exthdr::WalkResult::FRAG_OFFSET_SHIFT);
+    let frag_offset = f.alu32(AluOp::And, frag_shifted, exthdr::WalkResult::OFFSET_MASK);
+    let args = fragment::CallArgs {
+        family: FAMILY_IPV6 as i64,
+        l4_offset,
+        frag_offset,
+        l4_proto,
+    };
+    fragment::emit_call(
+        f,
+        &c.names.fragments,
+        &args,
+        c.direction,
+        p,
+        c.exits,
+        at_l4,
+        c.done,
+    );
 
     f.switch_to(at_l4);
-    f.assign(p.proto, next_hdr);
-    f.stack_store(p.flow_key, KEY_PROTO, next_hdr, Size::B);
-    // Forgotten like each step of the walk: without extension headers the offset is the
-    // constant 40, and the L4 code would be verified once for that and once for the walk's.
+    f.assign(p.proto, l4_proto);
+    f.stack_store(p.flow_key, KEY_PROTO, l4_proto, Size::B);
+    // Forgotten: without extension headers the offset is the constant 40, and the L4 code would
+    // be verified once for that and once for the walk's.
     let scratch = f.stack_slot(8);
-    let masked = super::forget_value(f, scratch, offset, 0x3fff);
+    let masked = super::forget_value(f, scratch, l4_offset, exthdr::WalkResult::OFFSET_MASK);
     let l4 = f.ptr_add(data, masked);
-    let whole = f.block();
-    fragment::ipv6_at_l4(f, l4, end, &frag_args, whole);
-    f.switch_to(whole);
     parse_l4(
         f,
         l4,
         end,
-        direction,
+        c.direction,
         p,
-        exits,
-        done,
+        c.exits,
+        c.done,
         IPPROTO_ICMPV6,
         [128, 129],
     );
-}
-
-/// Walks at most `MAX_IPV6_EXT_HEADERS` IPv6 extension headers: `cursor` is (next header, offset
-/// of that header after the Ethernet header), updated as headers are passed; at the upper-layer
-/// header, jumps to `at_l4`. Fragment headers go through `fragment::ipv6_header`. More headers:
-/// invalid.
-fn ext_walk(
-    f: &mut FunctionBuilder,
-    data: VReg,
-    end: VReg,
-    invalid: BlockId,
-    cursor: (VReg, VReg),
-    fragment: &fragment::Ipv6Args,
-    at_l4: BlockId,
-) {
-    let (next_hdr, offset) = cursor;
-    let advance = |f: &mut FunctionBuilder, bytes: ciliumc_targets::codegen::Operand| {
-        f.alu_into(
-            offset,
-            AluOp::Add,
-            ciliumc_targets::codegen::Width::W64,
-            offset,
-            bytes,
-        );
-    };
-    // Each header kind advances the offset by a differently bounded amount; the verifier keeps
-    // those bounds apart (the offset feeds pointer arithmetic) and would walk the rest once per
-    // combination of header kinds (3^4), so the offset is forgotten to 0..0x3fff after each step.
-    let scratch = f.stack_slot(8);
-    // Unrolled walk: the verifier needs a bounded number of steps.
-    for _ in 0..MAX_IPV6_EXT_HEADERS {
-        let generic = f.block();
-        let frag_hdr = f.block();
-        let step = f.block();
-        let not_generic = f.block();
-        // One test for the four generic kinds (bit `next_hdr` of a mask): four compares would each
-        // reach `generic` knowing the kind as a different constant, and the verifier would walk
-        // it once per kind in every step of the walk.
-        let in_mask = f.block();
-        f.branch(Cond::Gt, next_hdr, 63, not_generic, in_mask);
-        f.switch_to(in_mask);
-        let mask = f.constant(GENERIC_EXT_HEADERS);
-        let shifted = f.alu(AluOp::Rsh, mask, next_hdr);
-        let bit = f.alu(AluOp::And, shifted, 1);
-        f.branch(Cond::Ne, bit, 0, generic, not_generic);
-        f.switch_to(not_generic);
-        f.branch32(Cond::Eq, next_hdr, 44, frag_hdr, at_l4);
-
-        // Hop-by-hop, routing, destination options: length in 8-byte units after the first 8;
-        // AH: in 4-byte units after the first 8. Both are read as (len + 1) << 3 here and
-        // corrected for AH below.
-        f.switch_to(generic);
-        let masked = f.alu(AluOp::And, offset, 0x3fff);
-        let hdr = f.ptr_add(data, masked);
-        f.check_packet_bounds(hdr, end, (ETH_HLEN + 8) as u32, invalid);
-        let nh = f.load(hdr, ETH_HLEN, Size::B);
-        let len = f.load(hdr, ETH_HLEN + 1, Size::B);
-        let ah = f.block();
-        let not_ah = f.block();
-        f.branch32(Cond::Eq, next_hdr, 51, ah, not_ah);
-        f.switch_to(ah);
-        let units = f.alu(AluOp::Add, len, 2);
-        let bytes = f.alu(AluOp::Lsh, units, 2);
-        advance(f, bytes.into());
-        f.assign(next_hdr, nh);
-        f.jump(step);
-        f.switch_to(not_ah);
-        let units = f.alu(AluOp::Add, len, 1);
-        let bytes = f.alu(AluOp::Lsh, units, 3);
-        advance(f, bytes.into());
-        f.assign(next_hdr, nh);
-        f.jump(step);
-
-        f.switch_to(frag_hdr);
-        let masked = f.alu(AluOp::And, offset, 0x3fff);
-        let hdr = f.ptr_add(data, masked);
-        f.check_packet_bounds(hdr, end, (ETH_HLEN + 8) as u32, invalid);
-        fragment::ipv6_header(f, hdr, end, fragment);
-        let nh = f.load(hdr, ETH_HLEN, Size::B);
-        advance(f, 8i64.into());
-        f.assign(next_hdr, nh);
-        f.jump(step);
-        f.switch_to(step);
-        let forgotten = super::forget_value(f, scratch, offset, 0x3fff);
-        f.assign(offset, forgotten);
-    }
-    // Still an extension header after the walk: too many to inspect.
-    let leftover = f.block();
-    for proto in [0i64, 43, 60, 51, 44] {
-        let next = f.block();
-        f.branch32(Cond::Eq, next_hdr, proto, leftover, next);
-        f.switch_to(next);
-    }
-    f.jump(at_l4);
-    f.switch_to(leftover);
-    f.jump(invalid);
 }
 
 /// L4 fields from `l4` (which points `ETH_HLEN` bytes before the L4 header, like `data`).

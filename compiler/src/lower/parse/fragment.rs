@@ -2,39 +2,38 @@
 //! `enable-ipv6-fragment-tracking`): no reassembly, only the L4 ports of a datagram are
 //! remembered, so that its later fragments (which carry no L4 header) are judged as the first one.
 //!
-//! In: the parser's state where a packet is known to be a fragment (IPv4: MF set or a non-zero
-//! offset; IPv6: a fragment header with MF set or a non-zero offset). Out: code that
-//! - for the first fragment (offset 0) of a TCP, UDP or SCTP datagram, writes its ports into the
-//!   shared LRU map `ciliumc_frag4`/`ciliumc_frag6` under (addresses, fragment id, protocol)
-//!   before CT and policy (so a denied datagram's later fragments are denied by policy too); it is
-//!   otherwise parsed as any packet. Fewer than 4 bytes of L4: `DROP_CT_INVALID_HDR` (135), no
-//!   entry; TCP without its flags: the entry is written, then 135 (Cilium's conntrack order);
-//! - for a later fragment, looks the ports up and continues with them into CT, identity and
+//! In: the parser at a packet known to be a fragment (IPv4: MF set or a non-zero offset; IPv6: the
+//! extension-header walk found a fragment header with MF set or a non-zero offset). Out: a call of
+//! the global subprogram [`function`] (Cilium's `ipv4_handle_fragmentation` and
+//! `ipv6_handle_fragmentation` in one), whose result [`emit_call`] turns into the parser's state:
+//! - a first fragment (offset 0) of a TCP, UDP or SCTP datagram has its ports written into the
+//!   shared LRU map `ciliumc_frag4`/`ciliumc_frag6` under (addresses, fragment id, protocol) before
+//!   CT and policy (so a denied datagram's later fragments are denied by policy too); it is then
+//!   parsed as any packet. Fewer than 4 bytes of L4: `DROP_CT_INVALID_HDR` (135), no entry; TCP
+//!   without its flags: the entry is written, then 135 (Cilium's conntrack order);
+//! - a later fragment has its ports looked up and continues with them into CT, identity and
 //!   policy exactly as an unfragmented packet with those ports; a miss drops with
 //!   `DROP_FRAG_NOT_FOUND` (175);
-//! - drops ICMP/ICMPv6 fragments as invalid (134), as Cilium's conntrack does (fragmented echo is
-//!   not tracked); fragments of other protocols carry no ports and continue with port 0.
+//! - ICMP/ICMPv6 fragments are invalid (134), as in Cilium's conntrack (fragmented echo is not
+//!   tracked); fragments of other protocols carry no ports and continue with port 0.
 //!
-//! Code shape, for the cost of unfragmented packets: fragments leave the parser's fast blocks at
-//! the test that recognises them and never come back into them (first fragments get their own
-//! copy of the L4 parse). The map operations (helper calls) are all in one region,
-//! [`emit_pending`], reached only from fragment code and laid out after the parser; the operation
-//! travels through a stack slot, and fragment code keeps few values at once. So no call sits in
-//! the live range of a fast-path value, and the register allocator (linear scan: a pressure peak
-//! anywhere spills the parser's longest-lived values everywhere) keeps most of the parser's
-//! values in registers. Unfragmented IPv4 pays the flag/offset test (one AND and one branch, a
-//! byte swap less than before); IPv6 the fragment-header compare it always had plus one stack
-//! load and one branch at the L4 header (a first fragment marks the flow key's empty port fields
-//! and padding while the extension headers are walked). `docs/datapath.md` ("Fragments") has the
-//! measured per-packet cost.
+//! Why a subprogram: fragments are rare, and their code (two families, first and later, the map
+//! operations) was half of what the verifier walked in the entry program, where every explored
+//! branch costs a liveness pass over the whole program (kernel 6.18). A global function is
+//! verified once, on its own; the entry program goes on after the call in one state. The fast
+//! path (unfragmented packets) never reaches the call. Keys are in packet order (Cilium's
+//! `ipv4_frag_id`/`ipv6_frag_id`), values the ports in network order, so the subprogram does not
+//! depend on the program's direction.
 
 use ciliumc_ir::policy::Direction;
-use ciliumc_targets::codegen::{AluOp, BlockId, Cond, FunctionBuilder, Size, SlotId, VReg};
-use ciliumc_targets::hooks;
+use ciliumc_targets::codegen::{
+    AluOp, BlockId, CodegenError, Cond, Function, FunctionBuilder, ParamKind, Size, SlotId, VReg,
+};
+use ciliumc_targets::hooks::{self, Hook};
 
 use super::{
     DROP_INVALID, ETH_HLEN, Exits, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_SCTP, IPPROTO_TCP,
-    IPPROTO_UDP, KEY_PROTO, Parsed, address_slots, drop_with, parse_l4, port_slots,
+    IPPROTO_UDP, KEY_PROTO, Parsed, port_slots,
 };
 use crate::lower::maps::{self, FAMILY_IPV4, FAMILY_IPV6};
 
@@ -43,78 +42,220 @@ pub const DROP_CT_INVALID_HDR: i64 = 135;
 /// Cilium `DROP_FRAG_NOT_FOUND`: a later fragment whose first fragment was not seen.
 pub const DROP_FRAG_NOT_FOUND: i64 = 175;
 
-/// The pending operation's `kind`: the action, plus [`KIND_V6`] for IPv6; 0 for nothing to do.
-const KIND_RECORD: i64 = 1;
-const KIND_RECORD_THEN_DROP: i64 = 2;
-const KIND_LOOKUP: i64 = 3;
-const KIND_V6: i64 = 4;
+/// The subprogram's result, one `u64`.
+pub struct FragResult;
 
-/// The pending slot: `{ u8 id[4] (network order; IPv4 uses 2); u8 proto; }`.
-const OP_ID: u32 = 0;
-const OP_PROTO: u32 = 4;
+impl FragResult {
+    /// Source port, host order (bits 0..16): a later fragment's from the map, a first
+    /// fragment's when it is dropped for its missing TCP flags; else 0.
+    pub const SPORT_SHIFT: i64 = 0;
+    /// Destination port, host order (bits 16..32), as the source port.
+    pub const DPORT_SHIFT: i64 = 16;
+    /// Drop reason, 0 for none (bits 32..40).
+    pub const REASON_SHIFT: i64 = 32;
+    /// What the parser does next (bits 40..42): [`CONTINUE`](Self::CONTINUE) or
+    /// [`LATER`](Self::LATER).
+    pub const ACTION_SHIFT: i64 = 40;
+    /// Parse the L4 header as for any packet (a first fragment).
+    pub const CONTINUE: i64 = 0;
+    /// A later fragment: no L4 header; the ports are those in the result (0 for protocols
+    /// without ports) and the protocol is the one in bits 48..56.
+    pub const LATER: i64 = 1;
+    pub const PROTO_SHIFT: i64 = 48;
+}
 
-/// Flow key bytes that mark an IPv6 first fragment until its L4 header: the padding after the
-/// family (`u8 kind; u8 proto`), zero otherwise and cleared before CT sees the key; the
-/// identification waits in the (still empty) port fields.
-const MARK_OFF: u32 = 38;
-const MARK_ID_OFF: u32 = 32;
+/// What the parser passes to the subprogram.
+pub(super) struct CallArgs {
+    /// `FAMILY_IPV4` or `FAMILY_IPV6`.
+    pub family: i64,
+    /// Offset of the L4 header after the Ethernet header.
+    pub l4_offset: VReg,
+    /// IPv6: offset of the fragment header after the Ethernet header; IPv4: unused.
+    pub frag_offset: VReg,
+    /// The L4 protocol (IPv6: the walk's upper-layer header, which may differ from the fragment
+    /// header's next header).
+    pub l4_proto: VReg,
+}
 
-/// Where fragment code leaves its map operation: the slot holding it and the block performing
-/// it; `done` is where parsing ends.
-///
-/// The kind has a slot of its own, written whole (8 aligned bytes): the verifier keeps such a
-/// constant, so each path into the operations region walks only its own operation. (A byte
-/// beside the datagram's fields would be plain memory to it, and every path would walk every
-/// operation.)
-pub(super) struct Pending {
-    op: SlotId,
-    kind: SlotId,
-    ops: BlockId,
+/// Calls the subprogram `name` and applies its result: drops with its reason, sends a later
+/// fragment to `done` with its ports and protocol, and leaves a first fragment in `parse_l4` (the
+/// block where the L4 header is parsed).
+#[allow(clippy::too_many_arguments)]
+pub(super) fn emit_call(
+    f: &mut FunctionBuilder,
+    name: &str,
+    args: &CallArgs,
+    direction: Direction,
+    p: &Parsed,
+    exits: &Exits,
+    parse_l4: BlockId,
     done: BlockId,
+) {
+    let ctx = f.ctx();
+    let family = f.constant(args.family);
+    let result = f.call_local(
+        name,
+        &[ctx, family, args.l4_offset, args.frag_offset, args.l4_proto],
+    );
+    // Ports first: a drop's event shows them (TCP without flags), a later fragment uses them,
+    // and for a first fragment they are 0 and the L4 parse writes its own.
+    let (sport_slot, dport_slot) = port_slots(direction);
+    let sport = f.alu32(AluOp::And, result, 0xffff);
+    f.stack_store(p.flow_key, sport_slot, sport, Size::H);
+    let dport_shifted = f.alu(AluOp::Rsh, result, FragResult::DPORT_SHIFT);
+    let dport = f.alu32(AluOp::And, dport_shifted, 0xffff);
+    f.stack_store(p.flow_key, dport_slot, dport, Size::H);
+    super::drop_on_reason(f, exits, result, FragResult::REASON_SHIFT);
+
+    let action_shifted = f.alu(AluOp::Rsh, result, FragResult::ACTION_SHIFT);
+    let action = f.alu32(AluOp::And, action_shifted, 3);
+    let later = f.block();
+    f.branch32(Cond::Eq, action, FragResult::CONTINUE, parse_l4, later);
+    f.switch_to(later);
+    let proto_shifted = f.alu(AluOp::Rsh, result, FragResult::PROTO_SHIFT);
+    let proto = f.alu32(AluOp::And, proto_shifted, 0xff);
+    f.assign(p.proto, proto);
+    f.stack_store(p.flow_key, KEY_PROTO, proto, Size::B);
+    f.assign(p.port, dport);
+    f.jump(done);
 }
 
-impl Pending {
-    pub(super) fn new(f: &mut FunctionBuilder, done: BlockId) -> Pending {
-        Pending {
-            op: f.stack_slot(8),
-            kind: f.stack_slot(8),
-            ops: f.block(),
-            done,
-        }
-    }
+/// Builds the subprogram `name(ctx, family, l4_offset, frag_offset, l4_proto)`.
+pub fn function(name: &str, hook: Hook) -> Result<Function, CodegenError> {
+    let mut f = FunctionBuilder::subprogram(
+        name,
+        hook,
+        &[
+            ParamKind::Ctx,
+            ParamKind::Scalar,
+            ParamKind::Scalar,
+            ParamKind::Scalar,
+            ParamKind::Scalar,
+        ],
+    );
+    let (Some(family), Some(l4_offset), Some(frag_offset), Some(l4_proto)) =
+        (f.param(1), f.param(2), f.param(3), f.param(4))
+    else {
+        return Err(CodegenError::Internal {
+            func: name.to_string(),
+            msg: "fragment code without its parameters".into(),
+        });
+    };
+    let data = f.load_ctx("data");
+    let end = f.load_ctx("data_end");
+    let exits = Returns {
+        invalid: returning(&mut f, DROP_INVALID << FragResult::REASON_SHIFT),
+        short: returning(&mut f, DROP_CT_INVALID_HDR << FragResult::REASON_SHIFT),
+        not_found: returning(&mut f, DROP_FRAG_NOT_FOUND << FragResult::REASON_SHIFT),
+    };
+    // One key slot for both families (each path writes all the bytes its map reads).
+    let key = f.stack_slot(maps::FRAG6_KEY_SIZE);
+    let l4_masked = f.alu(AluOp::And, l4_offset, 0x3fff);
+    let l4 = f.ptr_add(data, l4_masked);
+    let l4_proto = f.alu(AluOp::And, l4_proto, 0xff);
 
-    /// The datagram: `id` (`id_size`: H for IPv4, W for IPv6) and protocol.
-    fn datagram(&self, f: &mut FunctionBuilder, id: VReg, id_size: Size, proto: VReg) {
-        if id_size == Size::H {
-            f.stack_store(self.op, OP_ID, 0i64, Size::W);
-        }
-        f.stack_store(self.op, OP_ID, id, id_size);
-        f.stack_store(self.op, OP_PROTO, proto, Size::B);
-    }
+    let v4 = f.block();
+    let v6 = f.block();
+    f.branch(Cond::Eq, family, FAMILY_IPV4 as i64, v4, v6);
 
-    fn kind(&self, f: &mut FunctionBuilder, kind: i64) {
-        f.stack_store(self.kind, 0, kind, Size::DW);
-    }
+    // daddr, saddr, id, proto, pad (Cilium's struct ipv4_frag_id).
+    f.switch_to(v4);
+    f.check_packet_bounds(data, end, (ETH_HLEN + 20) as u32, exits.invalid);
+    let map = f.map(maps::frag_decl(FAMILY_IPV4));
+    f.stack_store(key, 8, 0i64, Size::DW);
+    copy_packet(&mut f, (data, ETH_HLEN + 16), (key, 0), Size::W);
+    copy_packet(&mut f, (data, ETH_HLEN + 12), (key, 4), Size::W);
+    // Loaded little-endian, the identification keeps its network byte order when stored back.
+    copy_packet(&mut f, (data, ETH_HLEN + 4), (key, 8), Size::H);
+    copy_packet(&mut f, (data, ETH_HLEN + 9), (key, 10), Size::B);
+    let frag_field = f.load(data, ETH_HLEN + 6, Size::H);
+    let host = f.bswap(16, frag_field);
+    let offset = f.alu32(AluOp::And, host, 0x1fff);
+    let (later, first) = (f.block(), f.block());
+    f.branch32(Cond::Ne, offset, 0, later, first);
+    let v4_datagram = Datagram {
+        map,
+        key,
+        proto_off: 10,
+        icmp: IPPROTO_ICMP,
+    };
+    f.switch_to(later);
+    later_fragment(&mut f, &v4_datagram, &exits);
+    f.switch_to(first);
+    first_fragment(&mut f, &v4_datagram, (l4, end, l4_proto), &exits);
 
-    fn load_kind(&self, f: &mut FunctionBuilder) -> VReg {
-        f.stack_load(self.kind, 0, Size::DW)
+    // id, proto, pad[3], saddr, daddr (Cilium's struct ipv6_frag_id), the fragment header's
+    // next header as the protocol.
+    f.switch_to(v6);
+    f.check_packet_bounds(data, end, (ETH_HLEN + 40) as u32, exits.invalid);
+    let hdr_masked = f.alu(AluOp::And, frag_offset, 0x3fff);
+    let hdr = f.ptr_add(data, hdr_masked);
+    f.check_packet_bounds(hdr, end, (ETH_HLEN + 8) as u32, exits.invalid);
+    let map = f.map(maps::frag_decl(FAMILY_IPV6));
+    f.stack_store(key, 0, 0i64, Size::DW);
+    copy_packet(&mut f, (hdr, ETH_HLEN + 4), (key, 0), Size::W);
+    copy_packet(&mut f, (hdr, ETH_HLEN), (key, 4), Size::B);
+    for i in 0..4 {
+        copy_packet(
+            &mut f,
+            (data, ETH_HLEN + 8 + 4 * i),
+            (key, 8 + 4 * i as u32),
+            Size::W,
+        );
+        copy_packet(
+            &mut f,
+            (data, ETH_HLEN + 24 + 4 * i),
+            (key, 24 + 4 * i as u32),
+            Size::W,
+        );
     }
-
-    /// Sets the kind and jumps to the operations.
-    fn leave(&self, f: &mut FunctionBuilder, kind: i64) {
-        self.kind(f, kind);
-        f.jump(self.ops);
-    }
+    let field = f.load(hdr, ETH_HLEN + 2, Size::H);
+    // The offset (0xfff8) as the little-endian load sees it.
+    let offset_bits = f.alu32(AluOp::And, field, 0xf8ff);
+    let (later, first) = (f.block(), f.block());
+    f.branch32(Cond::Ne, offset_bits, 0, later, first);
+    let v6_datagram = Datagram {
+        map,
+        key,
+        proto_off: 4,
+        icmp: IPPROTO_ICMPV6,
+    };
+    f.switch_to(later);
+    later_fragment(&mut f, &v6_datagram, &exits);
+    f.switch_to(first);
+    first_fragment(&mut f, &v6_datagram, (l4, end, l4_proto), &exits);
+    f.finish()
 }
 
-/// What IPv6 fragment code needs from the parser; `later` is the one block all later fragments
-/// leave the walk to (see [`ipv6_later`]).
-pub(super) struct Ipv6Args<'a> {
-    pub later: BlockId,
-    pub pending: &'a Pending,
-    pub direction: Direction,
-    pub p: &'a Parsed,
-    pub exits: &'a Exits,
+/// The subprogram's drop exits.
+struct Returns {
+    invalid: BlockId,
+    short: BlockId,
+    not_found: BlockId,
+}
+
+/// One family's datagram: its map, the key (filled), where the key holds the protocol, and the
+/// family's ICMP.
+struct Datagram {
+    map: ciliumc_targets::codegen::MapId,
+    key: SlotId,
+    proto_off: u32,
+    icmp: i64,
+}
+
+/// A block returning `value`.
+fn returning(f: &mut FunctionBuilder, value: i64) -> BlockId {
+    let here = f.current();
+    let b = f.block();
+    f.switch_to(b);
+    f.ret(value);
+    f.switch_to(here);
+    b
+}
+
+fn copy_packet(f: &mut FunctionBuilder, from: (VReg, i32), to: (SlotId, u32), size: Size) {
+    let v = f.load(from.0, from.1, size);
+    f.stack_store(to.0, to.1, v, size);
 }
 
 /// Branches to `ports` for TCP, UDP and SCTP, to `icmp` for `icmp_proto`, else to `other`.
@@ -136,323 +277,91 @@ fn dispatch_proto(
     f.branch32(Cond::Eq, proto, icmp_proto, icmp, other);
 }
 
-/// IPv4, in the block where MF or the offset is set (`l4` points `ETH_HLEN` bytes before the L4
-/// header).
-#[allow(clippy::too_many_arguments)]
-pub(super) fn ipv4(
-    f: &mut FunctionBuilder,
-    data: VReg,
-    end: VReg,
-    l4: VReg,
-    pending: &Pending,
-    direction: Direction,
-    p: &Parsed,
-    exits: &Exits,
-) {
-    // Loaded little-endian, the identification keeps its network byte order when stored back.
-    let id = f.load(data, ETH_HLEN + 4, Size::H);
-    pending.datagram(f, id, Size::H, p.proto);
-    let frag_field = f.load(data, ETH_HLEN + 6, Size::H);
-    let host = f.bswap(16, frag_field);
-    let offset = f.alu32(AluOp::And, host, 0x1fff);
-    let first = f.block();
-    let later = f.block();
-    f.branch32(Cond::Ne, offset, 0, later, first);
-
-    f.switch_to(later);
-    later_fragment(f, p, exits, pending, IPPROTO_ICMP, KIND_LOOKUP);
-
-    f.switch_to(first);
-    first_fragment(f, l4, end, 0, pending, direction, p, exits);
-}
-
-/// IPv6, in the extension-header walk at a fragment header `hdr` (bounds checked for 8 bytes
-/// after `ETH_HLEN`). A later fragment leaves the walk for `a.later`; a first fragment marks the
-/// flow key (its id, the fragment header's next header) and, like an atomic fragment (offset 0,
-/// MF clear: not a fragment, RFC 6946), continues in the block left current (the walk goes on).
-/// The walk is where the parser's register pressure peaks: this code holds one value at a time
-/// (fields are loaded again rather than kept), so the fast path keeps its registers.
-pub(super) fn ipv6_header(f: &mut FunctionBuilder, hdr: VReg, end: VReg, a: &Ipv6Args) {
-    let field = f.load(hdr, ETH_HLEN + 2, Size::H);
-    // Offset (0xfff8) as the little-endian load sees it.
-    let offset_bits = f.alu32(AluOp::And, field, 0xf8ff);
-    let later = f.block();
-    let not_later = f.block();
-    f.branch32(Cond::Ne, offset_bits, 0, later, not_later);
-
-    f.switch_to(later);
-    // Cilium keys IPv6 datagrams by the fragment header's next header.
-    let id = f.load(hdr, ETH_HLEN + 4, Size::W);
-    f.stack_store(a.pending.op, OP_ID, id, Size::W);
-    let nh = f.load(hdr, ETH_HLEN, Size::B);
-    f.stack_store(a.pending.op, OP_PROTO, nh, Size::B);
-    f.stack_store(a.p.flow_key, KEY_PROTO, nh, Size::B);
-    f.jump(a.later);
-
-    f.switch_to(not_later);
-    let field = f.load(hdr, ETH_HLEN + 2, Size::H);
-    // MF (0x0001) as the little-endian load sees it.
-    let more = f.alu32(AluOp::And, field, 0x0100);
-    let first = f.block();
-    let walk_on = f.block();
-    f.branch32(Cond::Ne, more, 0, first, walk_on);
-    f.switch_to(first);
-    // When the ports follow this header, a first fragment too short for them is caught here
-    // (behind other extension headers, the L4 parse drops it as invalid instead).
-    let short = drop_with(f, a.exits, DROP_CT_INVALID_HDR);
-    let ports = f.block();
-    let mark = f.block();
-    let nh = f.load(hdr, ETH_HLEN, Size::B);
-    dispatch_proto(f, nh, -1, ports, mark, mark);
-    f.switch_to(ports);
-    f.check_packet_bounds(hdr, end, (ETH_HLEN + 8 + 4) as u32, short);
-    f.jump(mark);
-    f.switch_to(mark);
-    let id = f.load(hdr, ETH_HLEN + 4, Size::W);
-    f.stack_store(a.p.flow_key, MARK_ID_OFF, id, Size::W);
-    let nh = f.load(hdr, ETH_HLEN, Size::B);
-    f.stack_store(a.p.flow_key, MARK_OFF + 1, nh, Size::B);
-    f.stack_store(a.p.flow_key, MARK_OFF, KIND_V6 | KIND_RECORD, Size::B);
-    f.jump(walk_on);
-    f.switch_to(walk_on);
-}
-
-/// IPv6 later fragment, out of the walk (protocol and datagram already on the stack).
-pub(super) fn ipv6_later(f: &mut FunctionBuilder, a: &Ipv6Args) {
-    let proto = f.stack_load(a.p.flow_key, KEY_PROTO, Size::B);
-    f.assign(a.p.proto, proto);
-    later_fragment(
-        f,
-        a.p,
-        a.exits,
-        a.pending,
-        IPPROTO_ICMPV6,
-        KIND_V6 | KIND_LOOKUP,
+/// A later fragment, by the datagram's protocol: TCP, UDP and SCTP look their ports up (a miss
+/// drops), ICMP is invalid, other protocols have no ports.
+fn later_fragment(f: &mut FunctionBuilder, d: &Datagram, exits: &Returns) {
+    let proto = f.stack_load(d.key, d.proto_off, Size::B);
+    let tag = f.alu(AluOp::Lsh, proto, FragResult::PROTO_SHIFT);
+    let later = f.alu(
+        AluOp::Or,
+        tag,
+        FragResult::LATER << FragResult::ACTION_SHIFT,
     );
-}
-
-/// IPv6 at the L4 header: a first fragment (marked flow key) takes its own path; others go on
-/// to `whole`. Costs unfragmented packets one stack load and one branch.
-pub(super) fn ipv6_at_l4(
-    f: &mut FunctionBuilder,
-    l4: VReg,
-    end: VReg,
-    a: &Ipv6Args,
-    whole: BlockId,
-) {
-    let mark = f.stack_load(a.p.flow_key, MARK_OFF, Size::B);
-    let first = f.block();
-    f.branch32(Cond::Ne, mark, 0, first, whole);
-    f.switch_to(first);
-    let id = f.stack_load(a.p.flow_key, MARK_ID_OFF, Size::W);
-    let nh = f.stack_load(a.p.flow_key, MARK_OFF + 1, Size::B);
-    a.pending.datagram(f, id, Size::W, nh);
-    // The flow key is the CT key: no trace of the mark may stay.
-    f.stack_store(a.p.flow_key, MARK_ID_OFF, 0i64, Size::W);
-    f.stack_store(a.p.flow_key, MARK_OFF, 0i64, Size::H);
-    first_fragment(f, l4, end, KIND_V6, a.pending, a.direction, a.p, a.exits);
-}
-
-/// A later fragment (datagram already in the pending slot): TCP, UDP and SCTP leave a lookup
-/// pending (ports 0 until it is done), ICMP is invalid, other protocols have no ports and
-/// nothing pending.
-fn later_fragment(
-    f: &mut FunctionBuilder,
-    p: &Parsed,
-    exits: &Exits,
-    pending: &Pending,
-    icmp_proto: i64,
-    lookup: i64,
-) {
-    let invalid = drop_with(f, exits, DROP_INVALID);
-    let ports = f.block();
-    let other = f.block();
-    dispatch_proto(f, p.proto, icmp_proto, ports, invalid, other);
-    f.switch_to(ports);
-    f.assign_const(p.port, 0);
-    pending.leave(f, lookup);
+    let (ports, other) = (f.block(), f.block());
+    dispatch_proto(f, proto, d.icmp, ports, exits.invalid, other);
     f.switch_to(other);
-    f.assign_const(p.port, 0);
-    f.jump(pending.done);
+    f.ret(later);
+
+    f.switch_to(ports);
+    let key_ptr = f.stack_addr(d.key);
+    let entry = f.map_lookup(d.map, key_ptr);
+    let hit = f.block();
+    f.branch_null(entry, exits.not_found, hit);
+    f.switch_to(hit);
+    let sport_raw = f.load(entry, 0, Size::H);
+    let sport = f.bswap(16, sport_raw);
+    let dport_raw = f.load(entry, 2, Size::H);
+    let dport = f.bswap(16, dport_raw);
+    let dport = f.alu(AluOp::Lsh, dport, FragResult::DPORT_SHIFT);
+    let ports = f.alu(AluOp::Or, sport, dport);
+    let result = f.alu(AluOp::Or, ports, later);
+    f.ret(result);
 }
 
-/// A first fragment (datagram already in the pending slot): ICMP is invalid; TCP, UDP and SCTP
-/// need their ports (else 135) and leave a record pending (TCP without its flags: record, then
-/// 135), other protocols nothing; all then go through their own copy of the L4 parse, which ends
-/// in the operations.
-#[allow(clippy::too_many_arguments)]
+/// A first fragment, by its L4 protocol: ICMP is invalid; TCP, UDP and SCTP need their ports
+/// (else 135) and record them (TCP without its flags: record, then 135 with the ports); other
+/// protocols record nothing. All that are not dropped continue to the L4 parse.
 fn first_fragment(
     f: &mut FunctionBuilder,
-    l4: VReg,
-    end: VReg,
-    family_kind: i64,
-    pending: &Pending,
-    direction: Direction,
-    p: &Parsed,
-    exits: &Exits,
+    d: &Datagram,
+    (l4, end, proto): (VReg, VReg, VReg),
+    exits: &Returns,
 ) {
-    let (icmp_proto, echo_types) = if family_kind == KIND_V6 {
-        (IPPROTO_ICMPV6, [128, 129])
-    } else {
-        (IPPROTO_ICMP, [8, 0])
-    };
-    let invalid = drop_with(f, exits, DROP_INVALID);
-    let short = drop_with(f, exits, DROP_CT_INVALID_HDR);
-    let ports = f.block();
-    let other = f.block();
-    let parse = f.block();
-    dispatch_proto(f, p.proto, icmp_proto, ports, invalid, other);
+    let (ports, other) = (f.block(), f.block());
+    dispatch_proto(f, proto, d.icmp, ports, exits.invalid, other);
     f.switch_to(other);
-    pending.kind(f, 0);
-    f.jump(parse);
+    f.ret(FragResult::CONTINUE << FragResult::ACTION_SHIFT);
 
     f.switch_to(ports);
-    f.check_packet_bounds(l4, end, (ETH_HLEN + 4) as u32, short);
-    let tcp = f.block();
-    let record = f.block();
-    f.branch32(Cond::Eq, p.proto, IPPROTO_TCP, tcp, record);
+    f.check_packet_bounds(l4, end, (ETH_HLEN + 4) as u32, exits.short);
+    // The map value: both ports as they are in the packet (network order).
+    let value = f.stack_slot(8);
+    let ports_raw = f.load(l4, ETH_HLEN, Size::W);
+    f.stack_store(value, 0, ports_raw, Size::W);
+    let map_ptr = f.load_map(d.map);
+    let key_ptr = f.stack_addr(d.key);
+    let value_ptr = f.stack_addr(value);
+    // A failed update (LRU full of busy entries) does not drop: this fragment has its ports.
+    f.call(
+        &hooks::MAP_UPDATE_ELEM,
+        &[
+            map_ptr.into(),
+            key_ptr.into(),
+            value_ptr.into(),
+            0i64.into(),
+        ],
+    );
+    let (tcp, whole) = (f.block(), f.block());
+    f.branch32(Cond::Eq, proto, IPPROTO_TCP, tcp, whole);
+    f.switch_to(whole);
+    f.ret(FragResult::CONTINUE << FragResult::ACTION_SHIFT);
+    // Cilium records the ports, then drops the fragment for its missing TCP flags; the ports go
+    // back with the reason so that the drop's event shows them.
     f.switch_to(tcp);
     let no_flags = f.block();
     f.check_packet_bounds(l4, end, (ETH_HLEN + 14) as u32, no_flags);
-    f.jump(record);
-    f.switch_to(record);
-    pending.kind(f, family_kind | KIND_RECORD);
-    f.jump(parse);
-
-    // Cilium records the ports, then drops the fragment for its missing TCP flags: the ports go
-    // to the flow key here, since the L4 parse is skipped.
+    f.ret(FragResult::CONTINUE << FragResult::ACTION_SHIFT);
     f.switch_to(no_flags);
-    let (sport_slot, dport_slot) = port_slots(direction);
-    let sport_raw = f.load(l4, ETH_HLEN, Size::H);
+    let sport_raw = f.stack_load(value, 0, Size::H);
     let sport = f.bswap(16, sport_raw);
-    f.stack_store(p.flow_key, sport_slot, sport, Size::H);
-    let dport_raw = f.load(l4, ETH_HLEN + 2, Size::H);
+    let dport_raw = f.stack_load(value, 2, Size::H);
     let dport = f.bswap(16, dport_raw);
-    f.stack_store(p.flow_key, dport_slot, dport, Size::H);
-    f.assign(p.port, dport);
-    pending.leave(f, family_kind | KIND_RECORD_THEN_DROP);
-
-    f.switch_to(parse);
-    parse_l4(
-        f,
-        l4,
-        end,
-        direction,
-        p,
-        exits,
-        pending.ops,
-        icmp_proto,
-        echo_types,
+    let dport = f.alu(AluOp::Lsh, dport, FragResult::DPORT_SHIFT);
+    let ports = f.alu(AluOp::Or, sport, dport);
+    let result = f.alu(
+        AluOp::Or,
+        ports,
+        DROP_CT_INVALID_HDR << FragResult::REASON_SHIFT,
     );
-}
-
-/// The operations region: performs the pending map operation, then jumps to the end of parsing
-/// (or drops). Keys are rebuilt from the flow key (addresses back in packet order) and the
-/// pending slot (id, protocol).
-pub(super) fn emit_pending(
-    f: &mut FunctionBuilder,
-    pending: &Pending,
-    direction: Direction,
-    p: &Parsed,
-    exits: &Exits,
-) {
-    f.switch_to(pending.ops);
-    let short = drop_with(f, exits, DROP_CT_INVALID_HDR);
-    let not_found = drop_with(f, exits, DROP_FRAG_NOT_FOUND);
-    let kind = pending.load_kind(f);
-    let something = f.block();
-    f.branch32(Cond::Eq, kind, 0, pending.done, something);
-    f.switch_to(something);
-    let v4 = f.block();
-    let v6 = f.block();
-    let is_v6 = f.alu32(AluOp::And, kind, KIND_V6);
-    f.branch32(Cond::Ne, is_v6, 0, v6, v4);
-
-    let (src_slot, dst_slot) = address_slots(direction);
-    // One key slot for both families (each path writes all the bytes its map reads).
-    let key = f.stack_slot(maps::FRAG6_KEY_SIZE);
-    let value = f.stack_slot(8);
-    for (block, family) in [(v4, FAMILY_IPV4), (v6, FAMILY_IPV6)] {
-        f.switch_to(block);
-        let map = f.map(maps::frag_decl(family));
-        if family == FAMILY_IPV4 {
-            // daddr, saddr, id, proto, pad (Cilium's struct ipv4_frag_id).
-            f.stack_store(key, 8, 0i64, Size::DW);
-            copy(f, (p.flow_key, dst_slot), (key, 0), Size::W);
-            copy(f, (p.flow_key, src_slot), (key, 4), Size::W);
-            copy(f, (pending.op, OP_ID), (key, 8), Size::H);
-            copy(f, (pending.op, OP_PROTO), (key, 10), Size::B);
-        } else {
-            // id, proto, pad[3], saddr, daddr (Cilium's struct ipv6_frag_id).
-            f.stack_store(key, 0, 0i64, Size::DW);
-            copy(f, (pending.op, OP_ID), (key, 0), Size::W);
-            copy(f, (pending.op, OP_PROTO), (key, 4), Size::B);
-            for i in 0..4 {
-                copy(f, (p.flow_key, src_slot + 4 * i), (key, 8 + 4 * i), Size::W);
-                copy(
-                    f,
-                    (p.flow_key, dst_slot + 4 * i),
-                    (key, 24 + 4 * i),
-                    Size::W,
-                );
-            }
-        }
-        let kind = pending.load_kind(f);
-        let action = f.alu32(AluOp::And, kind, KIND_V6 - 1);
-        let lookup = f.block();
-        let record = f.block();
-        f.branch32(Cond::Eq, action, KIND_LOOKUP, lookup, record);
-
-        f.switch_to(record);
-        ports_value(f, p.flow_key, direction, value);
-        let map_ptr = f.load_map(map);
-        let key_ptr = f.stack_addr(key);
-        let value_ptr = f.stack_addr(value);
-        // A failed update (LRU full of busy entries) does not drop: this fragment has its ports.
-        f.call(
-            &hooks::MAP_UPDATE_ELEM,
-            &[
-                map_ptr.into(),
-                key_ptr.into(),
-                value_ptr.into(),
-                0i64.into(),
-            ],
-        );
-        let kind = pending.load_kind(f);
-        let action = f.alu32(AluOp::And, kind, KIND_V6 - 1);
-        f.branch32(Cond::Eq, action, KIND_RECORD_THEN_DROP, short, pending.done);
-
-        f.switch_to(lookup);
-        let key_ptr = f.stack_addr(key);
-        let entry = f.map_lookup(map, key_ptr);
-        let hit = f.block();
-        f.branch_null(entry, not_found, hit);
-        f.switch_to(hit);
-        let (sport_slot, dport_slot) = port_slots(direction);
-        let sport_raw = f.load(entry, 0, Size::H);
-        let sport = f.bswap(16, sport_raw);
-        f.stack_store(p.flow_key, sport_slot, sport, Size::H);
-        let dport_raw = f.load(entry, 2, Size::H);
-        let dport = f.bswap(16, dport_raw);
-        f.stack_store(p.flow_key, dport_slot, dport, Size::H);
-        f.assign(p.port, dport);
-        f.jump(pending.done);
-    }
-}
-
-/// Copies `size` bytes between stack slots.
-fn copy(f: &mut FunctionBuilder, from: (SlotId, u32), to: (SlotId, u32), size: Size) {
-    let v = f.stack_load(from.0, from.1, size);
-    f.stack_store(to.0, to.1, v, size);
-}
-
-/// The map value (`be16 sport; be16 dport`) from the flow key's (host order, oriented) ports.
-fn ports_value(f: &mut FunctionBuilder, flow_key: SlotId, direction: Direction, value: SlotId) {
-    let (sport_slot, dport_slot) = port_slots(direction);
-    let sport = f.stack_load(flow_key, sport_slot, Size::H);
-    let sport_be = f.bswap(16, sport);
-    f.stack_store(value, 0, sport_be, Size::H);
-    let dport = f.stack_load(flow_key, dport_slot, Size::H);
-    let dport_be = f.bswap(16, dport);
-    f.stack_store(value, 2, dport_be, Size::H);
+    f.ret(result);
 }
