@@ -116,6 +116,57 @@ fn pressure_across_a_call_spills_with_aligned_64_bit_slots() {
     regcheck::check_defined(&code[0].insns, 1).unwrap();
 }
 
+/// Spill-slot loads into `reg` in `insns`, as (slot offset, index).
+fn reloads(insns: &[RawInsn]) -> Vec<(u8, i16)> {
+    insns
+        .iter()
+        .filter(|i| i.code == BPF_LDX | BPF_MEM | BPF_DW && i.src == BPF_REG_FP)
+        .map(|i| (i.dst, i.off))
+        .collect()
+}
+
+#[test]
+fn a_spilled_value_is_reloaded_once_per_block_until_its_register_or_slot_changes() {
+    // 12 values live across a call: most are spilled. Each is then read three times in a row:
+    // one reload serves the three reads. (Correctness of the elision under random programs,
+    // spills included, is `codegen_random`'s.)
+    let mut f = FunctionBuilder::new("r", Hook::TcIngress);
+    let vals: Vec<_> = (0..12).map(|i| f.constant(1000 + i)).collect();
+    let mut acc = f.call(&hooks::GET_PRANDOM_U32, &[]);
+    for v in &vals {
+        for _ in 0..3 {
+            acc = f.alu(AluOp::Add, acc, *v);
+        }
+    }
+    f.ret(acc);
+    let (code, stats) = compile_with(&[f.finish().unwrap()], CodegenOptions::default()).unwrap();
+    let insns = &code[0].insns;
+    regcheck::check_defined(insns, 1).unwrap();
+    assert!(stats[0].spills >= 8, "{stats:?}");
+    let mut per_slot: std::collections::BTreeMap<i16, usize> = Default::default();
+    for (_, off) in reloads(insns) {
+        *per_slot.entry(off).or_default() += 1;
+    }
+    assert!(per_slot.len() >= 8, "{per_slot:?}");
+    assert!(
+        per_slot.values().all(|&n| n == 1),
+        "each slot reloaded once: {per_slot:?}"
+    );
+    // And never a load of a slot into a register that already holds it (the function is one
+    // block; a store to the frame or a call ends what a register is known to hold).
+    let mut mirrors: [Option<i16>; 11] = [None; 11];
+    for i in insns {
+        if i.code == BPF_LDX | BPF_MEM | BPF_DW && i.src == BPF_REG_FP {
+            assert_ne!(mirrors[i.dst as usize], Some(i.off), "redundant reload {i:?}");
+            mirrors[i.dst as usize] = Some(i.off);
+        } else if matches!(i.code & 0x07, BPF_STX | BPF_ST) || i.code == BPF_JMP | BPF_CALL {
+            mirrors = [None; 11];
+        } else if matches!(i.code & 0x07, BPF_ALU | BPF_ALU64 | BPF_LDX | BPF_LD) {
+            mirrors[(i.dst & 0x0f) as usize] = None;
+        }
+    }
+}
+
 #[test]
 fn frame_overflow_fails_cleanly() {
     let mut f = FunctionBuilder::new("big", Hook::TcIngress);

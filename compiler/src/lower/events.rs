@@ -48,11 +48,15 @@ pub struct EventMaps {
     pub lost: MapId,
 }
 
-/// What an event reports besides the flow key.
+/// What an event reports besides the flow key. Kind, verdict and reason are registers: one copy
+/// of the event code serves allowed flows and drops (see `lower::lower_program`).
 pub struct EventFields {
-    pub kind: i64,
-    pub verdict_dropped: bool,
-    pub reason: Option<VReg>,
+    /// `EVENT_DROP` or `EVENT_POLICY_VERDICT`.
+    pub kind: VReg,
+    /// 1 dropped, 0 forwarded.
+    pub verdict_dropped: VReg,
+    /// Drop reason, 0 if forwarded.
+    pub reason: VReg,
     pub rule: VReg,
     pub local_identity: u32,
     pub remote_identity: VReg,
@@ -122,16 +126,13 @@ pub fn emit_event(
     let at = |off: i32| EVENT_IN_SLOT + off;
     f.store(slot, at(0), now, Size::DW);
     f.store(slot, at(8), fields.kind, Size::B);
-    match fields.reason {
-        Some(r) => f.store(slot, at(9), r, Size::B),
-        None => f.store(slot, at(9), 0i64, Size::B),
-    }
+    f.store(slot, at(9), fields.reason, Size::B);
     let dir = match direction {
         Direction::Ingress => 1i64,
         Direction::Egress => 2,
     };
     f.store(slot, at(10), dir, Size::B);
-    f.store(slot, at(11), i64::from(fields.verdict_dropped), Size::B);
+    f.store(slot, at(11), fields.verdict_dropped, Size::B);
     f.store(slot, at(12), fields.rule, Size::W);
     f.store(slot, at(16), i64::from(fields.local_identity), Size::W);
     f.store(slot, at(20), fields.remote_identity, Size::W);

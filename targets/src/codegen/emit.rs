@@ -73,9 +73,64 @@ struct Emitter<'a> {
     maps: &'a [String],
     out: Vec<RawInsn>,
     relocs: Vec<(usize, RelocTarget)>,
+    /// Per register, the spill slot it holds a copy of since its last write (within the current
+    /// block): a reload of that slot into it is left out.
+    mirrors: [Option<i16>; 11],
 }
 
 impl Emitter<'_> {
+    /// Appends `insn`, keeping [`Self::mirrors`] true: a write to a register ends its copy, a
+    /// 64-bit store of a register to the frame starts one, any store to the frame ends the copies
+    /// of the bytes it overwrites, and a call clobbers r0–r5.
+    fn push(&mut self, insn: RawInsn) {
+        let class = insn.code & 0x07;
+        match class {
+            BPF_ALU | BPF_ALU64 | BPF_LDX | BPF_LD => {
+                self.mirrors[usize::from(insn.dst & 0x0f)] = None
+            }
+            BPF_ST | BPF_STX => {
+                if insn.code & 0xe0 != BPF_MEM {
+                    // Atomics may write their source register (fetch) and the memory.
+                    self.mirrors = [None; 11];
+                } else if insn.dst == BPF_REG_FP {
+                    let size = match insn.code & 0x18 {
+                        BPF_DW => 8,
+                        BPF_W => 4,
+                        BPF_H => 2,
+                        _ => 1,
+                    };
+                    let (lo, hi) = (i32::from(insn.off), i32::from(insn.off) + size);
+                    for m in self.mirrors.iter_mut() {
+                        if let Some(at) = *m
+                            && i32::from(at) < hi
+                            && lo < i32::from(at) + 8
+                        {
+                            *m = None;
+                        }
+                    }
+                    if class == BPF_STX && insn.code & 0x18 == BPF_DW {
+                        self.mirrors[usize::from(insn.src & 0x0f)] = Some(insn.off);
+                    }
+                }
+            }
+            BPF_JMP | BPF_JMP32 if insn.code & 0xf0 == BPF_CALL => {
+                for m in &mut self.mirrors[0..=5] {
+                    *m = None;
+                }
+            }
+            _ => {}
+        }
+        self.out.push(insn);
+    }
+
+    /// Loads spill slot `off` into `reg` unless `reg` already holds a copy of it.
+    fn reload(&mut self, reg: u8, off: i16) {
+        if self.mirrors[usize::from(reg)] != Some(off) {
+            self.push(ins(BPF_LDX | BPF_MEM | BPF_DW, reg, BPF_REG_FP, off, 0));
+            self.mirrors[usize::from(reg)] = Some(off);
+        }
+    }
+
     fn loc(&self, v: VReg) -> Option<Loc> {
         self.alloc.locs.get(v.0 as usize).copied().flatten()
     }
@@ -85,8 +140,7 @@ impl Emitter<'_> {
         match self.loc(v) {
             Some(Loc::Reg(r)) => r,
             Some(Loc::Spill(off)) => {
-                self.out
-                    .push(ins(BPF_LDX | BPF_MEM | BPF_DW, scratch, BPF_REG_FP, off, 0));
+                self.reload(scratch, off);
                 scratch
             }
             None => scratch,
@@ -104,22 +158,18 @@ impl Emitter<'_> {
     /// Stores `reg` back when `v` is spilled.
     fn commit(&mut self, v: VReg, reg: u8) {
         if let Some(Loc::Spill(off)) = self.loc(v) {
-            self.out
-                .push(ins(BPF_STX | BPF_MEM | BPF_DW, BPF_REG_FP, reg, off, 0));
+            self.push(ins(BPF_STX | BPF_MEM | BPF_DW, BPF_REG_FP, reg, off, 0));
         }
     }
 
     fn mov_imm64(&mut self, dst: u8, value: i64) {
         if let Ok(k) = i32::try_from(value) {
-            self.out
-                .push(ins(BPF_ALU64 | BPF_MOV | BPF_K, dst, 0, 0, k));
+            self.push(ins(BPF_ALU64 | BPF_MOV | BPF_K, dst, 0, 0, k));
         } else if let Ok(u) = u32::try_from(value) {
-            self.out
-                .push(ins(BPF_ALU | BPF_MOV | BPF_K, dst, 0, 0, u as i32));
+            self.push(ins(BPF_ALU | BPF_MOV | BPF_K, dst, 0, 0, u as i32));
         } else {
-            self.out
-                .push(ins(BPF_LD | BPF_DW | BPF_IMM, dst, 0, 0, value as i32));
-            self.out.push(ins(0, 0, 0, 0, (value >> 32) as i32));
+            self.push(ins(BPF_LD | BPF_DW | BPF_IMM, dst, 0, 0, value as i32));
+            self.push(ins(0, 0, 0, 0, (value >> 32) as i32));
         }
     }
 
@@ -133,10 +183,10 @@ impl Emitter<'_> {
                 .position(|&(d, _)| !moves.iter().any(|&(_, s)| s == d))
             {
                 let (d, s) = moves.remove(i);
-                self.out.push(ins(BPF_ALU64 | BPF_MOV | BPF_X, d, s, 0, 0));
+                self.push(ins(BPF_ALU64 | BPF_MOV | BPF_X, d, s, 0, 0));
             } else {
                 let (d, _) = moves[0];
-                self.out.push(ins(BPF_ALU64 | BPF_MOV | BPF_X, 0, d, 0, 0));
+                self.push(ins(BPF_ALU64 | BPF_MOV | BPF_X, 0, d, 0, 0));
                 for m in moves.iter_mut() {
                     if m.1 == d {
                         m.1 = 0;
@@ -152,23 +202,21 @@ impl Emitter<'_> {
             MInst::MovImm { dst, imm, w32 } => {
                 let r = self.target(*dst, s0);
                 let class = if *w32 { BPF_ALU } else { BPF_ALU64 };
-                self.out.push(ins(class | BPF_MOV | BPF_K, r, 0, 0, *imm));
+                self.push(ins(class | BPF_MOV | BPF_K, r, 0, 0, *imm));
                 self.commit(*dst, r);
             }
             MInst::LdImm64 { dst, imm } => {
                 let r = self.target(*dst, s0);
-                self.out
-                    .push(ins(BPF_LD | BPF_DW | BPF_IMM, r, 0, 0, *imm as i32));
-                self.out.push(ins(0, 0, 0, 0, (*imm >> 32) as i32));
+                self.push(ins(BPF_LD | BPF_DW | BPF_IMM, r, 0, 0, *imm as i32));
+                self.push(ins(0, 0, 0, 0, (*imm >> 32) as i32));
                 self.commit(*dst, r);
             }
             MInst::LdMap { dst, map } => {
                 let r = self.target(*dst, s0);
                 let name = self.maps.get(*map as usize).cloned().unwrap_or_default();
                 self.relocs.push((self.out.len(), RelocTarget::Map(name)));
-                self.out
-                    .push(ins(BPF_LD | BPF_DW | BPF_IMM, r, BPF_PSEUDO_MAP_FD, 0, 0));
-                self.out.push(ins(0, 0, 0, 0, 0));
+                self.push(ins(BPF_LD | BPF_DW | BPF_IMM, r, BPF_PSEUDO_MAP_FD, 0, 0));
+                self.push(ins(0, 0, 0, 0, 0));
                 self.commit(*dst, r);
             }
             MInst::Mov { dst, src, w32 } => {
@@ -177,13 +225,12 @@ impl Emitter<'_> {
                 }
                 let rs = self.read(*src, s1);
                 if let (Some(Loc::Spill(off)), false) = (self.loc(*dst), *w32) {
-                    self.out
-                        .push(ins(BPF_STX | BPF_MEM | BPF_DW, BPF_REG_FP, rs, off, 0));
+                    self.push(ins(BPF_STX | BPF_MEM | BPF_DW, BPF_REG_FP, rs, off, 0));
                     return;
                 }
                 let rd = self.target(*dst, s0);
                 let class = if *w32 { BPF_ALU } else { BPF_ALU64 };
-                self.out.push(ins(class | BPF_MOV | BPF_X, rd, rs, 0, 0));
+                self.push(ins(class | BPF_MOV | BPF_X, rd, rs, 0, 0));
                 self.commit(*dst, rd);
             }
             MInst::Alu { op, dst, src, w32 } => {
@@ -192,21 +239,21 @@ impl Emitter<'_> {
                 match src {
                     MSrc::Reg(s) => {
                         let rs = self.read(*s, s1);
-                        self.out.push(ins(class | op | BPF_X, rd, rs, 0, 0));
+                        self.push(ins(class | op | BPF_X, rd, rs, 0, 0));
                     }
-                    MSrc::Imm(k) => self.out.push(ins(class | op | BPF_K, rd, 0, 0, *k)),
+                    MSrc::Imm(k) => self.push(ins(class | op | BPF_K, rd, 0, 0, *k)),
                 }
                 self.commit(*dst, rd);
             }
             MInst::Neg { dst, w32 } => {
                 let rd = self.read(*dst, s0);
                 let class = if *w32 { BPF_ALU } else { BPF_ALU64 };
-                self.out.push(ins(class | BPF_NEG | BPF_K, rd, 0, 0, 0));
+                self.push(ins(class | BPF_NEG | BPF_K, rd, 0, 0, 0));
                 self.commit(*dst, rd);
             }
             MInst::Bswap { dst, bits } => {
                 let rd = self.read(*dst, s0);
-                self.out.push(ins(
+                self.push(ins(
                     BPF_ALU | BPF_END | BPF_TO_BE,
                     rd,
                     0,
@@ -223,8 +270,7 @@ impl Emitter<'_> {
             } => {
                 let rb = self.read(*base, s1);
                 let rd = self.target(*dst, s0);
-                self.out
-                    .push(ins(BPF_LDX | BPF_MEM | size, rd, rb, *off, 0));
+                self.push(ins(BPF_LDX | BPF_MEM | size, rd, rb, *off, 0));
                 self.commit(*dst, rd);
             }
             MInst::Stx {
@@ -235,8 +281,7 @@ impl Emitter<'_> {
             } => {
                 let rb = self.read(*base, s0);
                 let rs = self.read(*src, s1);
-                self.out
-                    .push(ins(BPF_STX | BPF_MEM | size, rb, rs, *off, 0));
+                self.push(ins(BPF_STX | BPF_MEM | size, rb, rs, *off, 0));
             }
             MInst::St {
                 base,
@@ -245,30 +290,24 @@ impl Emitter<'_> {
                 size,
             } => {
                 let rb = self.read(*base, s0);
-                self.out
-                    .push(ins(BPF_ST | BPF_MEM | size, rb, 0, *off, *imm));
+                self.push(ins(BPF_ST | BPF_MEM | size, rb, 0, *off, *imm));
             }
             MInst::LdxFp { dst, off, size } => {
                 let rd = self.target(*dst, s0);
-                self.out
-                    .push(ins(BPF_LDX | BPF_MEM | size, rd, BPF_REG_FP, *off, 0));
+                self.push(ins(BPF_LDX | BPF_MEM | size, rd, BPF_REG_FP, *off, 0));
                 self.commit(*dst, rd);
             }
             MInst::StxFp { off, src, size } => {
                 let rs = self.read(*src, s0);
-                self.out
-                    .push(ins(BPF_STX | BPF_MEM | size, BPF_REG_FP, rs, *off, 0));
+                self.push(ins(BPF_STX | BPF_MEM | size, BPF_REG_FP, rs, *off, 0));
             }
             MInst::StFp { off, imm, size } => {
-                self.out
-                    .push(ins(BPF_ST | BPF_MEM | size, BPF_REG_FP, 0, *off, *imm));
+                self.push(ins(BPF_ST | BPF_MEM | size, BPF_REG_FP, 0, *off, *imm));
             }
             MInst::FpAddr { dst, off } => {
                 let rd = self.target(*dst, s0);
-                self.out
-                    .push(ins(BPF_ALU64 | BPF_MOV | BPF_X, rd, BPF_REG_FP, 0, 0));
-                self.out
-                    .push(ins(BPF_ALU64 | BPF_ADD | BPF_K, rd, 0, 0, i32::from(*off)));
+                self.push(ins(BPF_ALU64 | BPF_MOV | BPF_X, rd, BPF_REG_FP, 0, 0));
+                self.push(ins(BPF_ALU64 | BPF_ADD | BPF_K, rd, 0, 0, i32::from(*off)));
                 self.commit(*dst, rd);
             }
             MInst::Call { callee, args, ret } => {
@@ -288,30 +327,25 @@ impl Emitter<'_> {
                 self.parallel_move(moves);
                 for (d, src) in later {
                     match src {
-                        Ok(off) => {
-                            self.out
-                                .push(ins(BPF_LDX | BPF_MEM | BPF_DW, d, BPF_REG_FP, off, 0))
-                        }
+                        Ok(off) => self.reload(d, off),
                         Err(k) => self.mov_imm64(d, k),
                     }
                 }
                 match callee {
-                    Callee::Helper(id) => self.out.push(ins(BPF_JMP | BPF_CALL, 0, 0, 0, *id)),
+                    Callee::Helper(id) => self.push(ins(BPF_JMP | BPF_CALL, 0, 0, 0, *id)),
                     Callee::Local(name) => {
                         self.relocs
                             .push((self.out.len(), RelocTarget::Subprogram(name.clone())));
-                        self.out
-                            .push(ins(BPF_JMP | BPF_CALL, 0, BPF_PSEUDO_CALL, 0, -1));
+                        self.push(ins(BPF_JMP | BPF_CALL, 0, BPF_PSEUDO_CALL, 0, -1));
                     }
                 }
                 if let Some(r) = ret {
                     match self.loc(*r) {
                         Some(Loc::Reg(d)) => {
-                            self.out.push(ins(BPF_ALU64 | BPF_MOV | BPF_X, d, 0, 0, 0))
+                            self.push(ins(BPF_ALU64 | BPF_MOV | BPF_X, d, 0, 0, 0))
                         }
                         Some(Loc::Spill(off)) => {
-                            self.out
-                                .push(ins(BPF_STX | BPF_MEM | BPF_DW, BPF_REG_FP, 0, off, 0))
+                            self.push(ins(BPF_STX | BPF_MEM | BPF_DW, BPF_REG_FP, 0, off, 0))
                         }
                         None => {}
                     }
@@ -351,17 +385,16 @@ impl Emitter<'_> {
                 match value {
                     MArg::Reg(v) => match self.loc(*v) {
                         Some(Loc::Reg(r)) => {
-                            self.out.push(ins(BPF_ALU64 | BPF_MOV | BPF_X, 0, r, 0, 0))
+                            self.push(ins(BPF_ALU64 | BPF_MOV | BPF_X, 0, r, 0, 0))
                         }
                         Some(Loc::Spill(off)) => {
-                            self.out
-                                .push(ins(BPF_LDX | BPF_MEM | BPF_DW, 0, BPF_REG_FP, off, 0))
+                            self.push(ins(BPF_LDX | BPF_MEM | BPF_DW, 0, BPF_REG_FP, off, 0))
                         }
-                        None => self.out.push(ins(BPF_ALU64 | BPF_MOV | BPF_K, 0, 0, 0, 0)),
+                        None => self.push(ins(BPF_ALU64 | BPF_MOV | BPF_K, 0, 0, 0, 0)),
                     },
                     MArg::Imm(k) => self.mov_imm64(0, *k),
                 }
-                self.out.push(ins(BPF_JMP | BPF_EXIT, 0, 0, 0, 0));
+                self.push(ins(BPF_JMP | BPF_EXIT, 0, 0, 0, 0));
                 ETerm::Exit
             }
         }
@@ -376,6 +409,7 @@ pub fn emit(m: &MFunction, alloc: &Allocation, params: &[VReg], maps: &[String])
         maps,
         out: Vec::with_capacity(m.insts.len() + m.insts.len() / 4),
         relocs: Vec::new(),
+        mirrors: [None; 11],
     };
     let mut blocks = Vec::with_capacity(m.order.len());
     let mut annotations = Vec::new();
@@ -384,14 +418,15 @@ pub fn emit(m: &MFunction, alloc: &Allocation, params: &[VReg], maps: &[String])
             continue;
         };
         let start = em.out.len();
+        // A block may be entered by a jump: no copy is known at its start.
+        em.mirrors = [None; 11];
         if i == 0 {
             let mut moves = Vec::new();
             for (k, p) in params.iter().enumerate() {
                 let from = k as u8 + 1;
                 match em.loc(*p) {
                     Some(Loc::Spill(off)) => {
-                        em.out
-                            .push(ins(BPF_STX | BPF_MEM | BPF_DW, BPF_REG_FP, from, off, 0))
+                        em.push(ins(BPF_STX | BPF_MEM | BPF_DW, BPF_REG_FP, from, off, 0))
                     }
                     Some(Loc::Reg(r)) => moves.push((r, from)),
                     None => {}

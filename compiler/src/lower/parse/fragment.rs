@@ -45,10 +45,9 @@ pub const DROP_FRAG_NOT_FOUND: i64 = 175;
 /// The subprogram's result, one `u64`.
 pub struct FragResult;
 
+/// Bits 0..16 hold the source port, host order: a later fragment's from the map, a first
+/// fragment's when it is dropped for its missing TCP flags; else 0.
 impl FragResult {
-    /// Source port, host order (bits 0..16): a later fragment's from the map, a first
-    /// fragment's when it is dropped for its missing TCP flags; else 0.
-    pub const SPORT_SHIFT: i64 = 0;
     /// Destination port, host order (bits 16..32), as the source port.
     pub const DPORT_SHIFT: i64 = 16;
     /// Drop reason, 0 for none (bits 32..40).
