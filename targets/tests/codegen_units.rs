@@ -157,7 +157,11 @@ fn a_spilled_value_is_reloaded_once_per_block_until_its_register_or_slot_changes
     let mut mirrors: [Option<i16>; 11] = [None; 11];
     for i in insns {
         if i.code == BPF_LDX | BPF_MEM | BPF_DW && i.src == BPF_REG_FP {
-            assert_ne!(mirrors[i.dst as usize], Some(i.off), "redundant reload {i:?}");
+            assert_ne!(
+                mirrors[i.dst as usize],
+                Some(i.off),
+                "redundant reload {i:?}"
+            );
             mirrors[i.dst as usize] = Some(i.off);
         } else if matches!(i.code & 0x07, BPF_STX | BPF_ST) || i.code == BPF_JMP | BPF_CALL {
             mirrors = [None; 11];

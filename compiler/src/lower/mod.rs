@@ -24,7 +24,9 @@ use ciliumc_ir::endpoint::Endpoint;
 use ciliumc_ir::identity::NumericIdentity;
 use ciliumc_ir::policy::{Direction, DirectionPolicy, EndpointPolicy};
 use ciliumc_targets::codegen::Annotation;
-use ciliumc_targets::codegen::{AluOp, Cond, Function, FunctionBuilder, Size};
+use ciliumc_targets::codegen::{
+    AluOp, Cond, Function, FunctionBuilder, Operand, Size, SlotId, VReg,
+};
 use ciliumc_targets::hooks::{self, Hook, TC_ACT_OK, TC_ACT_SHOT};
 
 use self::events::{EVENT_DROP, EVENT_POLICY_VERDICT, EventFields};
@@ -218,27 +220,35 @@ pub fn lower_direction(
     )
 }
 
-/// Re-reads family, protocol and policy port from the stack where parsing left them.
+/// Family, protocol and policy port are read from the stack where parsing left them, each time
+/// they are needed, rather than kept in registers.
 ///
-/// Each parse path ends with some of them known to the verifier as constants (the TCP path knows
-/// the protocol is 6, the IPv6 path that the family is 6...). Once a later branch on such a constant
-/// is decided, the verifier marks it precise and can no longer prune one path's states against
-/// another's, so everything after parsing would be verified once per protocol and family. Values
-/// read back from bytes the verifier tracks as plain memory are unknown scalars, the same on
-/// every path, and what follows parsing is verified once. (The port is tagged with a high bit
-/// before the round trip so that a constant 0 is not remembered as a zeroed slot.) Parsing stores
-/// family and protocol at unaligned offsets of the flow key, which the verifier keeps as bytes.
-fn forget_path_constants(f: &mut FunctionBuilder, parsed: parse::Parsed) -> parse::Parsed {
-    let family = f.stack_load(parsed.flow_key, parse::KEY_FAMILY, Size::B);
-    let proto = f.stack_load(parsed.flow_key, parse::KEY_PROTO, Size::B);
-    let scratch = f.stack_slot(8);
-    let port = forget_value(f, scratch, parsed.port, 0xffff);
-    parse::Parsed {
-        family,
-        proto,
-        port,
-        ..parsed
-    }
+/// Why from the stack: each parse path ends with some of them known to the verifier as constants
+/// (the TCP path knows the protocol is 6, the IPv6 path that the family is 6...). Once a later
+/// branch on such a constant is decided, the verifier marks it precise and can no longer prune
+/// one path's states against another's, so everything after parsing would be verified once per
+/// protocol and family. Values read back from bytes the verifier tracks as plain memory are
+/// unknown scalars, the same on every path, and what follows parsing is verified once. Parsing
+/// stores family and protocol at unaligned offsets of the flow key, which the verifier keeps as
+/// bytes; the port goes through [`store_policy_port`]. Why each time: kept in registers across
+/// the CT and ipcache lookups (calls, which leave only r6–r9), they were spilled anyway.
+fn flow_key_byte(f: &mut FunctionBuilder, parsed: &parse::Parsed, off: u32) -> VReg {
+    f.stack_load(parsed.flow_key, off, Size::B)
+}
+
+/// Stores the policy port in `slot` as [`forget_value`] does (tagged, at an unaligned offset), for
+/// [`load_policy_port`].
+fn store_policy_port(f: &mut FunctionBuilder, slot: SlotId, port: impl Into<Operand>) {
+    let tagged = match port.into() {
+        Operand::Imm(k) => Operand::Imm(k | 0x8000_0000u32 as i32 as i64),
+        Operand::Reg(v) => f.alu32(AluOp::Or, v, 0x8000_0000u32 as i32 as i64).into(),
+    };
+    f.stack_store(slot, 4, tagged, Size::W);
+}
+
+fn load_policy_port(f: &mut FunctionBuilder, slot: SlotId) -> VReg {
+    let tagged = f.stack_load(slot, 4, Size::W);
+    f.alu32(AluOp::And, tagged, 0xffff)
 }
 
 /// `value & mask` (`mask` < 2^31) as a scalar the verifier knows nothing about beyond the mask,
@@ -274,22 +284,33 @@ fn lower_program(
         lost: f.map(maps::events_lost_decl()),
     };
 
+    // What the event reports, set where it becomes known: a drop sets `reason` (an allowed flow
+    // clears it), the decision `rule`, the identity lookup `remote`, parsing the policy port (in
+    // `port_slot`). Drops while parsing set them all in one block. Each is live only from where
+    // it is set to the event code, not through the whole program, so it holds no register
+    // meanwhile.
     let reason = f.vreg();
     let rule = f.vreg();
     let remote = f.vreg();
-    f.assign_const(reason, 0);
-    f.assign_const(rule, 0);
-    f.assign_const(remote, 0);
+    let port_slot = f.stack_slot(8);
     let drop = f.block();
     let pass = f.block();
     let allow = f.block();
-    let exits = parse::Exits { drop, reason, pass };
-    // Registers the event reads on every path, defined before any exit can be taken.
-    let parsed_port = f.vreg();
-    f.assign_const(parsed_port, 0);
+    let parse_drop = f.block();
+    let exits = parse::Exits {
+        drop: parse_drop,
+        reason,
+        pass,
+    };
     let parsed = parse::emit_parse(&mut f, direction, &exits);
-    let parsed = forget_path_constants(&mut f, parsed);
-    f.assign(parsed_port, parsed.port);
+    let after_parse = f.current();
+    f.switch_to(parse_drop);
+    f.assign_const(rule, 0);
+    f.assign_const(remote, 0);
+    store_policy_port(&mut f, port_slot, 0i64);
+    f.jump(drop);
+    f.switch_to(after_parse);
+    store_policy_port(&mut f, port_slot, parsed.port);
 
     // Connection tracking: the key is oriented from the endpoint, so one lookup finds both
     // later packets of a flow this program allowed and replies to flows the other one allowed.
@@ -310,14 +331,19 @@ fn lower_program(
     // Peer identity (`ipcache`): buckets, exact-match maps, trie; a miss is world.
     f.switch_to(new_flow);
     let decide = f.block();
-    ipcache::emit_peer_identity(&mut f, &ipc, parsed.family, parsed.flow_key, remote, decide);
+    f.assign_const(rule, 0);
+    let family = flow_key_byte(&mut f, &parsed, parse::KEY_FAMILY);
+    ipcache::emit_peer_identity(&mut f, &ipc, family, parsed.flow_key, remote, decide);
 
     f.switch_to(decide);
+    let family = flow_key_byte(&mut f, &parsed, parse::KEY_FAMILY);
+    let proto = flow_key_byte(&mut f, &parsed, parse::KEY_PROTO);
+    let port = load_policy_port(&mut f, port_slot);
     let inputs = decide::Inputs {
         identity: remote,
-        proto: parsed.proto,
-        port: parsed.port,
-        family: parsed.family,
+        proto,
+        port,
+        family,
         peer_slot: parsed.flow_key,
         peer_off: parse::KEY_PEER_ADDR,
     };
@@ -364,6 +390,7 @@ fn lower_program(
     let kind_step = f.alu(AluOp::Mul, dropped, EVENT_POLICY_VERDICT - EVENT_DROP);
     let verdict_kind = f.constant(EVENT_POLICY_VERDICT);
     let kind = f.alu(AluOp::Sub, verdict_kind, kind_step);
+    let parsed_port = load_policy_port(&mut f, port_slot);
     let event = EventFields {
         kind,
         verdict_dropped: dropped,

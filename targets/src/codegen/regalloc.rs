@@ -1,4 +1,4 @@
-//! Register allocation: linear scan over live intervals, onto r1–r9.
+//! Register allocation: linear scan over live ranges with holes, onto r1–r9.
 //!
 //! In: machine IR in layout order and the IR liveness (temporaries of instruction selection are
 //! block-local, so block-boundary liveness covers every value that crosses blocks). Out: a location
@@ -14,10 +14,18 @@
 //! - Spill slots are 8 bytes, 8-aligned, written with 64-bit stores, so the verifier tracks spilled
 //!   pointers with their types.
 //!
-//! Intervals are conservative (first to last position, holes ignored); a value's register is thus
-//! never reused while it may still be read on any path.
+//! A value's live range is a list of segments, one per run of blocks (in layout order) where it is
+//! live, from its definition or the block's start to its last use or the block's end. Two values
+//! share a register when their segments do not overlap. Why holes matter: policy programs set some
+//! values on a few paths and read them at the end (the drop reason, set where a packet is dropped
+//! and read by the event code); as one interval from first to last position, such a value held a
+//! register through the whole parser and pushed the parser's own values onto the stack. Within a
+//! block a segment has no holes, so a register is never reused while its value may still be read
+//! on any path.
 
-use super::ir::{BlockId, VReg};
+use std::collections::BTreeMap;
+
+use super::ir::VReg;
 use super::isel::{MArg, MFunction, MInst};
 use super::liveness::Liveness;
 
@@ -42,9 +50,15 @@ pub struct Allocation {
 
 const NONE: u32 = u32::MAX;
 
+/// Segments `[start, end]` (positions; a segment ending at `p` and one starting at `p` do not
+/// overlap: the instruction at `p` reads before it writes).
+type Segments = Vec<(u32, u32)>;
+
 struct Intervals {
     start: Vec<u32>,
     end: Vec<u32>,
+    /// Per value, its live segments in increasing order.
+    segments: Vec<Segments>,
     /// Call positions in increasing order.
     calls: Vec<u32>,
     /// Preferred register (argument position of a call that reads it), 0 = none.
@@ -59,39 +73,51 @@ fn intervals(m: &MFunction, live: &Liveness, params: &[VReg]) -> Intervals {
     let mut iv = Intervals {
         start: vec![NONE; n],
         end: vec![0; n],
+        segments: vec![Vec::new(); n],
         calls: Vec::new(),
         hint: vec![0; n],
         copy_of: vec![NONE; n],
     };
-    let touch = |iv: &mut Intervals, v: usize, p: u32| {
-        if iv.start[v] == NONE || p < iv.start[v] {
-            iv.start[v] = p;
+    // Per block, each value's extent in it, merged into the value's segments afterwards.
+    let mut block_from = vec![NONE; n];
+    let mut block_to = vec![0u32; n];
+    let mut seen: Vec<usize> = Vec::new();
+    let touch = |from: &mut [u32], to: &mut [u32], seen: &mut Vec<usize>, v: usize, p: u32| {
+        if from[v] == NONE {
+            seen.push(v);
+            from[v] = p;
         }
-        if p > iv.end[v] {
-            iv.end[v] = p;
-        }
+        from[v] = from[v].min(p);
+        to[v] = to[v].max(p);
     };
-    // Position 0: parameters arrive.
-    for p in params {
-        if live.is_live_in(BlockId(0), p.0 as usize) {
-            touch(&mut iv, p.0 as usize, 0);
-        }
-    }
     let mut pos = 1u32;
-    for &b in &m.order {
+    for (k, &b) in m.order.iter().enumerate() {
         let Some(block) = &m.blocks[b.0 as usize] else {
             continue;
         };
+        // The block's entry (where live-in values start), then one position per instruction,
+        // then the terminator.
         let first = pos;
+        pos += 1;
         let insts = &m.insts[block.start..block.end];
         let last = pos + insts.len() as u32;
         for v in live.live_in(b) {
-            touch(&mut iv, v, first);
+            touch(&mut block_from, &mut block_to, &mut seen, v, first);
+        }
+        // Position 0: parameters arrive (before the first block's parameter moves).
+        if k == 0 {
+            for p in params {
+                if live.is_live_in(b, p.0 as usize) {
+                    touch(&mut block_from, &mut block_to, &mut seen, p.0 as usize, 0);
+                }
+            }
         }
         for inst in insts {
-            inst.for_each_use(|v| touch(&mut iv, v.0 as usize, pos));
+            inst.for_each_use(|v| {
+                touch(&mut block_from, &mut block_to, &mut seen, v.0 as usize, pos)
+            });
             if let Some(d) = inst.def() {
-                touch(&mut iv, d.0 as usize, pos);
+                touch(&mut block_from, &mut block_to, &mut seen, d.0 as usize, pos);
             }
             if let MInst::Mov {
                 dst,
@@ -114,21 +140,94 @@ fn intervals(m: &MFunction, live: &Liveness, params: &[VReg]) -> Intervals {
             }
             pos += 1;
         }
-        block
-            .term
-            .for_each_use(|v| touch(&mut iv, v.0 as usize, last));
+        block.term.for_each_use(|v| {
+            touch(
+                &mut block_from,
+                &mut block_to,
+                &mut seen,
+                v.0 as usize,
+                last,
+            )
+        });
         for v in live.live_out(b) {
-            touch(&mut iv, v, last);
+            touch(&mut block_from, &mut block_to, &mut seen, v, last);
+        }
+        for v in seen.drain(..) {
+            let (from, to) = (block_from[v], block_to[v]);
+            block_from[v] = NONE;
+            block_to[v] = 0;
+            let segs = &mut iv.segments[v];
+            // Continues from the previous block (live out there, live in here): one segment.
+            match segs.last_mut() {
+                Some(prev) if prev.1 + 1 >= from => prev.1 = prev.1.max(to),
+                _ => segs.push((from, to)),
+            }
+            iv.start[v] = iv.start[v].min(from);
+            iv.end[v] = iv.end[v].max(to);
         }
         pos = last + 1;
     }
     iv
 }
 
-fn crosses_call(calls: &[u32], s: u32, e: u32) -> bool {
-    // Is there a call position p with s < p < e?
-    let i = calls.partition_point(|&p| p <= s);
-    calls.get(i).is_some_and(|&p| p < e)
+/// Is there a call position strictly inside one of `segs`?
+fn crosses_call(calls: &[u32], segs: &[(u32, u32)]) -> bool {
+    segs.iter().any(|&(s, e)| {
+        let i = calls.partition_point(|&p| p <= s);
+        calls.get(i).is_some_and(|&p| p < e)
+    })
+}
+
+/// The segments assigned to one register: (start, value) → end; no two overlap.
+#[derive(Default)]
+struct Occupancy(BTreeMap<(u32, usize), u32>);
+
+impl Occupancy {
+    /// Calls `found` with each value whose segments overlap `segs` (repeats possible) until it
+    /// returns true; returns whether it did.
+    fn conflicts(&self, segs: &[(u32, u32)], mut found: impl FnMut(usize) -> bool) -> bool {
+        for &(s, e) in segs {
+            // Non-overlapping segments ordered by start are ordered by end too: walking back from
+            // the last one starting at or before `e`, the first that ends before `s` ends the walk.
+            for (&(os, w), &oe) in self.0.range(..=(e, usize::MAX)).rev() {
+                if oe < s {
+                    break;
+                }
+                if overlaps((os, oe), (s, e)) && found(w) {
+                    return true;
+                }
+            }
+        }
+        false
+    }
+
+    fn is_free_for(&self, segs: &[(u32, u32)]) -> bool {
+        !self.conflicts(segs, |_| true)
+    }
+
+    fn insert(&mut self, segs: &[(u32, u32)], v: usize) {
+        for &(s, e) in segs {
+            self.0.insert((s, v), e);
+        }
+    }
+
+    fn remove(&mut self, segs: &[(u32, u32)], v: usize) {
+        for &(s, _) in segs {
+            self.0.remove(&(s, v));
+        }
+    }
+}
+
+/// Whether two segments overlap. Positions are block entries (where live-in values start) and
+/// instructions, and an instruction reads its operands before it writes: a value ending at `p`
+/// and one defined at `p` may share a register, while a value defined at `p` and never read
+/// (`[p, p]`) still clobbers one live across `p`.
+fn overlaps(a: (u32, u32), b: (u32, u32)) -> bool {
+    if a.0 == a.1 || b.0 == b.1 {
+        let (p, (s, e)) = if a.0 == a.1 { (a.0, b) } else { (b.0, a) };
+        return s < p && p < e || (s == e && s == p);
+    }
+    a.0 < b.1 && b.0 < a.1
 }
 
 /// One linear-scan pass; `None` entries in the result are spilled.
@@ -141,52 +240,53 @@ fn scan(
 ) -> (Vec<Option<u8>>, bool) {
     let n = iv.start.len();
     let mut reg: Vec<Option<u8>> = vec![None; n];
-    let mut active: Vec<(u32, usize, u8)> = Vec::with_capacity(10);
-    let mut free = [true; 11];
+    let mut occupied: Vec<Occupancy> = (0..11).map(|_| Occupancy::default()).collect();
     let mut spilled = false;
     for &v in order {
-        let (s, e) = (iv.start[v], iv.end[v]);
-        active.retain(|&(end, _, r)| {
-            let keep = end > s;
-            if !keep {
-                free[r as usize] = true;
-            }
-            keep
-        });
+        let segs = &iv.segments[v];
         let allowed = if cross[v] { pool_cross } else { pool };
+        let free = |r: u8, occupied: &[Occupancy]| occupied[r as usize].is_free_for(segs);
         let hint = iv.hint[v];
         let copied = match iv.copy_of[v] {
             NONE => None,
-            src => reg[src as usize].filter(|r| allowed.contains(r) && free[*r as usize]),
+            src => reg[src as usize].filter(|r| allowed.contains(r) && free(*r, &occupied)),
         };
         let pick = if let Some(r) = copied {
             Some(r)
-        } else if hint != 0 && allowed.contains(&hint) && free[hint as usize] {
+        } else if hint != 0 && allowed.contains(&hint) && free(hint, &occupied) {
             Some(hint)
         } else {
-            allowed.iter().copied().find(|&r| free[r as usize])
+            allowed.iter().copied().find(|&r| free(r, &occupied))
         };
         if let Some(r) = pick {
-            free[r as usize] = false;
+            occupied[r as usize].insert(segs, v);
             reg[v] = Some(r);
-            active.push((e, v, r));
             continue;
         }
         spilled = true;
-        // Evict the interval that ends last among those holding a usable register.
-        let victim = active
-            .iter()
-            .enumerate()
-            .filter(|(_, a)| allowed.contains(&a.2))
-            .max_by_key(|(_, a)| (a.0, a.1))
-            .map(|(i, a)| (i, *a));
-        match victim {
-            Some((i, (end, w, r))) if end > e => {
-                reg[w] = None;
-                reg[v] = Some(r);
-                active[i] = (e, v, r);
+        // Evict the value that ends last among those that are alone in the way in a usable
+        // register, if it ends after this one; else this one is spilled.
+        let mut victim: Option<(u32, usize, u8)> = None;
+        for &r in allowed {
+            let mut ws: Vec<usize> = Vec::new();
+            occupied[r as usize].conflicts(segs, |w| {
+                if !ws.contains(&w) {
+                    ws.push(w);
+                }
+                ws.len() > 1
+            });
+            if let [w] = ws[..]
+                && iv.end[w] > iv.end[v]
+                && victim.is_none_or(|(e, x, _)| (iv.end[w], w) > (e, x))
+            {
+                victim = Some((iv.end[w], w, r));
             }
-            _ => {}
+        }
+        if let Some((_, w, r)) = victim {
+            occupied[r as usize].remove(&iv.segments[w], w);
+            reg[w] = None;
+            occupied[r as usize].insert(segs, v);
+            reg[v] = Some(r);
         }
     }
     (reg, spilled)
@@ -199,7 +299,7 @@ pub fn allocate(m: &MFunction, live: &Liveness, params: &[VReg]) -> Allocation {
     let mut order: Vec<usize> = (0..n).filter(|&v| iv.start[v] != NONE).collect();
     order.sort_by_key(|&v| (iv.start[v], v));
     let cross: Vec<bool> = (0..n)
-        .map(|v| iv.start[v] != NONE && crosses_call(&iv.calls, iv.start[v], iv.end[v]))
+        .map(|v| iv.start[v] != NONE && crosses_call(&iv.calls, &iv.segments[v]))
         .collect();
     const POOL: [u8; 9] = [1, 2, 3, 4, 5, 6, 7, 8, 9];
     const POOL_SPILL: [u8; 8] = [1, 2, 3, 4, 6, 7, 8, 9];
