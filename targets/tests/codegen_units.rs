@@ -172,6 +172,53 @@ fn a_spilled_value_is_reloaded_once_per_block_until_its_register_or_slot_changes
 }
 
 #[test]
+fn a_value_dead_between_two_lives_leaves_its_register_to_others() {
+    // `side` is live from the first block to the second, dead through the third (where nine
+    // values are live at once, every register r1–r9), and live again from the fourth to the end.
+    // As one interval it would need a tenth register there and something would spill; with holes
+    // nothing does.
+    let mut f = FunctionBuilder::new("holes", Hook::TcIngress);
+    let side = f.vreg();
+    let first = f.load_ctx("mark");
+    f.assign(side, first);
+    let (used, busy, again, end) = (f.block(), f.block(), f.block(), f.block());
+    f.jump(used);
+    f.switch_to(used);
+    let slot = f.stack_slot(8);
+    f.stack_store(slot, 0, side, Size::DW);
+    f.jump(busy);
+    f.switch_to(busy);
+    let fields = [
+        "len",
+        "pkt_type",
+        "mark",
+        "queue_mapping",
+        "protocol",
+        "priority",
+        "ifindex",
+        "hash",
+        "tc_index",
+    ];
+    let vals: Vec<_> = fields.iter().map(|n| f.load_ctx(n)).collect();
+    let mut acc = vals[0];
+    for v in &vals[1..] {
+        acc = f.alu(AluOp::Add, acc, *v);
+    }
+    f.jump(again);
+    f.switch_to(again);
+    let twice = f.alu(AluOp::Add, acc, acc);
+    f.assign(side, twice);
+    f.jump(end);
+    f.switch_to(end);
+    let back = f.stack_load(slot, 0, Size::DW);
+    let out = f.alu(AluOp::Xor, side, back);
+    f.ret(out);
+    let (code, stats) = compile_with(&[f.finish().unwrap()], CodegenOptions::default()).unwrap();
+    regcheck::check_defined(&code[0].insns, 1).unwrap();
+    assert_eq!(stats[0].spills, 0, "{stats:?}");
+}
+
+#[test]
 fn frame_overflow_fails_cleanly() {
     let mut f = FunctionBuilder::new("big", Hook::TcIngress);
     let a = f.stack_slot(300);

@@ -153,12 +153,35 @@ pub fn is_subprogram(direction: Direction, name: &str) -> bool {
 
 /// The parser's global subprograms for `direction`'s program (attached at `hook`), which
 /// [`emit_parse`] calls.
+///
+/// They depend on nothing but the direction (and its hook): built once per process, and marked
+/// recurring, so codegen compiles them once too.
 pub fn subprograms(direction: Direction, hook: Hook) -> Result<Vec<Function>, CodegenError> {
-    let names = subprogram_names(direction);
-    Ok(vec![
-        exthdr::function(&names.ext_headers, hook)?,
-        fragment::function(&names.fragments, hook)?,
-    ])
+    type Built = Result<Vec<Function>, CodegenError>;
+    static INGRESS: std::sync::OnceLock<Built> = std::sync::OnceLock::new();
+    static EGRESS: std::sync::OnceLock<Built> = std::sync::OnceLock::new();
+    let build = || -> Built {
+        let names = subprogram_names(direction);
+        let mut functions = vec![
+            exthdr::function(&names.ext_headers, hook)?,
+            fragment::function(&names.fragments, hook)?,
+        ];
+        for f in &mut functions {
+            f.recurring = true;
+        }
+        Ok(functions)
+    };
+    let cell = match direction {
+        Direction::Ingress => &INGRESS,
+        Direction::Egress => &EGRESS,
+    };
+    let built = cell.get_or_init(build);
+    // Another hook than the one the programs of this direction attach at: not cached.
+    match built {
+        Ok(fs) if fs.iter().all(|f| f.hook == hook) => Ok(fs.clone()),
+        Ok(_) => build(),
+        Err(e) => Err(e.clone()),
+    }
 }
 
 /// What the per-family parsers share.

@@ -66,6 +66,7 @@ impl FunctionBuilder {
                 slots: Vec::new(),
                 maps: Vec::new(),
                 num_vregs: 0,
+                recurring: false,
             },
             cur: BlockId(0),
             errors: Vec::new(),
@@ -79,6 +80,12 @@ impl FunctionBuilder {
             b.func.params.push((v, p));
         }
         b
+    }
+
+    /// Marks the function as recurring unchanged across modules: codegen compiles it once per
+    /// process and reuses the code (same bytes) while an equal function comes again.
+    pub fn set_recurring(&mut self) {
+        self.func.recurring = true;
     }
 
     /// Places an entry program in another ELF section (e.g. `classifier/ingress`).

@@ -418,6 +418,10 @@ pub struct Function {
     pub maps: Vec<MapDecl>,
     /// Number of virtual registers in use (`v0..vN`).
     pub num_vregs: u32,
+    /// The same function recurs unchanged in many modules (a generated subprogram that does not
+    /// depend on its caller's input): codegen keeps its code for the next module
+    /// ([`crate::codegen::compile_with`]).
+    pub recurring: bool,
 }
 
 impl Function {

@@ -109,13 +109,57 @@ pub fn compile_with_sharing(
     let mut stats = Vec::with_capacity(funcs.len());
     let mut frames: HashMap<&str, u32> = HashMap::new();
     for f in funcs {
-        let (code, st) = compile_function(f, &callees, opts, sharing)?;
+        let (code, st) = if f.recurring {
+            compile_recurring(f, &callees, opts, sharing)?
+        } else {
+            compile_function(f, &callees, opts, sharing)?
+        };
         frames.insert(f.name.as_str(), st.frame);
         out.push(code);
         stats.push(st);
     }
     check_call_chains(funcs, &frames)?;
     Ok((out, stats))
+}
+
+/// Code of recurring functions (`Function::recurring`) compiled in this process, with what it was
+/// compiled from; a function equal to one of them (and compiled with the same options) gets the
+/// same code back. Bounded: the oldest entry goes first.
+type Memo = Vec<(
+    Function,
+    CodegenOptions,
+    SlotSharing,
+    FunctionCode,
+    FunctionStats,
+)>;
+static RECURRING: std::sync::Mutex<Memo> = std::sync::Mutex::new(Vec::new());
+const RECURRING_MAX: usize = 16;
+
+fn compile_recurring(
+    f: &Function,
+    callees: &HashMap<String, CalleeSig>,
+    opts: CodegenOptions,
+    sharing: SlotSharing,
+) -> Result<(FunctionCode, FunctionStats), CodegenError> {
+    let hit = |memo: &Memo| {
+        memo.iter()
+            .find(|(g, o, s, _, _)| *o == opts && *s == sharing && g == f)
+            .map(|(_, _, _, code, stats)| (code.clone(), stats.clone()))
+    };
+    // A poisoned lock only means another thread panicked mid-update of a cache: compile anew.
+    if let Some(found) = RECURRING.lock().ok().and_then(|m| hit(&m)) {
+        return Ok(found);
+    }
+    let (code, stats) = compile_function(f, callees, opts, sharing)?;
+    if let Ok(mut memo) = RECURRING.lock()
+        && hit(&memo).is_none()
+    {
+        if memo.len() >= RECURRING_MAX {
+            memo.remove(0);
+        }
+        memo.push((f.clone(), opts, sharing, code.clone(), stats.clone()));
+    }
+    Ok((code, stats))
 }
 
 fn compile_function(

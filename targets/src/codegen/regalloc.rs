@@ -23,8 +23,6 @@
 //! block a segment has no holes, so a register is never reused while its value may still be read
 //! on any path.
 
-use std::collections::BTreeMap;
-
 use super::ir::VReg;
 use super::isel::{MArg, MFunction, MInst};
 use super::liveness::Liveness;
@@ -50,15 +48,13 @@ pub struct Allocation {
 
 const NONE: u32 = u32::MAX;
 
-/// Segments `[start, end]` (positions; a segment ending at `p` and one starting at `p` do not
-/// overlap: the instruction at `p` reads before it writes).
-type Segments = Vec<(u32, u32)>;
-
 struct Intervals {
     start: Vec<u32>,
     end: Vec<u32>,
-    /// Per value, its live segments in increasing order.
-    segments: Vec<Segments>,
+    /// Per value, its live segments in increasing order: `arena[index[v].0..][..index[v].1]`
+    /// (one allocation for all values; most have one segment).
+    arena: Vec<(u32, u32)>,
+    index: Vec<(u32, u32)>,
     /// Call positions in increasing order.
     calls: Vec<u32>,
     /// Preferred register (argument position of a call that reads it), 0 = none.
@@ -73,7 +69,8 @@ fn intervals(m: &MFunction, live: &Liveness, params: &[VReg]) -> Intervals {
     let mut iv = Intervals {
         start: vec![NONE; n],
         end: vec![0; n],
-        segments: vec![Vec::new(); n],
+        arena: Vec::new(),
+        index: vec![(0, 0); n],
         calls: Vec::new(),
         hint: vec![0; n],
         copy_of: vec![NONE; n],
@@ -82,6 +79,8 @@ fn intervals(m: &MFunction, live: &Liveness, params: &[VReg]) -> Intervals {
     let mut block_from = vec![NONE; n];
     let mut block_to = vec![0u32; n];
     let mut seen: Vec<usize> = Vec::new();
+    // (value, from, to) per block in layout order, sorted into the arena at the end.
+    let mut raw: Vec<(u32, u32, u32)> = Vec::new();
     let touch = |from: &mut [u32], to: &mut [u32], seen: &mut Vec<usize>, v: usize, p: u32| {
         if from[v] == NONE {
             seen.push(v);
@@ -156,18 +155,43 @@ fn intervals(m: &MFunction, live: &Liveness, params: &[VReg]) -> Intervals {
             let (from, to) = (block_from[v], block_to[v]);
             block_from[v] = NONE;
             block_to[v] = 0;
-            let segs = &mut iv.segments[v];
-            // Continues from the previous block (live out there, live in here): one segment.
-            match segs.last_mut() {
-                Some(prev) if prev.1 + 1 >= from => prev.1 = prev.1.max(to),
-                _ => segs.push((from, to)),
-            }
+            raw.push((v as u32, from, to));
             iv.start[v] = iv.start[v].min(from);
             iv.end[v] = iv.end[v].max(to);
         }
         pos = last + 1;
     }
+    // Counting sort by value (stable: each value's extents stay in layout order); an extent that
+    // continues the previous one (live out of a block, live into the next) extends it.
+    let mut offset = vec![0u32; n + 1];
+    for &(v, _, _) in &raw {
+        offset[v as usize + 1] += 1;
+    }
+    for v in 0..n {
+        offset[v + 1] += offset[v];
+    }
+    iv.arena = vec![(0, 0); raw.len()];
+    for (index, &at) in iv.index.iter_mut().zip(&offset) {
+        *index = (at, 0);
+    }
+    for &(v, from, to) in &raw {
+        let (at, len) = iv.index[v as usize];
+        let last = (at + len) as usize;
+        if len > 0 && iv.arena[last - 1].1 + 1 >= from {
+            iv.arena[last - 1].1 = iv.arena[last - 1].1.max(to);
+        } else {
+            iv.arena[last] = (from, to);
+            iv.index[v as usize].1 += 1;
+        }
+    }
     iv
+}
+
+impl Intervals {
+    fn segments(&self, v: usize) -> &[(u32, u32)] {
+        let (at, len) = self.index[v];
+        &self.arena[at as usize..(at + len) as usize]
+    }
 }
 
 /// Is there a call position strictly inside one of `segs`?
@@ -178,18 +202,28 @@ fn crosses_call(calls: &[u32], segs: &[(u32, u32)]) -> bool {
     })
 }
 
-/// The segments assigned to one register: (start, value) → end; no two overlap.
+/// The segments assigned to one register, as (start, end, value) sorted by start; no two overlap.
+/// `reach` is at least the end of every segment ever inserted: values are taken in order of their
+/// start, so most begin after everything already in a register (no search), and their segments
+/// go at the end (no shifting).
 #[derive(Default)]
-struct Occupancy(BTreeMap<(u32, usize), u32>);
+struct Occupancy {
+    segments: Vec<(u32, u32, usize)>,
+    reach: u32,
+}
 
 impl Occupancy {
     /// Calls `found` with each value whose segments overlap `segs` (repeats possible) until it
     /// returns true; returns whether it did.
     fn conflicts(&self, segs: &[(u32, u32)], mut found: impl FnMut(usize) -> bool) -> bool {
         for &(s, e) in segs {
+            if s > self.reach || (s == self.reach && s != e) {
+                continue;
+            }
             // Non-overlapping segments ordered by start are ordered by end too: walking back from
             // the last one starting at or before `e`, the first that ends before `s` ends the walk.
-            for (&(os, w), &oe) in self.0.range(..=(e, usize::MAX)).rev() {
+            let upto = self.segments.partition_point(|&(os, _, _)| os <= e);
+            for &(os, oe, w) in self.segments[..upto].iter().rev() {
                 if oe < s {
                     break;
                 }
@@ -207,14 +241,14 @@ impl Occupancy {
 
     fn insert(&mut self, segs: &[(u32, u32)], v: usize) {
         for &(s, e) in segs {
-            self.0.insert((s, v), e);
+            let at = self.segments.partition_point(|&(os, _, _)| os <= s);
+            self.segments.insert(at, (s, e, v));
+            self.reach = self.reach.max(e);
         }
     }
 
-    fn remove(&mut self, segs: &[(u32, u32)], v: usize) {
-        for &(s, _) in segs {
-            self.0.remove(&(s, v));
-        }
+    fn remove(&mut self, v: usize) {
+        self.segments.retain(|&(_, _, w)| w != v);
     }
 }
 
@@ -243,7 +277,7 @@ fn scan(
     let mut occupied: Vec<Occupancy> = (0..11).map(|_| Occupancy::default()).collect();
     let mut spilled = false;
     for &v in order {
-        let segs = &iv.segments[v];
+        let segs = iv.segments(v);
         let allowed = if cross[v] { pool_cross } else { pool };
         let free = |r: u8, occupied: &[Occupancy]| occupied[r as usize].is_free_for(segs);
         let hint = iv.hint[v];
@@ -283,7 +317,7 @@ fn scan(
             }
         }
         if let Some((_, w, r)) = victim {
-            occupied[r as usize].remove(&iv.segments[w], w);
+            occupied[r as usize].remove(w);
             reg[w] = None;
             occupied[r as usize].insert(segs, v);
             reg[v] = Some(r);
@@ -299,7 +333,7 @@ pub fn allocate(m: &MFunction, live: &Liveness, params: &[VReg]) -> Allocation {
     let mut order: Vec<usize> = (0..n).filter(|&v| iv.start[v] != NONE).collect();
     order.sort_by_key(|&v| (iv.start[v], v));
     let cross: Vec<bool> = (0..n)
-        .map(|v| iv.start[v] != NONE && crosses_call(&iv.calls, &iv.segments[v]))
+        .map(|v| iv.start[v] != NONE && crosses_call(&iv.calls, iv.segments(v)))
         .collect();
     const POOL: [u8; 9] = [1, 2, 3, 4, 5, 6, 7, 8, 9];
     const POOL_SPILL: [u8; 8] = [1, 2, 3, 4, 6, 7, 8, 9];

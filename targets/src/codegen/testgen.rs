@@ -257,6 +257,7 @@ fn unreachable_function() -> Function {
             slots: Vec::new(),
             maps: Vec::new(),
             num_vregs: 0,
+            recurring: false,
         },
     }
 }
