@@ -80,7 +80,7 @@ fn intervals(m: &MFunction, live: &Liveness, params: &[VReg]) -> Intervals {
     let mut block_to = vec![0u32; n];
     let mut seen: Vec<usize> = Vec::new();
     // (value, from, to) per block in layout order, sorted into the arena at the end.
-    let mut raw: Vec<(u32, u32, u32)> = Vec::new();
+    let mut raw: Vec<(u32, u32, u32)> = Vec::with_capacity(n + n / 2);
     let touch = |from: &mut [u32], to: &mut [u32], seen: &mut Vec<usize>, v: usize, p: u32| {
         if from[v] == NONE {
             seen.push(v);
@@ -274,7 +274,14 @@ fn scan(
 ) -> (Vec<Option<u8>>, bool) {
     let n = iv.start.len();
     let mut reg: Vec<Option<u8>> = vec![None; n];
-    let mut occupied: Vec<Occupancy> = (0..11).map(|_| Occupancy::default()).collect();
+    // Room for every value's segments spread over the registers, so inserts rarely reallocate.
+    let room = iv.arena.len() / 4 + 16;
+    let mut occupied: Vec<Occupancy> = (0..11)
+        .map(|_| Occupancy {
+            segments: Vec::with_capacity(room),
+            reach: 0,
+        })
+        .collect();
     let mut spilled = false;
     for &v in order {
         let segs = iv.segments(v);
