@@ -203,21 +203,56 @@ fn crosses_call(calls: &[u32], segs: &[(u32, u32)]) -> bool {
 }
 
 /// The segments assigned to one register, as (start, end, value) sorted by start; no two overlap.
-/// `reach` is at least the end of every segment ever inserted: values are taken in order of their
-/// start, so most begin after everything already in a register (no search), and their segments
-/// go at the end (no shifting).
+/// Values are taken in order of their start (`pos`), so:
+/// - `reach` is at least the end of every segment ever inserted, and most values begin after it
+///   (no search at all);
+/// - `cursor` counts the segments starting before `pos`; new segments start at `pos` or later, so
+///   they go at or after it. A value's first segment meets at most the segment before `cursor`
+///   (the only one starting before `pos` that can reach past it) and those from `cursor` on that
+///   start before its end: no binary search for the common case.
 #[derive(Default)]
 struct Occupancy {
     segments: Vec<(u32, u32, usize)>,
     reach: u32,
+    pos: u32,
+    cursor: usize,
 }
 
 impl Occupancy {
+    /// Moves to the next value's start (`pos` never decreases).
+    fn advance(&mut self, pos: u32) {
+        self.pos = pos;
+        while self
+            .segments
+            .get(self.cursor)
+            .is_some_and(|&(os, _, _)| os < pos)
+        {
+            self.cursor += 1;
+        }
+    }
+
     /// Calls `found` with each value whose segments overlap `segs` (repeats possible) until it
     /// returns true; returns whether it did.
     fn conflicts(&self, segs: &[(u32, u32)], mut found: impl FnMut(usize) -> bool) -> bool {
-        for &(s, e) in segs {
+        for (k, &(s, e)) in segs.iter().enumerate() {
             if s > self.reach || (s == self.reach && s != e) {
+                continue;
+            }
+            if k == 0 && s == self.pos {
+                if let Some(&(os, oe, w)) = self.cursor.checked_sub(1).map(|i| &self.segments[i])
+                    && overlaps((os, oe), (s, e))
+                    && found(w)
+                {
+                    return true;
+                }
+                for &(os, oe, w) in &self.segments[self.cursor..] {
+                    if os > e {
+                        break;
+                    }
+                    if overlaps((os, oe), (s, e)) && found(w) {
+                        return true;
+                    }
+                }
                 continue;
             }
             // Non-overlapping segments ordered by start are ordered by end too: walking back from
@@ -239,16 +274,31 @@ impl Occupancy {
         !self.conflicts(segs, |_| true)
     }
 
+    /// New segments start at `pos` or later: they go after `cursor`, among the few segments
+    /// reserved for later values, found without searching the register's past.
     fn insert(&mut self, segs: &[(u32, u32)], v: usize) {
         for &(s, e) in segs {
-            let at = self.segments.partition_point(|&(os, _, _)| os <= s);
+            let at =
+                self.cursor + self.segments[self.cursor..].partition_point(|&(os, _, _)| os <= s);
             self.segments.insert(at, (s, e, v));
             self.reach = self.reach.max(e);
         }
     }
 
-    fn remove(&mut self, v: usize) {
-        self.segments.retain(|&(_, _, w)| w != v);
+    /// Removes the segments `segs` of `v` (an evicted value).
+    fn remove(&mut self, segs: &[(u32, u32)], v: usize) {
+        for &(s, _) in segs {
+            let from = self.segments.partition_point(|&(os, _, _)| os < s);
+            if let Some(k) = self.segments[from..]
+                .iter()
+                .take_while(|&&(os, _, _)| os == s)
+                .position(|&(_, _, w)| w == v)
+            {
+                self.segments.remove(from + k);
+            }
+        }
+        let pos = self.pos;
+        self.cursor = self.segments.partition_point(|&(os, _, _)| os < pos);
     }
 }
 
@@ -279,12 +329,15 @@ fn scan(
     let mut occupied: Vec<Occupancy> = (0..11)
         .map(|_| Occupancy {
             segments: Vec::with_capacity(room),
-            reach: 0,
+            ..Occupancy::default()
         })
         .collect();
     let mut spilled = false;
     for &v in order {
         let segs = iv.segments(v);
+        for o in occupied.iter_mut() {
+            o.advance(iv.start[v]);
+        }
         let allowed = if cross[v] { pool_cross } else { pool };
         let free = |r: u8, occupied: &[Occupancy]| occupied[r as usize].is_free_for(segs);
         let hint = iv.hint[v];
@@ -324,7 +377,7 @@ fn scan(
             }
         }
         if let Some((_, w, r)) = victim {
-            occupied[r as usize].remove(w);
+            occupied[r as usize].remove(iv.segments(w), w);
             reg[w] = None;
             occupied[r as usize].insert(segs, v);
             reg[v] = Some(r);
