@@ -75,25 +75,37 @@ fn intervals(m: &MFunction, live: &Liveness, params: &[VReg]) -> Intervals {
         hint: vec![0; n],
         copy_of: vec![NONE; n],
     };
-    // Per block, each value's extent in it, merged into the value's segments afterwards.
-    let mut block_from = vec![NONE; n];
-    let mut block_to = vec![0u32; n];
-    let mut seen: Vec<usize> = Vec::new();
-    // (value, from, to) per block in layout order, sorted into the arena at the end.
-    let mut raw: Vec<(u32, u32, u32)> = Vec::with_capacity(n + n / 2);
-    let touch = |from: &mut [u32], to: &mut [u32], seen: &mut Vec<usize>, v: usize, p: u32| {
-        if from[v] == NONE {
-            seen.push(v);
-            from[v] = p;
+    // Touches come in layout order, so per value in increasing position: the open segment grows
+    // while touches stay in one block or continue from the previous block's end (live out there,
+    // live in here); otherwise the open segment is closed into `raw` and a new one starts.
+    let mut open_from = vec![NONE; n];
+    let mut open_to = vec![0u32; n];
+    let mut open_block = vec![0u32; n];
+    let mut raw: Vec<(u32, u32, u32)> = Vec::with_capacity(n + n / 4);
+    let mut touch = |v: usize, p: u32, k: u32| {
+        if open_from[v] == NONE {
+            open_from[v] = p;
+        } else if open_block[v] != k && p > open_to[v] + 1 {
+            raw.push((v as u32, open_from[v], open_to[v]));
+            open_from[v] = p;
         }
-        from[v] = from[v].min(p);
-        to[v] = to[v].max(p);
+        open_to[v] = open_to[v].max(p);
+        open_block[v] = k;
     };
+    // Position 0: parameters arrive (before the first block's parameter moves).
+    if let Some(&b) = m.order.iter().find(|b| m.blocks[b.0 as usize].is_some()) {
+        for p in params {
+            if live.is_live_in(b, p.0 as usize) {
+                touch(p.0 as usize, 0, 0);
+            }
+        }
+    }
     let mut pos = 1u32;
     for (k, &b) in m.order.iter().enumerate() {
         let Some(block) = &m.blocks[b.0 as usize] else {
             continue;
         };
+        let k = k as u32;
         // The block's entry (where live-in values start), then one position per instruction,
         // then the terminator.
         let first = pos;
@@ -101,22 +113,12 @@ fn intervals(m: &MFunction, live: &Liveness, params: &[VReg]) -> Intervals {
         let insts = &m.insts[block.start..block.end];
         let last = pos + insts.len() as u32;
         for v in live.live_in(b) {
-            touch(&mut block_from, &mut block_to, &mut seen, v, first);
-        }
-        // Position 0: parameters arrive (before the first block's parameter moves).
-        if k == 0 {
-            for p in params {
-                if live.is_live_in(b, p.0 as usize) {
-                    touch(&mut block_from, &mut block_to, &mut seen, p.0 as usize, 0);
-                }
-            }
+            touch(v, first, k);
         }
         for inst in insts {
-            inst.for_each_use(|v| {
-                touch(&mut block_from, &mut block_to, &mut seen, v.0 as usize, pos)
-            });
+            inst.for_each_use(|v| touch(v.0 as usize, pos, k));
             if let Some(d) = inst.def() {
-                touch(&mut block_from, &mut block_to, &mut seen, d.0 as usize, pos);
+                touch(d.0 as usize, pos, k);
             }
             if let MInst::Mov {
                 dst,
@@ -139,27 +141,21 @@ fn intervals(m: &MFunction, live: &Liveness, params: &[VReg]) -> Intervals {
             }
             pos += 1;
         }
-        block.term.for_each_use(|v| {
-            touch(
-                &mut block_from,
-                &mut block_to,
-                &mut seen,
-                v.0 as usize,
-                last,
-            )
-        });
+        block.term.for_each_use(|v| touch(v.0 as usize, last, k));
         for v in live.live_out(b) {
-            touch(&mut block_from, &mut block_to, &mut seen, v, last);
-        }
-        for v in seen.drain(..) {
-            let (from, to) = (block_from[v], block_to[v]);
-            block_from[v] = NONE;
-            block_to[v] = 0;
-            raw.push((v as u32, from, to));
-            iv.start[v] = iv.start[v].min(from);
-            iv.end[v] = iv.end[v].max(to);
+            touch(v, last, k);
         }
         pos = last + 1;
+    }
+    for v in 0..n {
+        if open_from[v] != NONE {
+            raw.push((v as u32, open_from[v], open_to[v]));
+        }
+    }
+    for &(v, from, to) in &raw {
+        let v = v as usize;
+        iv.start[v] = iv.start[v].min(from);
+        iv.end[v] = iv.end[v].max(to);
     }
     // Counting sort by value (stable: each value's extents stay in layout order); an extent that
     // continues the previous one (live out of a block, live into the next) extends it.
@@ -314,13 +310,14 @@ fn overlaps(a: (u32, u32), b: (u32, u32)) -> bool {
     a.0 < b.1 && b.0 < a.1
 }
 
-/// One linear-scan pass; `None` entries in the result are spilled.
+/// One linear-scan pass; `None` entries in the result are spilled. With `give_up_on_spill`, the
+/// pass stops at the first spill (the caller then allocates again with a scratch reserved).
 fn scan(
     iv: &Intervals,
     order: &[usize],
     cross: &[bool],
-    pool: &[u8],
-    pool_cross: &[u8],
+    (pool, pool_cross): (&[u8], &[u8]),
+    give_up_on_spill: bool,
 ) -> (Vec<Option<u8>>, bool) {
     let n = iv.start.len();
     let mut reg: Vec<Option<u8>> = vec![None; n];
@@ -358,6 +355,9 @@ fn scan(
             continue;
         }
         spilled = true;
+        if give_up_on_spill {
+            break;
+        }
         // Evict the value that ends last among those that are alone in the way in a usable
         // register, if it ends after this one; else this one is spilled.
         let mut victim: Option<(u32, usize, u8)> = None;
@@ -398,10 +398,10 @@ pub fn allocate(m: &MFunction, live: &Liveness, params: &[VReg]) -> Allocation {
     const POOL: [u8; 9] = [1, 2, 3, 4, 5, 6, 7, 8, 9];
     const POOL_SPILL: [u8; 8] = [1, 2, 3, 4, 6, 7, 8, 9];
     const CROSS: [u8; 4] = [6, 7, 8, 9];
-    let (mut reg, spilled) = scan(&iv, &order, &cross, &POOL, &CROSS);
+    let (mut reg, spilled) = scan(&iv, &order, &cross, (&POOL, &CROSS), true);
     let mut scratch = [0u8, 0u8];
     if spilled {
-        reg = scan(&iv, &order, &cross, &POOL_SPILL, &CROSS).0;
+        reg = scan(&iv, &order, &cross, (&POOL_SPILL, &CROSS), false).0;
         scratch = [0, 5];
     }
     // Spill slots, reused once their interval has ended.
