@@ -9,7 +9,7 @@
 //! The winner of a segment: a deny beats an allow (deny always wins); among equals the lowest rule
 //! id, so the reported rule is deterministic.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, HashMap};
 
 use ciliumc_ir::policy::{DirectionPolicy, L4Match, PeerSet, Protocol, Rule, RuleKind};
 
@@ -172,44 +172,41 @@ pub fn flatten(policy: &DirectionPolicy) -> Flat {
         .iter()
         .filter(|r| matches!(r.peers, PeerSet::All))
         .collect();
-    let mut naming: BTreeMap<u32, Vec<&Rule>> = BTreeMap::new();
-    for r in &policy.rules {
+    // Identity → the indices of the rules naming it, increasing (rules are visited in order).
+    let mut naming: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
+    for (i, r) in policy.rules.iter().enumerate() {
         if let PeerSet::Selected { identities, .. } = &r.peers {
             for id in identities {
-                naming.entry(id.0).or_default().push(r);
+                let rules = naming.entry(id.0).or_default();
+                if rules.last() != Some(&i) {
+                    rules.push(i);
+                }
             }
         }
     }
+    // Lookups only (never iterated), so hash maps keep the output deterministic.
     let mut leaves: Vec<Leaf> = Vec::new();
-    let mut index: BTreeMap<Leaf, usize> = BTreeMap::new();
+    let mut index: HashMap<Leaf, usize> = HashMap::new();
     let mut intern = |leaf: Leaf| -> usize {
-        *index.entry(leaf.clone()).or_insert_with(|| {
-            leaves.push(leaf);
-            leaves.len() - 1
-        })
+        if let Some(&i) = index.get(&leaf) {
+            return i;
+        }
+        leaves.push(leaf.clone());
+        index.insert(leaf, leaves.len() - 1);
+        leaves.len() - 1
     };
     let others = intern(leaf_of(&all));
     // Identities named by the same rules share a leaf without recomputing it.
-    let mut by_rules: BTreeMap<BTreeSet<usize>, usize> = BTreeMap::new();
-    let position: BTreeMap<*const Rule, usize> = policy
-        .rules
-        .iter()
-        .enumerate()
-        .map(|(i, r)| (r as *const Rule, i))
-        .collect();
+    let mut by_rules: HashMap<Vec<usize>, usize> = HashMap::new();
     let mut by_identity = BTreeMap::new();
     for (id, rules) in naming {
-        let key: BTreeSet<usize> = rules
-            .iter()
-            .map(|r| position[&(*r as *const Rule)])
-            .collect();
-        let leaf = match by_rules.get(&key) {
+        let leaf = match by_rules.get(&rules) {
             Some(l) => *l,
             None => {
-                let mut applicable = rules.clone();
+                let mut applicable: Vec<&Rule> = rules.iter().map(|&i| &policy.rules[i]).collect();
                 applicable.extend(all.iter().copied());
                 let l = intern(leaf_of(&applicable));
-                by_rules.insert(key, l);
+                by_rules.insert(rules, l);
                 l
             }
         };
