@@ -196,10 +196,13 @@ struct Context<'a> {
     done: BlockId,
 }
 
-/// Drops with the reason in bits `shift..shift + 8` of a subprogram's `result` when it is not 0;
-/// else continues in a new current block.
-fn drop_on_reason(f: &mut FunctionBuilder, exits: &Exits, result: VReg, shift: i64) {
-    let shifted = f.alu(AluOp::Rsh, result, shift);
+/// Where the parser's subprograms put a drop reason (0: none) in their `u64` result: bits 32..40.
+const RESULT_REASON_SHIFT: i64 = 32;
+
+/// Drops with the reason a subprogram's `result` carries ([`RESULT_REASON_SHIFT`]) when it is not
+/// 0; else continues in a new current block.
+fn drop_on_reason(f: &mut FunctionBuilder, exits: &Exits, result: VReg) {
+    let shifted = f.alu(AluOp::Rsh, result, RESULT_REASON_SHIFT);
     let reason = f.alu32(AluOp::And, shifted, 0xff);
     let (drop, go_on) = (f.block(), f.block());
     f.branch32(Cond::Ne, reason, 0, drop, go_on);
@@ -207,6 +210,53 @@ fn drop_on_reason(f: &mut FunctionBuilder, exits: &Exits, result: VReg, shift: i
     f.assign(exits.reason, reason);
     f.jump(exits.drop);
     f.switch_to(go_on);
+}
+
+/// A block returning `value` (in a subprogram).
+fn returning(f: &mut FunctionBuilder, value: i64) -> BlockId {
+    let here = f.current();
+    let b = f.block();
+    f.switch_to(b);
+    f.ret(value);
+    f.switch_to(here);
+    b
+}
+
+/// Branches to `inside` when `value` (at most 8 bits) is below 64 and its bit is set in `mask`,
+/// else to `outside`: one test for a set of protocol numbers, which reaches `inside` in one
+/// verifier state rather than one per number.
+fn branch_in_mask(
+    f: &mut FunctionBuilder,
+    value: VReg,
+    mask: i64,
+    (inside, outside): (BlockId, BlockId),
+) {
+    let below = f.block();
+    f.branch(Cond::Gt, value, 63, outside, below);
+    f.switch_to(below);
+    let mask = f.constant(mask);
+    let shifted = f.alu(AluOp::Rsh, mask, value);
+    let bit = f.alu(AluOp::And, shifted, 1);
+    f.branch(Cond::Ne, bit, 0, inside, outside);
+}
+
+/// Branches to `ports` for TCP, UDP and SCTP, to `icmp` for `icmp_proto`, else to `other`.
+fn dispatch_proto(
+    f: &mut FunctionBuilder,
+    proto: VReg,
+    icmp_proto: i64,
+    ports: BlockId,
+    icmp: BlockId,
+    other: BlockId,
+) {
+    let mut next = f.current();
+    for p in [IPPROTO_TCP, IPPROTO_UDP, IPPROTO_SCTP] {
+        f.switch_to(next);
+        next = f.block();
+        f.branch32(Cond::Eq, proto, p, ports, next);
+    }
+    f.switch_to(next);
+    f.branch32(Cond::Eq, proto, icmp_proto, icmp, other);
 }
 
 /// A block that sets the drop reason and jumps to the drop exit.
@@ -324,13 +374,8 @@ fn parse_ipv6(f: &mut FunctionBuilder, c: &Context) {
     let next_hdr = f.load(data, ETH_HLEN + 6, Size::B);
     let l4_proto = f.vreg();
     let l4_offset = f.vreg();
-    let (direct, walk, in_mask, at_l4) = (f.block(), f.block(), f.block(), f.block());
-    f.branch(Cond::Gt, next_hdr, 63, direct, in_mask);
-    f.switch_to(in_mask);
-    let mask = f.constant(exthdr::EXT_HEADERS);
-    let shifted = f.alu(AluOp::Rsh, mask, next_hdr);
-    let bit = f.alu(AluOp::And, shifted, 1);
-    f.branch(Cond::Ne, bit, 0, walk, direct);
+    let (direct, walk, at_l4) = (f.block(), f.block(), f.block());
+    branch_in_mask(f, next_hdr, exthdr::EXT_HEADERS, (walk, direct));
     f.switch_to(direct);
     f.assign(l4_proto, next_hdr);
     f.assign_const(l4_offset, 40);
@@ -339,7 +384,7 @@ fn parse_ipv6(f: &mut FunctionBuilder, c: &Context) {
     f.switch_to(walk);
     let ctx = f.ctx();
     let result = f.call_local(&c.names.ext_headers, &[ctx, next_hdr]);
-    drop_on_reason(f, c.exits, result, exthdr::WalkResult::REASON_SHIFT);
+    drop_on_reason(f, c.exits, result);
     let nh = f.alu32(AluOp::And, result, exthdr::WalkResult::NEXT_HEADER_MASK);
     f.assign(l4_proto, nh);
     let shifted = f.alu(AluOp::Rsh, result, exthdr::WalkResult::L4_OFFSET_SHIFT);
@@ -411,14 +456,7 @@ fn parse_l4(
     let ports = f.block();
     let icmp = f.block();
     let other = f.block();
-    let mut next = f.current();
-    for proto in [IPPROTO_TCP, IPPROTO_UDP, IPPROTO_SCTP] {
-        f.switch_to(next);
-        next = f.block();
-        f.branch32(Cond::Eq, p.proto, proto, ports, next);
-    }
-    f.switch_to(next);
-    f.branch32(Cond::Eq, p.proto, icmp_proto, icmp, other);
+    dispatch_proto(f, p.proto, icmp_proto, ports, icmp, other);
 
     f.switch_to(ports);
     f.check_packet_bounds(l4, end, (ETH_HLEN + 4) as u32, invalid);

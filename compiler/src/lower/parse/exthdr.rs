@@ -25,7 +25,8 @@ use ciliumc_targets::codegen::{
 use ciliumc_targets::hooks::Hook;
 
 use super::{
-    DROP_INVALID, ETH_HLEN, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP, fragment::DROP_CT_INVALID_HDR,
+    DROP_INVALID, ETH_HLEN, branch_in_mask, dispatch_proto, fragment::DROP_CT_INVALID_HDR,
+    returning,
 };
 use crate::lower::forget_value;
 
@@ -54,8 +55,8 @@ impl WalkResult {
     /// Offset of the upper-layer header after the Ethernet header (bits 8..22).
     pub const L4_OFFSET_SHIFT: i64 = 8;
     pub const OFFSET_MASK: i64 = 0x3fff;
-    /// Drop reason, 0 for none (bits 32..40).
-    pub const REASON_SHIFT: i64 = 32;
+    /// Drop reason, 0 for none (bits 32..40, as every parser subprogram's).
+    pub const REASON_SHIFT: i64 = super::RESULT_REASON_SHIFT;
     /// `FRAG_*` (bits 40..42).
     pub const KIND_SHIFT: i64 = 40;
     /// Offset of the fragment header after the Ethernet header (bits 48..62), for a fragment.
@@ -108,16 +109,6 @@ pub fn function(name: &str, hook: Hook) -> Result<Function, CodegenError> {
     f.finish()
 }
 
-/// A block returning `value`.
-fn returning(f: &mut FunctionBuilder, value: i64) -> BlockId {
-    let here = f.current();
-    let b = f.block();
-    f.switch_to(b);
-    f.ret(value);
-    f.switch_to(here);
-    b
-}
-
 /// The walk's registers: next header, offset of that header after the Ethernet header (starts
 /// at 40), and the fragment state.
 struct Cursor {
@@ -143,16 +134,10 @@ fn walk(f: &mut FunctionBuilder, c: &Cursor, (invalid, short): (BlockId, BlockId
         let frag_hdr = f.block();
         let step = f.block();
         let not_generic = f.block();
-        // One test for the four generic kinds (bit `next_hdr` of a mask): four compares would each
-        // reach `generic` knowing the kind as a different constant, and the verifier would walk
-        // it once per kind in every step.
-        let in_mask = f.block();
-        f.branch(Cond::Gt, c.next_hdr, 63, not_generic, in_mask);
-        f.switch_to(in_mask);
-        let mask = f.constant(GENERIC_EXT_HEADERS);
-        let shifted = f.alu(AluOp::Rsh, mask, c.next_hdr);
-        let bit = f.alu(AluOp::And, shifted, 1);
-        f.branch(Cond::Ne, bit, 0, generic, not_generic);
+        // One test for the four generic kinds: four compares would each reach `generic` knowing
+        // the kind as a different constant, and the verifier would walk it once per kind in
+        // every step.
+        branch_in_mask(f, c.next_hdr, GENERIC_EXT_HEADERS, (generic, not_generic));
         f.switch_to(not_generic);
         f.branch32(Cond::Eq, c.next_hdr, IPPROTO_FRAGMENT, frag_hdr, at_l4);
 
@@ -197,13 +182,7 @@ fn walk(f: &mut FunctionBuilder, c: &Cursor, (invalid, short): (BlockId, BlockId
         f.assign(c.frag, forgotten);
     }
     // Still an extension header after the walk: too many to inspect.
-    let in_mask = f.block();
-    f.branch(Cond::Gt, c.next_hdr, 63, at_l4, in_mask);
-    f.switch_to(in_mask);
-    let mask = f.constant(EXT_HEADERS);
-    let shifted = f.alu(AluOp::Rsh, mask, c.next_hdr);
-    let bit = f.alu(AluOp::And, shifted, 1);
-    f.branch(Cond::Ne, bit, 0, invalid, at_l4);
+    branch_in_mask(f, c.next_hdr, EXT_HEADERS, (invalid, at_l4));
 }
 
 /// At a fragment header `hdr` (at `offset`, 8 bytes checked): a later fragment returns at once;
@@ -237,14 +216,7 @@ fn fragment_header(
     let ports = f.block();
     let mark = f.block();
     let nh = f.load(hdr, ETH_HLEN, Size::B);
-    let mut next = f.current();
-    for proto in [IPPROTO_TCP, IPPROTO_UDP, IPPROTO_SCTP] {
-        f.switch_to(next);
-        next = f.block();
-        f.branch32(Cond::Eq, nh, proto, ports, next);
-    }
-    f.switch_to(next);
-    f.jump(mark);
+    dispatch_proto(f, nh, -1, ports, mark, mark);
     f.switch_to(ports);
     f.check_packet_bounds(hdr, c.end, (ETH_HLEN + 8 + 4) as u32, short);
     f.jump(mark);

@@ -32,8 +32,8 @@ use ciliumc_targets::codegen::{
 use ciliumc_targets::hooks::{self, Hook};
 
 use super::{
-    DROP_INVALID, ETH_HLEN, Exits, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_SCTP, IPPROTO_TCP,
-    IPPROTO_UDP, KEY_PROTO, Parsed, port_slots,
+    DROP_INVALID, ETH_HLEN, Exits, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, KEY_PROTO, Parsed,
+    dispatch_proto, port_slots, returning,
 };
 use crate::lower::maps::{self, FAMILY_IPV4, FAMILY_IPV6};
 
@@ -50,8 +50,8 @@ pub struct FragResult;
 impl FragResult {
     /// Destination port, host order (bits 16..32), as the source port.
     pub const DPORT_SHIFT: i64 = 16;
-    /// Drop reason, 0 for none (bits 32..40).
-    pub const REASON_SHIFT: i64 = 32;
+    /// Drop reason, 0 for none (bits 32..40, as every parser subprogram's).
+    pub const REASON_SHIFT: i64 = super::RESULT_REASON_SHIFT;
     /// What the parser does next (bits 40..42): [`CONTINUE`](Self::CONTINUE) or
     /// [`LATER`](Self::LATER).
     pub const ACTION_SHIFT: i64 = 40;
@@ -104,7 +104,7 @@ pub(super) fn emit_call(
     let dport_shifted = f.alu(AluOp::Rsh, result, FragResult::DPORT_SHIFT);
     let dport = f.alu32(AluOp::And, dport_shifted, 0xffff);
     f.stack_store(p.flow_key, dport_slot, dport, Size::H);
-    super::drop_on_reason(f, exits, result, FragResult::REASON_SHIFT);
+    super::drop_on_reason(f, exits, result);
 
     let action_shifted = f.alu(AluOp::Rsh, result, FragResult::ACTION_SHIFT);
     let action = f.alu32(AluOp::And, action_shifted, 3);
@@ -242,38 +242,9 @@ struct Datagram {
     icmp: i64,
 }
 
-/// A block returning `value`.
-fn returning(f: &mut FunctionBuilder, value: i64) -> BlockId {
-    let here = f.current();
-    let b = f.block();
-    f.switch_to(b);
-    f.ret(value);
-    f.switch_to(here);
-    b
-}
-
 fn copy_packet(f: &mut FunctionBuilder, from: (VReg, i32), to: (SlotId, u32), size: Size) {
     let v = f.load(from.0, from.1, size);
     f.stack_store(to.0, to.1, v, size);
-}
-
-/// Branches to `ports` for TCP, UDP and SCTP, to `icmp` for `icmp_proto`, else to `other`.
-fn dispatch_proto(
-    f: &mut FunctionBuilder,
-    proto: VReg,
-    icmp_proto: i64,
-    ports: BlockId,
-    icmp: BlockId,
-    other: BlockId,
-) {
-    let mut next = f.current();
-    for p in [IPPROTO_TCP, IPPROTO_UDP, IPPROTO_SCTP] {
-        f.switch_to(next);
-        next = f.block();
-        f.branch32(Cond::Eq, proto, p, ports, next);
-    }
-    f.switch_to(next);
-    f.branch32(Cond::Eq, proto, icmp_proto, icmp, other);
 }
 
 /// A later fragment, by the datagram's protocol: TCP, UDP and SCTP look their ports up (a miss
