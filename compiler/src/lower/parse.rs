@@ -212,6 +212,15 @@ fn drop_on_reason(f: &mut FunctionBuilder, exits: &Exits, result: VReg) {
     f.switch_to(go_on);
 }
 
+/// The IPv6 fragment header at `hdr` (8 bytes checked after `ETH_HLEN`): its offset/flags
+/// half-word as loaded, and the fragment offset bits of it (non-zero: a later fragment).
+fn ipv6_fragment_offset(f: &mut FunctionBuilder, hdr: VReg) -> (VReg, VReg) {
+    let field = f.load(hdr, ETH_HLEN + 2, Size::H);
+    // The offset (0xfff8) as the little-endian load sees it.
+    let offset_bits = f.alu32(AluOp::And, field, 0xf8ff);
+    (field, offset_bits)
+}
+
 /// A block returning `value` (in a subprogram).
 fn returning(f: &mut FunctionBuilder, value: i64) -> BlockId {
     let here = f.current();

@@ -152,18 +152,15 @@ fn walk(f: &mut FunctionBuilder, c: &Cursor, (invalid, short): (BlockId, BlockId
         let ah = f.block();
         let not_ah = f.block();
         f.branch32(Cond::Eq, c.next_hdr, 51, ah, not_ah);
-        f.switch_to(ah);
-        let units = f.alu(AluOp::Add, len, 2);
-        let bytes = f.alu(AluOp::Lsh, units, 2);
-        advance(f, bytes.into());
-        f.assign(c.next_hdr, nh);
-        f.jump(step);
-        f.switch_to(not_ah);
-        let units = f.alu(AluOp::Add, len, 1);
-        let bytes = f.alu(AluOp::Lsh, units, 3);
-        advance(f, bytes.into());
-        f.assign(c.next_hdr, nh);
-        f.jump(step);
+        // (len + extra) << shift bytes: AH (len + 2) 4-byte units, the others (len + 1) 8-byte.
+        for (block, extra, shift) in [(ah, 2, 2), (not_ah, 1, 3)] {
+            f.switch_to(block);
+            let units = f.alu(AluOp::Add, len, extra);
+            let bytes = f.alu(AluOp::Lsh, units, shift);
+            advance(f, bytes.into());
+            f.assign(c.next_hdr, nh);
+            f.jump(step);
+        }
 
         f.switch_to(frag_hdr);
         let masked = f.alu(AluOp::And, c.offset, WalkResult::OFFSET_MASK);
@@ -194,9 +191,7 @@ fn fragment_header(
     (hdr, offset): (VReg, VReg),
     short: BlockId,
 ) {
-    let field = f.load(hdr, ETH_HLEN + 2, Size::H);
-    // Offset (0xfff8) as the little-endian load sees it.
-    let offset_bits = f.alu32(AluOp::And, field, 0xf8ff);
+    let (field, offset_bits) = super::ipv6_fragment_offset(f, hdr);
     let later = f.block();
     let not_later = f.block();
     f.branch32(Cond::Ne, offset_bits, 0, later, not_later);

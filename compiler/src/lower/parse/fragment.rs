@@ -208,9 +208,7 @@ pub fn function(name: &str, hook: Hook) -> Result<Function, CodegenError> {
             Size::W,
         );
     }
-    let field = f.load(hdr, ETH_HLEN + 2, Size::H);
-    // The offset (0xfff8) as the little-endian load sees it.
-    let offset_bits = f.alu32(AluOp::And, field, 0xf8ff);
+    let (_, offset_bits) = super::ipv6_fragment_offset(&mut f, hdr);
     let (later, first) = (f.block(), f.block());
     f.branch32(Cond::Ne, offset_bits, 0, later, first);
     let v6_datagram = Datagram {
