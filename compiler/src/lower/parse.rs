@@ -50,11 +50,10 @@ pub const KEY_PEER_PORT: u32 = 34;
 pub const KEY_PROTO: u32 = 36;
 pub const KEY_FAMILY: u32 = 37;
 
-/// Where parsing leaves its results.
+/// Where parsing leaves its results. The family (4 or 6) is in the flow key only
+/// ([`KEY_FAMILY`]).
 pub struct Parsed {
-    /// 4 or 6.
-    pub family: VReg,
-    /// IP protocol number.
+    /// IP protocol number (also in the flow key, [`KEY_PROTO`]).
     pub proto: VReg,
     /// What policy matches as the port: the destination port, or the ICMP type.
     pub port: VReg,
@@ -78,7 +77,6 @@ pub struct Exits {
 /// (traffic to the endpoint) the destination, for egress the source.
 pub fn emit_parse(f: &mut FunctionBuilder, direction: Direction, exits: &Exits) -> Parsed {
     let parsed = Parsed {
-        family: f.vreg(),
         proto: f.vreg(),
         port: f.vreg(),
         flow_key: f.stack_slot(40),
@@ -310,7 +308,6 @@ fn parse_ipv4(f: &mut FunctionBuilder, c: &Context) {
     f.switch_to(ok_ihl);
     let proto = f.load(data, ETH_HLEN + 9, Size::B);
     f.assign(p.proto, proto);
-    f.assign_const(p.family, FAMILY_IPV4 as i64);
     let (src_slot, dst_slot) = address_slots(c.direction);
     let saddr = f.load(data, ETH_HLEN + 12, Size::W);
     f.stack_store(p.flow_key, src_slot, saddr, Size::W);
@@ -368,7 +365,6 @@ fn parse_ipv6(f: &mut FunctionBuilder, c: &Context) {
     let ok_version = f.block();
     f.branch32(Cond::Ne, version, 6, invalid, ok_version);
     f.switch_to(ok_version);
-    f.assign_const(p.family, FAMILY_IPV6 as i64);
     let (src_slot, dst_slot) = address_slots(c.direction);
     for i in 0..4u32 {
         let s = f.load(data, ETH_HLEN + 8 + 4 * i as i32, Size::W);
