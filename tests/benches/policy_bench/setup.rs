@@ -21,7 +21,7 @@ use ciliumc_tests::packet::{Packet, tcp_flags};
 use ciliumc_tests::sys::{self, TestRunOutput};
 
 const ENDPOINT: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
-const LOCAL_IDENTITY: u32 = 300;
+pub const LOCAL_IDENTITY: u32 = 300;
 const FIRST_PEER_IDENTITY: u32 = 1000;
 
 /// Peers: every documentation address but the endpoint's, each its own identity.
