@@ -46,5 +46,7 @@ fn main() {
     } else {
         "the ingress program"
     };
-    println!("{rules} rules: {each:?} per compile of {what} (lowering, codegen, ELF), {loops} loops");
+    println!(
+        "{rules} rules: {each:?} per compile of {what} (lowering, codegen, ELF), {loops} loops"
+    );
 }

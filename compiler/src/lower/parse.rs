@@ -4,7 +4,9 @@
 //! In: a [`FunctionBuilder`] positioned at the program's entry. Out: a [`Parsed`] set of virtual
 //! registers and the flow key slots filled, with control continuing in the block where every field
 //! is valid; malformed packets jump to the drop block with the reason set, non-IP packets follow
-//! Cilium (ARP passes, anything else is dropped as unknown L3). Fragments: see [`fragment`].
+//! Cilium (ARP passes, anything else is dropped as unknown L3). The rare paths are global
+//! subprograms the parser calls ([`subprograms`]): the IPv6 extension-header walk ([`exthdr`]) and
+//! fragment tracking ([`fragment`]).
 
 use ciliumc_ir::policy::Direction;
 use ciliumc_targets::codegen::{
