@@ -230,42 +230,42 @@ pub fn lower_direction(
 /// protocol and family. Values read back from bytes the verifier tracks as plain memory are
 /// unknown scalars, the same on every path, and what follows parsing is verified once. Parsing
 /// stores family and protocol at unaligned offsets of the flow key, which the verifier keeps as
-/// bytes; the port goes through [`store_policy_port`]. Why each time: kept in registers across
+/// bytes; the port goes through [`store_forgotten`]. Why each time: kept in registers across
 /// the CT and ipcache lookups (calls, which leave only r6–r9), they were spilled anyway.
 fn flow_key_byte(f: &mut FunctionBuilder, parsed: &parse::Parsed, off: u32) -> VReg {
     f.stack_load(parsed.flow_key, off, Size::B)
 }
 
-/// Stores the policy port in `slot` as [`forget_value`] does (tagged, at an unaligned offset), for
-/// [`load_policy_port`].
-fn store_policy_port(f: &mut FunctionBuilder, slot: SlotId, port: impl Into<Operand>) {
-    let tagged = match port.into() {
-        Operand::Imm(k) => Operand::Imm(k | 0x8000_0000u32 as i32 as i64),
-        Operand::Reg(v) => f.alu32(AluOp::Or, v, 0x8000_0000u32 as i32 as i64).into(),
+/// Stores `value` (below 2^31) in `slot` where the verifier keeps only plain bytes: at an
+/// unaligned offset (aligned narrow spills keep their value), with a high tag bit so that a
+/// constant 0 is not remembered as a zeroed slot. [`load_forgotten`] reads it back.
+fn store_forgotten(f: &mut FunctionBuilder, slot: SlotId, value: impl Into<Operand>) {
+    const TAG: i64 = 0x8000_0000u32 as i32 as i64;
+    let tagged = match value.into() {
+        Operand::Imm(k) => Operand::Imm(k | TAG),
+        Operand::Reg(v) => f.alu32(AluOp::Or, v, TAG).into(),
     };
     f.stack_store(slot, 4, tagged, Size::W);
 }
 
-fn load_policy_port(f: &mut FunctionBuilder, slot: SlotId) -> VReg {
+/// What [`store_forgotten`] left in `slot`, `& mask`: an unknown scalar within the mask.
+fn load_forgotten(f: &mut FunctionBuilder, slot: SlotId, mask: i64) -> VReg {
     let tagged = f.stack_load(slot, 4, Size::W);
-    f.alu32(AluOp::And, tagged, 0xffff)
+    f.alu32(AluOp::And, tagged, mask)
 }
 
 /// `value & mask` (`mask` < 2^31) as a scalar the verifier knows nothing about beyond the mask,
-/// through a round trip in `scratch` (an 8-byte slot): written at an unaligned offset, which the
-/// verifier tracks as plain bytes (aligned narrow spills keep their value), with a high tag bit
-/// so that a constant 0 is not remembered as a zeroed slot. Costs three instructions at run time
-/// and lets verifier states of different paths meet (see `forget_path_constants`).
+/// through a round trip in `scratch` (an 8-byte slot, [`store_forgotten`]). Costs three
+/// instructions at run time and lets verifier states of different paths meet (see
+/// [`flow_key_byte`]).
 pub(crate) fn forget_value(
     f: &mut FunctionBuilder,
-    scratch: ciliumc_targets::codegen::SlotId,
-    value: ciliumc_targets::codegen::VReg,
+    scratch: SlotId,
+    value: VReg,
     mask: i64,
-) -> ciliumc_targets::codegen::VReg {
-    let tagged = f.alu32(AluOp::Or, value, 0x8000_0000u32 as i32 as i64);
-    f.stack_store(scratch, 4, tagged, Size::W);
-    let reloaded = f.stack_load(scratch, 4, Size::W);
-    f.alu32(AluOp::And, reloaded, mask)
+) -> VReg {
+    store_forgotten(f, scratch, value);
+    load_forgotten(f, scratch, mask)
 }
 
 fn lower_program(
@@ -307,10 +307,10 @@ fn lower_program(
     f.switch_to(parse_drop);
     f.assign_const(rule, 0);
     f.assign_const(remote, 0);
-    store_policy_port(&mut f, port_slot, 0i64);
+    store_forgotten(&mut f, port_slot, 0i64);
     f.jump(drop);
     f.switch_to(after_parse);
-    store_policy_port(&mut f, port_slot, parsed.port);
+    store_forgotten(&mut f, port_slot, parsed.port);
 
     // Connection tracking: the key is oriented from the endpoint, so one lookup finds both
     // later packets of a flow this program allowed and replies to flows the other one allowed.
@@ -338,7 +338,7 @@ fn lower_program(
     f.switch_to(decide);
     let family = flow_key_byte(&mut f, &parsed, parse::KEY_FAMILY);
     let proto = flow_key_byte(&mut f, &parsed, parse::KEY_PROTO);
-    let port = load_policy_port(&mut f, port_slot);
+    let port = load_forgotten(&mut f, port_slot, 0xffff);
     let inputs = decide::Inputs {
         identity: remote,
         proto,
@@ -390,7 +390,7 @@ fn lower_program(
     let kind_step = f.alu(AluOp::Mul, dropped, EVENT_POLICY_VERDICT - EVENT_DROP);
     let verdict_kind = f.constant(EVENT_POLICY_VERDICT);
     let kind = f.alu(AluOp::Sub, verdict_kind, kind_step);
-    let parsed_port = load_policy_port(&mut f, port_slot);
+    let parsed_port = load_forgotten(&mut f, port_slot, 0xffff);
     let event = EventFields {
         kind,
         verdict_dropped: dropped,
@@ -409,7 +409,7 @@ fn lower_program(
     f.switch_to(pass);
     f.ret(TC_ACT_OK);
     let mut functions = vec![f.finish()?];
-    functions.extend(parse::subprograms(direction, hook)?);
+    functions.extend(parse::subprograms(direction)?);
     functions.extend(subprograms);
     Ok((functions, own_maps))
 }

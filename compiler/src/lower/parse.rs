@@ -12,7 +12,6 @@ use ciliumc_ir::policy::Direction;
 use ciliumc_targets::codegen::{
     AluOp, BlockId, CodegenError, Cond, Function, FunctionBuilder, Size, SlotId, VReg,
 };
-use ciliumc_targets::hooks::Hook;
 
 use super::maps::{FAMILY_IPV4, FAMILY_IPV6};
 
@@ -151,16 +150,20 @@ pub fn is_subprogram(direction: Direction, name: &str) -> bool {
     name == names.ext_headers || name == names.fragments
 }
 
-/// The parser's global subprograms for `direction`'s program (attached at `hook`), which
-/// [`emit_parse`] calls.
+/// The parser's global subprograms for `direction`'s program, which [`emit_parse`] calls.
 ///
-/// They depend on nothing but the direction (and its hook): built once per process, and marked
-/// recurring, so codegen compiles them once too.
-pub fn subprograms(direction: Direction, hook: Hook) -> Result<Vec<Function>, CodegenError> {
+/// They depend on nothing but the direction (and the hook its program attaches at): built once
+/// per process, and marked recurring, so codegen compiles them once too.
+pub fn subprograms(direction: Direction) -> Result<Vec<Function>, CodegenError> {
     type Built = Result<Vec<Function>, CodegenError>;
     static INGRESS: std::sync::OnceLock<Built> = std::sync::OnceLock::new();
     static EGRESS: std::sync::OnceLock<Built> = std::sync::OnceLock::new();
-    let build = || -> Built {
+    let cell = match direction {
+        Direction::Ingress => &INGRESS,
+        Direction::Egress => &EGRESS,
+    };
+    cell.get_or_init(|| {
+        let (_, hook) = super::program_for(direction);
         let names = subprogram_names(direction);
         let mut functions = vec![
             exthdr::function(&names.ext_headers, hook)?,
@@ -170,18 +173,8 @@ pub fn subprograms(direction: Direction, hook: Hook) -> Result<Vec<Function>, Co
             f.recurring = true;
         }
         Ok(functions)
-    };
-    let cell = match direction {
-        Direction::Ingress => &INGRESS,
-        Direction::Egress => &EGRESS,
-    };
-    let built = cell.get_or_init(build);
-    // Another hook than the one the programs of this direction attach at: not cached.
-    match built {
-        Ok(fs) if fs.iter().all(|f| f.hook == hook) => Ok(fs.clone()),
-        Ok(_) => build(),
-        Err(e) => Err(e.clone()),
-    }
+    })
+    .clone()
 }
 
 /// What the per-family parsers share.

@@ -170,18 +170,13 @@ pub fn function(name: &str, hook: Hook) -> Result<Function, CodegenError> {
     let frag_field = f.load(data, ETH_HLEN + 6, Size::H);
     let host = f.bswap(16, frag_field);
     let offset = f.alu32(AluOp::And, host, 0x1fff);
-    let (later, first) = (f.block(), f.block());
-    f.branch32(Cond::Ne, offset, 0, later, first);
     let v4_datagram = Datagram {
         map,
         key,
         proto_off: 10,
         icmp: IPPROTO_ICMP,
     };
-    f.switch_to(later);
-    later_fragment(&mut f, &v4_datagram, &exits);
-    f.switch_to(first);
-    first_fragment(&mut f, &v4_datagram, (l4, end, l4_proto), &exits);
+    later_or_first(&mut f, offset, &v4_datagram, (l4, end, l4_proto), &exits);
 
     // id, proto, pad[3], saddr, daddr (Cilium's struct ipv6_frag_id), the fragment header's
     // next header as the protocol.
@@ -209,18 +204,19 @@ pub fn function(name: &str, hook: Hook) -> Result<Function, CodegenError> {
         );
     }
     let (_, offset_bits) = super::ipv6_fragment_offset(&mut f, hdr);
-    let (later, first) = (f.block(), f.block());
-    f.branch32(Cond::Ne, offset_bits, 0, later, first);
     let v6_datagram = Datagram {
         map,
         key,
         proto_off: 4,
         icmp: IPPROTO_ICMPV6,
     };
-    f.switch_to(later);
-    later_fragment(&mut f, &v6_datagram, &exits);
-    f.switch_to(first);
-    first_fragment(&mut f, &v6_datagram, (l4, end, l4_proto), &exits);
+    later_or_first(
+        &mut f,
+        offset_bits,
+        &v6_datagram,
+        (l4, end, l4_proto),
+        &exits,
+    );
     f.finish()
 }
 
@@ -243,6 +239,22 @@ struct Datagram {
 fn copy_packet(f: &mut FunctionBuilder, from: (VReg, i32), to: (SlotId, u32), size: Size) {
     let v = f.load(from.0, from.1, size);
     f.stack_store(to.0, to.1, v, size);
+}
+
+/// A later fragment when `offset` (the fragment offset bits) is not 0, else a first fragment.
+fn later_or_first(
+    f: &mut FunctionBuilder,
+    offset: VReg,
+    d: &Datagram,
+    l4: (VReg, VReg, VReg),
+    exits: &Returns,
+) {
+    let (later, first) = (f.block(), f.block());
+    f.branch32(Cond::Ne, offset, 0, later, first);
+    f.switch_to(later);
+    later_fragment(f, d, exits);
+    f.switch_to(first);
+    first_fragment(f, d, l4, exits);
 }
 
 /// A later fragment, by the datagram's protocol: TCP, UDP and SCTP look their ports up (a miss
