@@ -11,7 +11,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use ciliumc_ir::policy::{DirectionPolicy, L4Match, PeerSet, Protocol, Rule, RuleKind};
+use ciliumc_ir::policy::{DirectionPolicy, PeerSet, Protocol, Rule, RuleKind};
+use foldhash::fast::FixedState;
 
 /// What a packet meets at the end of the identity and port decision.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -57,15 +58,6 @@ pub struct Flat {
     pub by_identity: BTreeMap<u32, usize>,
 }
 
-/// A rule's L4 part as (protocol, lo, hi) triples; `None` = every protocol and port.
-fn l4_ranges(l4: &Option<Vec<L4Match>>) -> Option<Vec<(u8, u16, u16)>> {
-    l4.as_ref().map(|list| {
-        list.iter()
-            .map(|m| (m.protocol.number(), m.ports.lo, m.ports.hi))
-            .collect()
-    })
-}
-
 /// The rule's priority: denies first, then lower ids.
 fn rank(rule: &Rule) -> (u8, u32) {
     match rule.kind {
@@ -81,48 +73,41 @@ fn outcome_of(rank: (u8, u32)) -> Outcome {
     }
 }
 
-const PROTOCOLS: [Protocol; 5] = [
-    Protocol::Tcp,
-    Protocol::Udp,
-    Protocol::Sctp,
-    Protocol::Icmp,
-    Protocol::Icmpv6,
-];
+/// Buffers [`leaf_of`] reuses from one identity to the next.
+#[derive(Default)]
+struct Scratch {
+    /// Range starts and ends: (protocol, port, opens, rank).
+    events: Vec<(Protocol, u32, bool, (u8, u32))>,
+    /// The multiset of active ranks, sorted: an identity meets few rules at one port.
+    active: Vec<((u8, u32), usize)>,
+}
 
 /// The leaf of an identity that these rules apply to.
-fn leaf_of(rules: &[&Rule]) -> Leaf {
-    let any_proto = rules
-        .iter()
-        .filter(|r| r.l4.is_none())
-        .map(|r| rank(r))
-        .min();
+fn leaf_of<'r>(rules: impl Iterator<Item = &'r Rule> + Clone, scratch: &mut Scratch) -> Leaf {
+    let any_proto = rules.clone().filter(|r| r.l4.is_none()).map(rank).min();
     let other = any_proto.map(outcome_of).unwrap_or(Outcome::NoMatch);
+    // Swept in (protocol, port) order; protocols in declaration order: TCP first, as the decision
+    // tests them.
+    let Scratch { events, active } = scratch;
+    events.clear();
+    for r in rules {
+        for m in r.l4.iter().flatten() {
+            events.push((m.protocol, u32::from(m.ports.lo), true, rank(r)));
+            events.push((m.protocol, u32::from(m.ports.hi) + 1, false, rank(r)));
+        }
+    }
+    events.sort_unstable();
     let mut protocols = Vec::new();
-    for proto in PROTOCOLS.map(Protocol::number) {
-        // Sweep over range starts and ends with the set of active ranks.
-        let mut events: Vec<(u32, bool, (u8, u32))> = Vec::new();
-        for r in rules {
-            if let Some(ranges) = l4_ranges(&r.l4) {
-                for (p, lo, hi) in ranges {
-                    if p == proto {
-                        events.push((u32::from(lo), true, rank(r)));
-                        events.push((u32::from(hi) + 1, false, rank(r)));
-                    }
-                }
-            }
-        }
-        if events.is_empty() {
-            continue;
-        }
-        events.sort();
-        let mut active: BTreeMap<(u8, u32), usize> = BTreeMap::new();
+    for group in events.chunk_by(|a, b| a.0 == b.0) {
+        let proto = group[0].0.number();
+        active.clear();
         let mut segments: Vec<Segment> = Vec::new();
         let mut start = 0u32;
         let mut i = 0;
-        while i <= events.len() {
-            let at = events.get(i).map_or(65536, |e| e.0);
+        while i <= group.len() {
+            let at = group.get(i).map_or(65536, |e| e.1);
             if at > start {
-                let best = active.keys().next().copied();
+                let best = active.first().map(|(rank, _)| *rank);
                 let best = match (best, any_proto) {
                     (Some(a), Some(b)) => Some(a.min(b)),
                     (a, b) => a.or(b),
@@ -138,21 +123,24 @@ fn leaf_of(rules: &[&Rule]) -> Leaf {
                 }
                 start = at;
             }
-            if i == events.len() || at >= 65536 {
+            if i == group.len() || at >= 65536 {
                 break;
             }
             // Apply every event at `at`.
-            while let Some(&(pos, open, rk)) = events.get(i) {
+            while let Some(&(_, pos, open, rk)) = group.get(i) {
                 if pos != at {
                     break;
                 }
-                if open {
-                    *active.entry(rk).or_default() += 1;
-                } else if let Some(n) = active.get_mut(&rk) {
-                    *n -= 1;
-                    if *n == 0 {
-                        active.remove(&rk);
+                match active.binary_search_by_key(&rk, |(r, _)| *r) {
+                    Ok(k) if open => active[k].1 += 1,
+                    Ok(k) => {
+                        active[k].1 -= 1;
+                        if active[k].1 == 0 {
+                            active.remove(k);
+                        }
                     }
+                    Err(k) if open => active.insert(k, (rk, 1)),
+                    Err(_) => {}
                 }
                 i += 1;
             }
@@ -172,52 +160,57 @@ pub fn flatten(policy: &DirectionPolicy) -> Flat {
         .iter()
         .filter(|r| matches!(r.peers, PeerSet::All))
         .collect();
-    // Identity → the indices of the rules naming it, increasing (rules are visited in order).
-    let mut naming: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
+    // (identity, index of a rule naming it), sorted: per identity, the rules naming it in
+    // increasing order.
+    let mut naming: Vec<(u32, u32)> = Vec::new();
     for (i, r) in policy.rules.iter().enumerate() {
         if let PeerSet::Selected { identities, .. } = &r.peers {
-            for id in identities {
-                let rules = naming.entry(id.0).or_default();
-                if rules.last() != Some(&i) {
-                    rules.push(i);
-                }
-            }
+            naming.extend(identities.iter().map(|id| (id.0, i as u32)));
         }
     }
-    // Lookups only (never iterated), so hash maps keep the output deterministic.
-    let mut leaves: Vec<Leaf> = Vec::new();
-    let mut index: HashMap<Leaf, usize> = HashMap::new();
+    naming.sort_unstable();
+    naming.dedup();
+    let rule_lists: Vec<u32> = naming.iter().map(|&(_, i)| i).collect();
+    // Lookups only (the leaves' order is their first appearance), so hash maps keep the output
+    // deterministic.
+    let identities = naming.chunk_by(|a, b| a.0 == b.0).count();
+    let mut index: HashMap<Leaf, usize, FixedState> =
+        HashMap::with_capacity_and_hasher(identities + 1, FixedState::default());
     let mut intern = |leaf: Leaf| -> usize {
-        if let Some(&i) = index.get(&leaf) {
-            return i;
-        }
-        leaves.push(leaf.clone());
-        index.insert(leaf, leaves.len() - 1);
-        leaves.len() - 1
+        let next = index.len();
+        *index.entry(leaf).or_insert(next)
     };
-    let others = intern(leaf_of(&all));
+    let mut scratch = Scratch::default();
+    let others = intern(leaf_of(all.iter().copied(), &mut scratch));
     // Identities named by the same rules share a leaf without recomputing it.
-    let mut by_rules: HashMap<Vec<usize>, usize> = HashMap::new();
-    let mut by_identity = BTreeMap::new();
-    for (id, rules) in naming {
-        let leaf = match by_rules.get(&rules) {
+    let mut by_rules: HashMap<&[u32], usize, FixedState> =
+        HashMap::with_capacity_and_hasher(identities, FixedState::default());
+    let mut by_identity: Vec<(u32, usize)> = Vec::with_capacity(identities);
+    let mut at = 0;
+    for group in naming.chunk_by(|a, b| a.0 == b.0) {
+        let id = group[0].0;
+        let rules = &rule_lists[at..at + group.len()];
+        at += group.len();
+        let leaf = match by_rules.get(rules) {
             Some(l) => *l,
             None => {
-                let mut applicable: Vec<&Rule> = rules.iter().map(|&i| &policy.rules[i]).collect();
-                applicable.extend(all.iter().copied());
-                let l = intern(leaf_of(&applicable));
+                let named = rules.iter().map(|&i| &policy.rules[i as usize]);
+                let l = intern(leaf_of(named.chain(all.iter().copied()), &mut scratch));
                 by_rules.insert(rules, l);
                 l
             }
         };
         if leaf != others {
-            by_identity.insert(id, leaf);
+            by_identity.push((id, leaf));
         }
     }
+    let mut leaves: Vec<(usize, Leaf)> = index.into_iter().map(|(leaf, i)| (i, leaf)).collect();
+    leaves.sort_unstable_by_key(|(i, _)| *i);
     Flat {
-        leaves,
+        leaves: leaves.into_iter().map(|(_, leaf)| leaf).collect(),
         others,
-        by_identity,
+        // Sorted by identity: built in bulk.
+        by_identity: by_identity.into_iter().collect(),
     }
 }
 
@@ -225,7 +218,7 @@ pub fn flatten(policy: &DirectionPolicy) -> Flat {
 mod tests {
     use super::*;
     use ciliumc_ir::identity::NumericIdentity;
-    use ciliumc_ir::policy::{Direction, PortRange, RuleId};
+    use ciliumc_ir::policy::{Direction, L4Match, PortRange, RuleId};
 
     fn rule(id: u32, kind: RuleKind, ids: &[u32], l4: Option<Vec<L4Match>>) -> Rule {
         Rule {

@@ -167,7 +167,7 @@ enum Type {
 pub struct Btf {
     types: Vec<Type>,
     strings: Vec<u8>,
-    string_offsets: HashMap<String, u32>,
+    string_offsets: HashMap<String, u32, foldhash::fast::FixedState>,
 }
 
 impl Btf {
@@ -175,7 +175,7 @@ impl Btf {
         let mut btf = Btf {
             types: Vec::new(),
             strings: Vec::new(),
-            string_offsets: HashMap::new(),
+            string_offsets: HashMap::default(),
         };
         btf.strings.push(0);
         btf.string_offsets.insert(String::new(), 0);

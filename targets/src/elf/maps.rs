@@ -5,8 +5,9 @@
 //! sizes ([`MapDef::key_size`], [`MapDef::value_size`]) that a manifest or loader needs.
 
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
-use crate::btf::{Btf, IntEncoding, Member, TypeId};
+use crate::btf::{Btf, IntEncoding, Member, TypeId, VarLinkage, VarSecInfo};
 
 /// `BPF_F_NO_PREALLOC`, required by the kernel for LPM tries.
 pub const BPF_F_NO_PREALLOC: u32 = 1;
@@ -333,13 +334,12 @@ pub(crate) struct MapBtfBuilder<'a> {
 }
 
 impl<'a> MapBtfBuilder<'a> {
-    /// `int_id`: an existing BTF `int` to reuse, if any.
-    pub fn new(btf: &'a mut Btf, int_id: Option<TypeId>) -> Self {
+    pub fn new(btf: &'a mut Btf) -> Self {
         MapBtfBuilder {
             btf,
             types: HashMap::new(),
             uint_arrays: HashMap::new(),
-            int_id,
+            int_id: None,
             array_index_id: None,
         }
     }
@@ -454,6 +454,64 @@ impl<'a> MapBtfBuilder<'a> {
         }
         let size = members.len() as u32 * 8;
         (self.btf.add_struct("", size, &members), size)
+    }
+}
+
+/// The BTF of a list of maps, built on an empty blob: every map's STRUCT and VAR and the `.maps`
+/// DATASEC. Objects put it first, so the blob can be reused as it is by every object declaring
+/// the same maps (the functions' types follow it).
+#[derive(Debug)]
+pub(crate) struct MapsBtf {
+    pub btf: Btf,
+    /// The `int` among the maps' types, for the functions' return types to share.
+    pub int: Option<TypeId>,
+    /// Per map, in order: its byte size in `.maps`.
+    pub sizes: Vec<u32>,
+}
+
+impl MapsBtf {
+    fn build(maps: &[MapDef]) -> MapsBtf {
+        let mut btf = Btf::new();
+        let mut builder = MapBtfBuilder::new(&mut btf);
+        let mut entries = Vec::with_capacity(maps.len());
+        let mut sizes = Vec::with_capacity(maps.len());
+        let mut offset = 0u32;
+        for m in maps {
+            let (ty, size) = builder.map_struct(m);
+            let var = builder
+                .btf
+                .add_var(&m.name, ty, VarLinkage::GlobalAllocated);
+            entries.push(VarSecInfo { var, offset, size });
+            sizes.push(size);
+            offset += size;
+        }
+        let int = builder.int_id;
+        builder.btf.add_datasec(".maps", offset, &entries);
+        MapsBtf { btf, int, sizes }
+    }
+
+    /// The BTF of `maps`, from a small per-process memo: every object of a compile declares the
+    /// same shared maps, and building their types costs more than the rest of the object's BTF.
+    pub fn of(maps: &[MapDef]) -> Arc<MapsBtf> {
+        type Memo = Vec<(Vec<MapDef>, Arc<MapsBtf>)>;
+        static MEMO: Mutex<Memo> = Mutex::new(Vec::new());
+        const MEMO_MAX: usize = 8;
+        // A poisoned lock only means another thread panicked mid-update of a cache: build anew.
+        if let Ok(memo) = MEMO.lock()
+            && let Some((_, found)) = memo.iter().find(|(k, _)| k.as_slice() == maps)
+        {
+            return Arc::clone(found);
+        }
+        let built = Arc::new(MapsBtf::build(maps));
+        if let Ok(mut memo) = MEMO.lock()
+            && !memo.iter().any(|(k, _)| k.as_slice() == maps)
+        {
+            if memo.len() >= MEMO_MAX {
+                memo.remove(0);
+            }
+            memo.push((maps.to_vec(), Arc::clone(&built)));
+        }
+        built
     }
 }
 

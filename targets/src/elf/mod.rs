@@ -29,7 +29,7 @@ use object::{
 
 pub use crate::btf::FuncLinkage;
 use crate::btf::ext::{BtfExt, FuncInfo, LineInfo};
-use crate::btf::{Btf, IntEncoding, TypeId, VarLinkage, VarSecInfo};
+use crate::btf::{Btf, IntEncoding, TypeId};
 use crate::isa::RawInsn;
 use crate::isa::opcode::{BPF_CALL, BPF_DW, BPF_IMM, BPF_JMP, BPF_LD, BPF_PSEUDO_CALL};
 use crate::program::{FunctionCode, RelocTarget};
@@ -327,7 +327,10 @@ impl ObjectWriter {
     pub fn write(&self) -> Result<Vec<u8>, ElfError> {
         self.validate()?;
         let mut obj = Object::new(BinaryFormat::Elf, Architecture::Bpf, Endianness::Little);
-        let mut btf = Btf::new();
+        // The maps' types come first in BTF, so that their blob is the same in every object that
+        // declares the same maps.
+        let maps_btf = (!self.maps.is_empty()).then(|| maps::MapsBtf::of(&self.maps));
+        let mut btf = maps_btf.as_ref().map_or_else(Btf::new, |m| m.btf.clone());
 
         // Sections in order of first appearance, `.text` last among code, so that indices are
         // a function of input order only.
@@ -349,10 +352,13 @@ impl ObjectWriter {
         let mut placed: BTreeMap<&str, Placed> = BTreeMap::new();
         let mut ext_funcs: BTreeMap<&str, Vec<FuncInfo>> = BTreeMap::new();
         let mut ext_lines: BTreeMap<&str, Vec<LineInfo>> = BTreeMap::new();
-        let mut func_btf = FuncBtf::default();
+        let mut func_btf = FuncBtf {
+            int: maps_btf.as_ref().and_then(|m| m.int),
+            ..FuncBtf::default()
+        };
         if self.btf_ext {
-            // Interned first so that string offsets do not depend on whether functions carry
-            // annotations.
+            // Interned before the functions' strings so that string offsets do not depend on
+            // whether functions carry annotations.
             btf.add_string(lines::GENERATED_FILE);
         }
         for name in &section_names {
@@ -398,7 +404,8 @@ impl ObjectWriter {
             }
         }
 
-        let map_symbols = self.add_maps(&mut obj, &mut btf, func_btf.int)?;
+        let map_sizes = maps_btf.as_ref().map_or(&[][..], |m| &m.sizes);
+        let map_symbols = self.add_maps(&mut obj, map_sizes);
 
         for f in &self.functions {
             let at = &placed[f.name.as_str()];
@@ -448,27 +455,16 @@ impl ObjectWriter {
         obj.write().map_err(|e| ElfError::Object(e.to_string()))
     }
 
-    /// Adds `.maps`, its BTF and the map symbols; returns the symbol of each map by name.
-    fn add_maps<'m>(
-        &'m self,
-        obj: &mut Object,
-        btf: &mut Btf,
-        int: Option<TypeId>,
-    ) -> Result<BTreeMap<&'m str, SymbolId>, ElfError> {
+    /// Adds `.maps` and the map symbols (`sizes`: each map's size, from its BTF); returns the
+    /// symbol of each map by name.
+    fn add_maps<'m>(&'m self, obj: &mut Object, sizes: &[u32]) -> BTreeMap<&'m str, SymbolId> {
         let mut symbols = BTreeMap::new();
         if self.maps.is_empty() {
-            return Ok(symbols);
+            return symbols;
         }
         let section = obj.add_section(Vec::new(), b".maps".to_vec(), SectionKind::Data);
-        let mut builder = maps::MapBtfBuilder::new(btf, int);
-        let mut entries = Vec::new();
         let mut offset = 0u32;
-        for m in &self.maps {
-            let (ty, size) = builder.map_struct(m);
-            let var = builder
-                .btf
-                .add_var(&m.name, ty, VarLinkage::GlobalAllocated);
-            entries.push(VarSecInfo { var, offset, size });
+        for (m, &size) in self.maps.iter().zip(sizes) {
             obj.append_section_data(section, &vec![0u8; size as usize], 8);
             let symbol = obj.add_symbol(Symbol {
                 name: m.name.as_bytes().to_vec(),
@@ -483,8 +479,7 @@ impl ObjectWriter {
             symbols.insert(m.name.as_str(), symbol);
             offset += size;
         }
-        builder.btf.add_datasec(".maps", offset, &entries);
-        Ok(symbols)
+        symbols
     }
 }
 
