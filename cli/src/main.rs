@@ -48,6 +48,11 @@ enum Command {
     Demo(cmd::demo::Args),
 }
 
+/// Compiling allocates many small, short-lived vectors (IR blocks, live sets, per-pass tables):
+/// mimalloc does that about 15% faster than the system allocator (docs/performance.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     init_tracing();
     let cli = Cli::parse();

@@ -118,6 +118,7 @@ pub fn endpoint_object_with_maps(
     let mut functions = Vec::new();
     let mut own = Vec::new();
     let mut signatures = Vec::new();
+    let mut constants = Vec::new();
     for d in [Direction::Egress, Direction::Ingress] {
         lower::budget::check_policy(policy.direction(d)).map_err(|source| {
             CompileError::Budget {
@@ -135,14 +136,16 @@ pub fn endpoint_object_with_maps(
         functions.extend(lowered.functions);
         own.extend(lowered.maps);
         signatures.extend(lowered.signatures);
+        constants.extend(lowered.constants);
     }
-    let (code, stats) =
+    let (mut code, stats) =
         codegen::compile_with(&functions, CodegenOptions::default()).map_err(|source| {
             CompileError::Codegen {
                 endpoint: ep.name.clone(),
                 source,
             }
         })?;
+    lower::bind_constants(&mut code, &constants);
     for d in [Direction::Egress, Direction::Ingress] {
         let budget = program_budget(&stats, d);
         lower::budget::check_program(policy.direction(d), &budget).map_err(|source| {
@@ -215,11 +218,12 @@ pub fn direction_object_with(
             source,
         },
     )?;
-    let (code, stats) = codegen::compile_with(&lowered.functions, CodegenOptions::default())
+    let (mut code, stats) = codegen::compile_with(&lowered.functions, CodegenOptions::default())
         .map_err(|source| CompileError::Codegen {
             endpoint: endpoint(),
             source,
         })?;
+    lowered.bind(&mut code);
     let budgets = vec![program_budget(&stats, direction)];
     for b in &budgets {
         lower::budget::check_program(policy, b).map_err(over_budget)?;
@@ -290,10 +294,12 @@ pub fn inline_direction_object(
             source,
         }
     })?;
-    let code = codegen::compile(&lowered.functions).map_err(|source| CompileError::Codegen {
-        endpoint: endpoint(),
-        source,
-    })?;
+    let mut code =
+        codegen::compile(&lowered.functions).map_err(|source| CompileError::Codegen {
+            endpoint: endpoint(),
+            source,
+        })?;
+    lowered.bind(&mut code);
     let map_defs = maps::shared_map_defs().into_iter().map(|m| match pinning {
         MapPinning::ByName => m,
         MapPinning::Private => m.with_pinning(Pinning::None),

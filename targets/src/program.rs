@@ -11,6 +11,9 @@ pub enum RelocTarget {
     Map(String),
     /// `call` of a subprogram placed in `.text` (becomes R_BPF_64_32, src = BPF_PSEUDO_CALL).
     Subprogram(String),
+    /// The immediate of `mov32 rX, imm`: a constant bound before the object is written
+    /// ([`FunctionCode::bind_constant`]); the ELF writer refuses one left unbound.
+    Constant(String),
 }
 
 /// A symbolic reference from instruction slot `insn` (index into `insns`, counting ld_imm64 as 2).
@@ -50,4 +53,25 @@ pub struct FunctionCode {
     pub relocs: Vec<Reloc>,
     /// Source annotations by slot, strictly increasing `insn`, each below `insns.len()`.
     pub line_info: Vec<LineAnnotation>,
+}
+
+impl FunctionCode {
+    /// Writes `value` into every instruction that loads the constant `name` and drops their
+    /// relocations; returns how many there were.
+    pub fn bind_constant(&mut self, name: &str, value: u32) -> usize {
+        let mut bound = 0;
+        let insns = &mut self.insns;
+        self.relocs.retain(|r| match &r.target {
+            RelocTarget::Constant(n) if n == name => {
+                if let Some(insn) = insns.get_mut(r.insn) {
+                    // The immediate's bits: mov32 zero-extends them to the full value.
+                    insn.imm = value as i32;
+                    bound += 1;
+                }
+                false
+            }
+            _ => true,
+        });
+        bound
+    }
 }

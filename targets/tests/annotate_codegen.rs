@@ -168,10 +168,12 @@ proptest! {
         for (n, (b, i)) in picks.iter().enumerate() {
             let f = &mut module[n % nf];
             let b = b % f.blocks.len();
-            let block = &mut f.blocks[b];
+            let mut blocks = f.blocks.to_vec();
+            let block = &mut blocks[b];
             let i = i % (block.insts.len() + 1);
             let pos = block.annotations.partition_point(|(k, _)| *k <= i);
             block.annotations.insert(pos, (i, Annotation { file: "r.yaml".into(), line: n as u32 + 1, column: 0, text: format!("a{n} b{b}") }));
+            f.blocks = blocks.into();
         }
         let opts = CodegenOptions { link: LinkOptions { short_jump_limit: limit } };
         let (code, _) = compile_with(&module, opts).unwrap();

@@ -79,6 +79,8 @@ fn link_for_kernel(
                     insns[at].imm = (start[s] as i64 - at as i64 - 1) as i32
                 }
                 RelocTarget::Map(m) => insns[at].imm = maps[m],
+                // Random programs use no link-time constants; an unbound one stays 0.
+                RelocTarget::Constant(_) => {}
             }
         }
     }

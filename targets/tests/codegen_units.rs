@@ -337,6 +337,64 @@ fn map_references_are_ld_imm64_relocations() {
 }
 
 #[test]
+fn link_constants_are_bound_after_codegen_and_refused_unbound() {
+    // The constant is read after a helper call, so its value must survive in a register or slot
+    // the allocator picked without knowing it: binding only patches the `mov32` immediate.
+    let build = || {
+        let mut f = FunctionBuilder::new("k", Hook::TcIngress);
+        let id = f.link_const("local_identity");
+        let stamp = f.call(&hooks::KTIME_GET_NS, &[]);
+        let sum = f.alu(AluOp::Add, stamp, id);
+        f.ret(sum);
+        f.finish().unwrap()
+    };
+    let code = compile(&[build()]).unwrap();
+    let mut bound = code[0].clone();
+    assert_eq!(
+        code[0].relocs,
+        vec![ciliumc_targets::program::Reloc {
+            insn: code[0].relocs[0].insn,
+            target: RelocTarget::Constant("local_identity".into()),
+        }]
+    );
+    let at = code[0].relocs[0].insn;
+    assert_eq!(
+        (code[0].insns[at].code, code[0].insns[at].imm),
+        (BPF_ALU | BPF_MOV | BPF_K, 0)
+    );
+    assert_eq!(
+        bound.bind_constant("other", 5),
+        0,
+        "another name binds nothing"
+    );
+    assert_eq!(bound.bind_constant("local_identity", 0xdead_beef), 1);
+    assert!(bound.relocs.is_empty());
+    assert_eq!(
+        bound.insns[at].imm as u32, 0xdead_beef,
+        "mov32 zero-extends the bits"
+    );
+    for (i, (a, b)) in code[0].insns.iter().zip(&bound.insns).enumerate() {
+        assert!(i == at || a == b, "only the immediate changes (slot {i})");
+    }
+    // The same function compiles to the same code whatever the value bound later.
+    assert_eq!(compile(&[build()]).unwrap(), code);
+    let unbound = ciliumc_targets::elf::ObjectWriter::new()
+        .functions(code.clone())
+        .write();
+    assert!(
+        matches!(
+            unbound,
+            Err(ciliumc_targets::elf::ElfError::UnboundConstant { ref name, .. }) if name == "local_identity"
+        ),
+        "{unbound:?}"
+    );
+    ciliumc_targets::elf::ObjectWriter::new()
+        .functions([bound])
+        .write()
+        .unwrap();
+}
+
+#[test]
 fn u32_constants_use_32_bit_subregisters() {
     let mut f = FunctionBuilder::new("k", Hook::TcIngress);
     let addr = f.load_ctx("mark");

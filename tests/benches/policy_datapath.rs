@@ -5,7 +5,8 @@
 //! port). Out: a table on stdout (markdown), with, per rule count, ns/packet of both programs on
 //! the same packets and equivalent map contents (`BPF_PROG_TEST_RUN`, repeat >= 100,000; median
 //! and minimum of 7 runs alternating between the programs), the ratios ours/anchor of both,
-//! codegen+emit time, kernel load time and verifier processed instructions.
+//! codegen+emit time of the ingress program's object and of the endpoint's object (both programs, as
+//! `ciliumc compile` writes it), kernel load time and verifier processed instructions.
 //!
 //! Run: `cargo bench -p ciliumc-tests --bench policy_datapath` (env `CILIUMC_BENCH_RULES=10,50`
 //! to choose rule counts, `CILIUMC_BENCH_REPEAT` to change the repeat count, `CILIUMC_BENCH_PORTS=3`
@@ -15,7 +16,7 @@
 #[path = "policy_bench/setup.rs"]
 mod setup;
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use setup::{Anchor, Ours, PacketClass};
 
@@ -66,6 +67,10 @@ fn alternating_runs(
     })
 }
 
+/// The allocator `ciliumc` uses, so that compile times are the command's.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     if let Err(e) = ciliumc_tests::kernel::probe() {
         println!("SKIPPED: {e}");
@@ -86,9 +91,9 @@ fn main() {
     println!("repeat {repeat}; kernel {}", setup::kernel_release());
     println!();
     println!(
-        "| rules | packet | anchor ns (median / min of {RUNS}) | ours ns | ours/anchor (median / min) | lowering | codegen+emit | prog load (median / min of {LOAD_RUNS}) | object load | verifier insns | insns |"
+        "| rules | packet | anchor ns (median / min of {RUNS}) | ours ns | ours/anchor (median / min) | lowering | codegen+emit | endpoint object | prog load (median / min of {LOAD_RUNS}) | object load | verifier insns | insns |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
     for &n in &rule_counts {
         let spec = setup::Spec::new(n);
         let anchor = match Anchor::load(&anchor_obj, &spec) {
@@ -108,6 +113,7 @@ fn main() {
         };
         let once = codegen_started.elapsed();
         let (lowering, codegen) = setup::codegen_time(&spec).unwrap_or((once, once));
+        let endpoint = setup::endpoint_compile_time(&spec).unwrap_or(Duration::ZERO);
         let load_times = match setup::program_load_times(&object.bytes, LOAD_RUNS) {
             Ok(t) => t,
             Err(e) => {
@@ -134,7 +140,7 @@ fn main() {
                     );
                     let ratio = |ours: u32, anchor: u32| f64::from(ours) / f64::from(anchor.max(1));
                     println!(
-                        "| {n} | {} | {} / {} | {} / {} | {:.2} / {:.2} | {:.3} ms | {:.3} ms | {:.2} / {:.2} ms | {:.2} ms | {} | {} |",
+                        "| {n} | {} | {} / {} | {} / {} | {:.2} / {:.2} | {:.3} ms | {:.3} ms | {:.3} ms | {:.2} / {:.2} ms | {:.2} ms | {} | {} |",
                         class.describe(),
                         t.anchor.0,
                         t.anchor.1,
@@ -144,6 +150,7 @@ fn main() {
                         ratio(t.ours.1, t.anchor.1),
                         lowering.as_secs_f64() * 1e3,
                         codegen.as_secs_f64() * 1e3,
+                        endpoint.as_secs_f64() * 1e3,
                         load_median.as_secs_f64() * 1e3,
                         load_min.as_secs_f64() * 1e3,
                         ours.object_time.as_secs_f64() * 1e3,

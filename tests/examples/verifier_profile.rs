@@ -19,6 +19,10 @@ mod setup;
 
 use std::collections::BTreeMap;
 
+/// The allocator `ciliumc` uses, so that compile times are the command's.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     let counts: Vec<usize> = std::env::args()
         .skip(1)

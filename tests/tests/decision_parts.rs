@@ -100,7 +100,8 @@ fn with_static_parts() -> Vec<u8> {
         &options(RULES),
     )
     .expect("lowers");
-    let code = codegen::compile(&lowered.functions).expect("codegen");
+    let mut code = codegen::compile(&lowered.functions).expect("codegen");
+    lowered.bind(&mut code);
     let defs = maps::shared_map_defs()
         .into_iter()
         .map(|m| m.with_pinning(Pinning::None));

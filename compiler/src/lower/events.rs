@@ -58,7 +58,6 @@ pub struct EventFields {
     /// Drop reason, 0 if forwarded.
     pub reason: VReg,
     pub rule: VReg,
-    pub local_identity: u32,
     pub remote_identity: VReg,
     pub port: VReg,
 }
@@ -134,7 +133,10 @@ pub fn emit_event(
     f.store(slot, at(10), dir, Size::B);
     f.store(slot, at(11), fields.verdict_dropped, Size::B);
     f.store(slot, at(12), fields.rule, Size::W);
-    f.store(slot, at(16), i64::from(fields.local_identity), Size::W);
+    // The endpoint's identity, bound when the object is assembled (`lower::LOCAL_IDENTITY`);
+    // loaded here so that it holds a register only for the store.
+    let local_identity = f.link_const(super::LOCAL_IDENTITY);
+    f.store(slot, at(16), local_identity, Size::W);
     f.store(slot, at(20), fields.remote_identity, Size::W);
     for off in (0..32).step_by(8) {
         let w = f.stack_load(flow_key, off, Size::DW);

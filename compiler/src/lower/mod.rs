@@ -20,9 +20,8 @@ pub mod ipcache;
 pub mod maps;
 pub mod parse;
 
-use ciliumc_ir::endpoint::Endpoint;
 use ciliumc_ir::identity::NumericIdentity;
-use ciliumc_ir::policy::{Direction, DirectionPolicy, EndpointPolicy};
+use ciliumc_ir::policy::{Direction, DirectionPolicy};
 use ciliumc_targets::codegen::Annotation;
 use ciliumc_targets::codegen::{
     AluOp, Cond, Function, FunctionBuilder, Operand, Size, SlotId, VReg,
@@ -54,24 +53,6 @@ pub enum LowerError {
     },
 }
 
-/// Both programs of an endpoint, egress (from-container) first, each followed by the subprograms
-/// it calls.
-pub fn lower_endpoint(ep: &Endpoint, policy: &EndpointPolicy) -> Result<Vec<Function>, LowerError> {
-    [Direction::Egress, Direction::Ingress]
-        .into_iter()
-        .map(|d| {
-            lower_direction(ep.identity, policy.direction(d), d)
-                .map(|l| l.functions)
-                .map_err(|source| LowerError::Build {
-                    endpoint: ep.name.clone(),
-                    direction: d,
-                    source,
-                })
-        })
-        .collect::<Result<Vec<_>, _>>()
-        .map(|v| v.into_iter().flatten().collect())
-}
-
 /// A map that belongs to one program (large identity sets), with its initial entries.
 #[derive(Debug, Clone)]
 pub struct ProgramMap {
@@ -87,6 +68,33 @@ pub struct Lowered {
     pub maps: Vec<ProgramMap>,
     /// BTF signatures the object must declare (global subprograms), by function name.
     pub signatures: Vec<(String, ciliumc_targets::elf::FuncSignature)>,
+    /// Values of the constants the code loads ([`LOCAL_IDENTITY`]), for [`Lowered::bind`].
+    pub constants: Vec<(&'static str, u32)>,
+}
+
+/// The constant events carry as the endpoint's identity. The programs load it as a link-time
+/// constant (`FunctionBuilder::link_const`), bound in the compiled code by [`Lowered::bind`], so
+/// that a program which differs between endpoints only in it (an unenforced direction) is
+/// compiled once per process.
+pub const LOCAL_IDENTITY: &str = "local_identity";
+
+impl Lowered {
+    /// Writes the constants' values into the compiled code of these functions.
+    pub fn bind(&self, code: &mut [ciliumc_targets::program::FunctionCode]) {
+        bind_constants(code, &self.constants);
+    }
+}
+
+/// Writes `constants` (name, value) into every function of `code` that loads them.
+pub fn bind_constants(
+    code: &mut [ciliumc_targets::program::FunctionCode],
+    constants: &[(&'static str, u32)],
+) {
+    for c in code {
+        for (name, value) in constants {
+            c.bind_constant(name, *value);
+        }
+    }
 }
 
 /// Choices of [`lower_direction_with`].
@@ -149,8 +157,11 @@ pub fn lower_direction_with(
 ) -> Result<Lowered, ciliumc_targets::codegen::CodegenError> {
     let names = options.map_tag.as_deref().map(|t| map_names(t, direction));
     let notes = options.rule_notes.as_deref();
-    let (functions, maps) =
-        lower_program(local_identity, policy, direction, names.as_ref(), notes)?;
+    let (functions, maps) = if policy.enforced {
+        lower_program(policy, direction, names.as_ref(), notes)?
+    } else {
+        (unenforced(direction)?, Vec::new())
+    };
     let signatures = functions
         .iter()
         .skip(1)
@@ -160,7 +171,32 @@ pub fn lower_direction_with(
         functions,
         maps,
         signatures,
+        constants: vec![(LOCAL_IDENTITY, local_identity.0)],
     })
+}
+
+/// The program of an unenforced direction and its subprograms: the same for every endpoint
+/// (the identity is a link-time constant), so built once per process and marked recurring, so
+/// that codegen compiles it once too.
+fn unenforced(
+    direction: Direction,
+) -> Result<Vec<Function>, ciliumc_targets::codegen::CodegenError> {
+    type Built = Result<Vec<Function>, ciliumc_targets::codegen::CodegenError>;
+    static INGRESS: std::sync::OnceLock<Built> = std::sync::OnceLock::new();
+    static EGRESS: std::sync::OnceLock<Built> = std::sync::OnceLock::new();
+    let cell = match direction {
+        Direction::Ingress => &INGRESS,
+        Direction::Egress => &EGRESS,
+    };
+    cell.get_or_init(|| {
+        let (mut functions, _) =
+            lower_program(&DirectionPolicy::unenforced(), direction, None, None)?;
+        if let Some(entry) = functions.first_mut() {
+            entry.recurring = true;
+        }
+        Ok(functions)
+    })
+    .clone()
 }
 
 /// The BTF signature of one of our subprograms: global linkage (the kernel verifies it once, on
@@ -269,7 +305,6 @@ pub(crate) fn forget_value(
 }
 
 fn lower_program(
-    local_identity: NumericIdentity,
     policy: &DirectionPolicy,
     direction: Direction,
     names: Option<&dispatch::MapNames>,
@@ -396,7 +431,6 @@ fn lower_program(
         verdict_dropped: dropped,
         reason,
         rule,
-        local_identity: local_identity.0,
         remote_identity: remote,
         port: parsed_port,
     };

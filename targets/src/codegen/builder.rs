@@ -30,7 +30,9 @@ use super::ir::*;
 use crate::hooks::{self, HelperSig, Hook};
 
 pub struct FunctionBuilder {
+    /// Everything but the blocks, which are built in `blocks`.
     func: Function,
+    blocks: Vec<Block>,
     cur: BlockId,
     errors: Vec<String>,
 }
@@ -58,16 +60,17 @@ impl FunctionBuilder {
                     ".text".to_string()
                 },
                 params: Vec::new(),
-                blocks: vec![Block {
-                    insts: Vec::new(),
-                    term: Terminator::None,
-                    annotations: Vec::new(),
-                }],
+                blocks: std::sync::Arc::new([]),
                 slots: Vec::new(),
                 maps: Vec::new(),
                 num_vregs: 0,
                 recurring: false,
             },
+            blocks: vec![Block {
+                insts: Vec::new(),
+                term: Terminator::None,
+                annotations: Vec::new(),
+            }],
             cur: BlockId(0),
             errors: Vec::new(),
         };
@@ -120,17 +123,17 @@ impl FunctionBuilder {
 
     /// A new, empty block (does not switch to it).
     pub fn block(&mut self) -> BlockId {
-        self.func.blocks.push(Block {
+        self.blocks.push(Block {
             insts: Vec::new(),
             term: Terminator::None,
             annotations: Vec::new(),
         });
-        BlockId(self.func.blocks.len() as u32 - 1)
+        BlockId(self.blocks.len() as u32 - 1)
     }
 
     /// Makes `b` the block that following instructions go to.
     pub fn switch_to(&mut self, b: BlockId) {
-        if (b.0 as usize) < self.func.blocks.len() {
+        if (b.0 as usize) < self.blocks.len() {
             self.cur = b;
         } else {
             self.errors.push(format!("switch_to unknown block {b}"));
@@ -143,7 +146,7 @@ impl FunctionBuilder {
 
     /// Whether the current block already has its terminator.
     pub fn is_terminated(&self) -> bool {
-        self.func.blocks[self.cur.0 as usize].term != Terminator::None
+        self.blocks[self.cur.0 as usize].term != Terminator::None
     }
 
     /// Attaches `annotation` to the next instruction of the current block (its terminator if no
@@ -152,7 +155,7 @@ impl FunctionBuilder {
     /// xlated` and `ciliumc disasm` print `; text` above that code.
     pub fn annotate(&mut self, annotation: Annotation) {
         let cur = self.cur;
-        let block = &mut self.func.blocks[cur.0 as usize];
+        let block = &mut self.blocks[cur.0 as usize];
         if block.term != Terminator::None {
             self.errors
                 .push(format!("annotation after the terminator of {cur}"));
@@ -164,7 +167,7 @@ impl FunctionBuilder {
 
     fn push(&mut self, inst: Inst) {
         let cur = self.cur;
-        let block = &mut self.func.blocks[cur.0 as usize];
+        let block = &mut self.blocks[cur.0 as usize];
         if block.term != Terminator::None {
             self.errors
                 .push(format!("instruction after the terminator of {cur}"));
@@ -175,7 +178,7 @@ impl FunctionBuilder {
 
     fn terminate(&mut self, term: Terminator) {
         let cur = self.cur;
-        let block = &mut self.func.blocks[cur.0 as usize];
+        let block = &mut self.blocks[cur.0 as usize];
         if block.term != Terminator::None {
             self.errors.push(format!("second terminator in {cur}"));
             return;
@@ -349,6 +352,11 @@ impl FunctionBuilder {
         MapId(self.func.maps.len() as u32 - 1)
     }
 
+    /// The 32-bit constant `name`, bound when the object is assembled ([`Inst::LinkConst`]).
+    pub fn link_const(&mut self, name: &'static str) -> VReg {
+        self.def(|dst| Inst::LinkConst { dst, name })
+    }
+
     /// `&map` (ld_imm64 with a map relocation).
     pub fn load_map(&mut self, map: MapId) -> VReg {
         self.def(|dst| Inst::LoadMap { dst, map })
@@ -492,6 +500,8 @@ impl FunctionBuilder {
         if let Some(msg) = self.errors.into_iter().next() {
             return Err(CodegenError::Build { func: name, msg });
         }
-        Ok(self.func)
+        let mut func = self.func;
+        func.blocks = self.blocks.into();
+        Ok(func)
     }
 }

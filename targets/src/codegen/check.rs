@@ -360,6 +360,7 @@ impl Checker<'_> {
                 self.stack_access(*slot, value, *off, size.bytes(), true)?;
             }
             Inst::LoadMap { dst, map } => self.set(*dst, Ty::MapPtr { map: *map }),
+            Inst::LinkConst { dst, .. } => self.set(*dst, Ty::Scalar { bits: 32 }),
             Inst::Call { dst, helper, args } => self.call(*dst, helper, args)?,
             Inst::CallLocal { dst, func, args } => {
                 let sig = self

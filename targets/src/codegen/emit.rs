@@ -219,6 +219,13 @@ impl Emitter<'_> {
                 self.push(ins(0, 0, 0, 0, 0));
                 self.commit(*dst, r);
             }
+            MInst::LinkConst { dst, name } => {
+                let r = self.target(*dst, s0);
+                self.relocs
+                    .push((self.out.len(), RelocTarget::Constant((*name).to_owned())));
+                self.push(ins(BPF_ALU | BPF_MOV | BPF_K, r, 0, 0, 0));
+                self.commit(*dst, r);
+            }
             MInst::Mov { dst, src, w32 } => {
                 if self.loc(*dst) == self.loc(*src) && !*w32 {
                     return;

@@ -302,6 +302,9 @@ fn ir_call(
                 Inst::LoadMap { .. } => {
                     return Err("maps are not supported by the interpreter".into());
                 }
+                Inst::LinkConst { name, .. } => {
+                    return Err(format!("constant {name} is bound only in emitted code"));
+                }
                 Inst::Call { dst, helper, .. } => {
                     let r = m.helper(helper.id)?;
                     if let Some(d) = dst {

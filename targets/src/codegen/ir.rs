@@ -6,6 +6,7 @@
 //! assigned on both). Every block ends in exactly one terminator.
 
 use std::fmt;
+use std::sync::Arc;
 
 use crate::hooks::{CtxField, HelperSig, Hook};
 pub use crate::program::Annotation;
@@ -190,10 +191,16 @@ impl fmt::Display for Operand {
 }
 
 /// A straight-line instruction.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Inst {
     /// `dst = value` (a 64-bit constant).
     Const { dst: VReg, value: i64 },
+    /// `dst = ` the 32-bit constant `name`, bound when the object is assembled (the endpoint's
+    /// identity): emitted as `mov32 dst, 0` with a [`crate::program::RelocTarget::Constant`]
+    /// relocation that [`crate::program::FunctionCode::bind_constant`] fills in. The code is
+    /// then the same whatever the value, so a function that differs between endpoints only in
+    /// such constants is compiled once for all of them (`Function::recurring`).
+    LinkConst { dst: VReg, name: &'static str },
     /// `dst = src` (any type; the copy keeps the source's type).
     Copy { dst: VReg, src: VReg },
     /// `dst = a op b`. Immediates of 32-bit operations are taken modulo 2^32.
@@ -281,7 +288,8 @@ impl Inst {
             | Inst::PtrAdd { dst, .. }
             | Inst::StackAddr { dst, .. }
             | Inst::StackLoad { dst, .. }
-            | Inst::LoadMap { dst, .. } => Some(*dst),
+            | Inst::LoadMap { dst, .. }
+            | Inst::LinkConst { dst, .. } => Some(*dst),
             Inst::Call { dst, .. } | Inst::CallLocal { dst, .. } => *dst,
             Inst::Store { .. } | Inst::StackStore { .. } => None,
         }
@@ -296,6 +304,7 @@ impl Inst {
         };
         match self {
             Inst::Const { .. }
+            | Inst::LinkConst { .. }
             | Inst::StackAddr { .. }
             | Inst::StackLoad { .. }
             | Inst::LoadMap { .. } => {}
@@ -322,7 +331,7 @@ impl Inst {
 }
 
 /// How a block ends.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Terminator {
     /// Not yet terminated (only while building).
     None,
@@ -380,7 +389,7 @@ impl Terminator {
     }
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Block {
     pub insts: Vec<Inst>,
     pub term: Terminator,
@@ -413,7 +422,9 @@ pub struct Function {
     pub section: String,
     /// Parameters in order; `params[i]` arrives in r(i+1). Entry programs have one: the ctx.
     pub params: Vec<(VReg, ParamKind)>,
-    pub blocks: Vec<Block>,
+    /// Shared, so that cloning a function (a recurring subprogram in every module) is cheap and
+    /// comparing two clones stops at the pointer.
+    pub blocks: Arc<[Block]>,
     pub slots: Vec<SlotDecl>,
     pub maps: Vec<MapDecl>,
     /// Number of virtual registers in use (`v0..vN`).

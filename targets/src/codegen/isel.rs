@@ -50,6 +50,11 @@ pub enum MInst {
         dst: VReg,
         map: u32,
     },
+    /// `mov32 dst, <name>`, bound later ([`Inst::LinkConst`]).
+    LinkConst {
+        dst: VReg,
+        name: &'static str,
+    },
     Mov {
         dst: VReg,
         src: VReg,
@@ -122,6 +127,7 @@ impl MInst {
             MInst::MovImm { dst, .. }
             | MInst::LdImm64 { dst, .. }
             | MInst::LdMap { dst, .. }
+            | MInst::LinkConst { dst, .. }
             | MInst::Mov { dst, .. }
             | MInst::Alu { dst, .. }
             | MInst::Neg { dst, .. }
@@ -139,6 +145,7 @@ impl MInst {
             MInst::MovImm { .. }
             | MInst::LdImm64 { .. }
             | MInst::LdMap { .. }
+            | MInst::LinkConst { .. }
             | MInst::FpAddr { .. } => {}
             MInst::LdxFp { .. } | MInst::StFp { .. } => {}
             MInst::Mov { src, .. } => f(*src),
@@ -544,6 +551,7 @@ pub fn select_with_layout(
                     dst: *dst,
                     map: map.0,
                 }),
+                Inst::LinkConst { dst, name } => lw.out.push(MInst::LinkConst { dst: *dst, name }),
                 Inst::Call { dst, helper, args } => {
                     let args = args
                         .iter()

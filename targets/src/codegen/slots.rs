@@ -48,12 +48,13 @@ pub enum SlotSharing {
 
 impl SlotSharing {
     /// The default, unless `CILIUMC_STACK_SLOT_SHARING=off` asks for separate slots: an escape
-    /// hatch for operators comparing verifier behaviour without a rebuild.
+    /// hatch for operators comparing verifier behaviour without a rebuild. Read once per process.
     pub fn from_env() -> Self {
-        match std::env::var("CILIUMC_STACK_SLOT_SHARING") {
+        static FROM_ENV: std::sync::OnceLock<SlotSharing> = std::sync::OnceLock::new();
+        *FROM_ENV.get_or_init(|| match std::env::var("CILIUMC_STACK_SLOT_SHARING") {
             Ok(v) if v.eq_ignore_ascii_case("off") || v == "0" => SlotSharing::Separate,
             _ => SlotSharing::Shared,
-        }
+        })
     }
 }
 

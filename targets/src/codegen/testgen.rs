@@ -253,7 +253,7 @@ fn unreachable_function() -> Function {
             is_entry: true,
             section: "classifier".into(),
             params: Vec::new(),
-            blocks: Vec::new(),
+            blocks: Vec::new().into(),
             slots: Vec::new(),
             maps: Vec::new(),
             num_vregs: 0,

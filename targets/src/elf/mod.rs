@@ -78,6 +78,8 @@ pub enum ElfError {
     UnknownMap { function: String, map: String },
     #[error("function `{function}` calls `{callee}`, which is not a subprogram in `.text`")]
     UnknownSubprogram { function: String, callee: String },
+    #[error("function `{function}` uses the constant `{name}`, which was never bound")]
+    UnboundConstant { function: String, name: String },
     #[error("duplicate symbol `{0}`")]
     DuplicateSymbol(String),
     #[error("empty name for a {0}")]
@@ -293,6 +295,12 @@ impl ObjectWriter {
                             });
                         }
                     }
+                    RelocTarget::Constant(name) => {
+                        return Err(ElfError::UnboundConstant {
+                            function: f.name.clone(),
+                            name: name.clone(),
+                        });
+                    }
                 }
             }
         }
@@ -413,6 +421,8 @@ impl ObjectWriter {
                 let (symbol, r_type) = match &r.target {
                     RelocTarget::Map(m) => (map_symbols[m.as_str()], elf::R_BPF_64_64),
                     RelocTarget::Subprogram(s) => (placed[s.as_str()].symbol, elf::R_BPF_64_32),
+                    // Refused by validate(): ELF has no relocation for it.
+                    RelocTarget::Constant(_) => continue,
                 };
                 obj.add_relocation(
                     at.section,
@@ -552,6 +562,7 @@ fn encode_function(f: &FunctionCode) -> Vec<u8> {
                     ..insns[r.insn]
                 };
             }
+            RelocTarget::Constant(_) => {}
         }
     }
     insns.iter().flat_map(|i| i.to_bytes()).collect()

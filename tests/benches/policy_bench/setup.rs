@@ -10,9 +10,11 @@ use std::time::{Duration, Instant};
 use ciliumc_compiler::compile::{self, DirectionObject, MapPinning};
 use ciliumc_compiler::lower::{self, maps};
 use ciliumc_ir::cidr::Cidr;
+use ciliumc_ir::endpoint::{Endpoint, EndpointKind, WorkloadRef};
 use ciliumc_ir::identity::NumericIdentity;
 use ciliumc_ir::policy::{
-    Direction, DirectionPolicy, L4Match, PeerSet, PortRange, Protocol, Rule, RuleId, RuleKind,
+    Direction, DirectionPolicy, EndpointPolicy, L4Match, PeerSet, PortRange, Protocol, Rule,
+    RuleId, RuleKind,
 };
 use ciliumc_runtime::event_ring::{self, MappedRings};
 use ciliumc_tests::loader::{aya_map_view, aya_program_fd, load_object_aya};
@@ -233,6 +235,44 @@ pub fn codegen_time(spec: &Spec) -> Option<(Duration, Duration)> {
         compile_ours(spec).ok()?;
     }
     Some((lowering, started.elapsed() / runs))
+}
+
+/// The bench's endpoint as `ciliumc compile` sees it: the generated policy on ingress, egress
+/// unenforced.
+pub fn endpoint(spec: &Spec) -> (Endpoint, EndpointPolicy) {
+    let endpoint = Endpoint {
+        name: "default/bench".into(),
+        namespace: "default".into(),
+        pod: "bench".into(),
+        node: None,
+        identity: NumericIdentity(LOCAL_IDENTITY),
+        ipv4: Some(ENDPOINT),
+        ipv6: None,
+        kind: EndpointKind::Pod,
+        workload: WorkloadRef {
+            kind: "Pod".into(),
+            name: "bench".into(),
+        },
+        labels: Default::default(),
+        named_ports: Vec::new(),
+    };
+    let policy = EndpointPolicy {
+        ingress: spec.policy.clone(),
+        egress: DirectionPolicy::unenforced(),
+    };
+    (endpoint, policy)
+}
+
+/// Lowering + codegen + ELF emit of the endpoint's object (both programs, maps named per
+/// endpoint, as `ciliumc compile` writes it), averaged as [`codegen_time`] does.
+pub fn endpoint_compile_time(spec: &Spec) -> Option<Duration> {
+    let runs = if spec.rules <= 1000 { 50 } else { 2 };
+    let (ep, policy) = endpoint(spec);
+    let started = Instant::now();
+    for _ in 0..runs {
+        compile::endpoint_object_with_maps(&ep, &policy, MapPinning::ByName, None).ok()?;
+    }
+    Some(started.elapsed() / runs)
 }
 
 /// Program load times (verifier + JIT) of `object`, `runs` times: each run creates the object's
