@@ -60,7 +60,7 @@ impl FunctionBuilder {
                     ".text".to_string()
                 },
                 params: Vec::new(),
-                blocks: std::sync::Arc::new([]),
+                blocks: Default::default(),
                 slots: Vec::new(),
                 maps: Vec::new(),
                 num_vregs: 0,

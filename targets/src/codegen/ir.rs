@@ -424,7 +424,7 @@ pub struct Function {
     pub params: Vec<(VReg, ParamKind)>,
     /// Shared, so that cloning a function (a recurring subprogram in every module) is cheap and
     /// comparing two clones stops at the pointer.
-    pub blocks: Arc<[Block]>,
+    pub blocks: Arc<Vec<Block>>,
     pub slots: Vec<SlotDecl>,
     pub maps: Vec<MapDecl>,
     /// Number of virtual registers in use (`v0..vN`).
