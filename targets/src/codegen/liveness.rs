@@ -152,32 +152,37 @@ pub fn liveness(func: &Function, rpo: &[BlockId]) -> Liveness {
         live_in: vec![(0, 0); nb],
         live_out: vec![(0, 0); nb],
     };
-    let mut scratch: Vec<u32> = Vec::new();
+    let mut rest: Vec<u32> = Vec::new();
     loop {
         let mut changed = false;
         for &b in rpo.iter().rev() {
             let bi = b.0 as usize;
-            scratch.clear();
-            for s in func.block(b).term.successors() {
-                scratch.extend_from_slice(live.slice(live.live_in[s.0 as usize]));
+            // live_out = ∪ live_in(successors): sorted sets, merged (no sort).
+            let out_start = live.arena.len();
+            let mut succ = func.block(b).term.successors();
+            match (succ.next(), succ.next()) {
+                (None, _) => {}
+                (Some(s), None) => {
+                    let r = live.live_in[s.0 as usize];
+                    live.arena.extend_from_within(r.0 as usize..r.1 as usize);
+                }
+                (Some(s), Some(t)) => {
+                    let (a, c) = (live.live_in[s.0 as usize], live.live_in[t.0 as usize]);
+                    union_within(&mut live.arena, a, c);
+                }
             }
-            scratch.sort_unstable();
-            let n = dedup_len(&mut scratch);
-            scratch.truncate(n);
-            let out_start = live.arena.len() as u32;
-            live.arena.extend_from_slice(&scratch);
-            live.live_out[bi] = (out_start, live.arena.len() as u32);
+            live.live_out[bi] = (out_start as u32, live.arena.len() as u32);
             // live_in = uses ∪ (out − defs)
-            let in_start = live.arena.len();
             let (us, ue) = uses_rng[bi];
             let (ds, de) = defs_rng[bi];
-            live.arena
-                .extend_from_slice(&local[us as usize..ue as usize]);
-            difference_into(&scratch, &local[ds as usize..de as usize], &mut live.arena);
-            let new = &mut live.arena[in_start..];
-            new.sort_unstable();
-            let n = dedup_len(new);
-            live.arena.truncate(in_start + n);
+            rest.clear();
+            difference_into(
+                &live.arena[out_start..],
+                &local[ds as usize..de as usize],
+                &mut rest,
+            );
+            let in_start = live.arena.len();
+            union_into(&local[us as usize..ue as usize], &rest, &mut live.arena);
             let new_rng = (in_start as u32, live.arena.len() as u32);
             if live.slice(new_rng) != live.slice(live.live_in[bi]) {
                 changed = true;
@@ -189,6 +194,33 @@ pub fn liveness(func: &Function, rpo: &[BlockId]) -> Liveness {
         }
     }
     live
+}
+
+/// `a ∪ b` for sorted, deduplicated lists, appended to `out`.
+fn union_into(a: &[u32], b: &[u32], out: &mut Vec<u32>) {
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() && j < b.len() {
+        let (x, y) = (a[i], b[j]);
+        out.push(x.min(y));
+        i += usize::from(x <= y);
+        j += usize::from(y <= x);
+    }
+    out.extend_from_slice(&a[i..]);
+    out.extend_from_slice(&b[j..]);
+}
+
+/// [`union_into`] of two ranges of `arena`, appended to `arena`.
+fn union_within(arena: &mut Vec<u32>, a: (u32, u32), b: (u32, u32)) {
+    let (mut i, mut j) = (a.0 as usize, b.0 as usize);
+    let (ae, be) = (a.1 as usize, b.1 as usize);
+    while i < ae && j < be {
+        let (x, y) = (arena[i], arena[j]);
+        arena.push(x.min(y));
+        i += usize::from(x <= y);
+        j += usize::from(y <= x);
+    }
+    arena.extend_from_within(i..ae);
+    arena.extend_from_within(j..be);
 }
 
 /// Moves the distinct values of a sorted slice to its front; returns how many there are.
