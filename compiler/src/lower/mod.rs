@@ -1,6 +1,7 @@
 //! Lowering: one endpoint's policy IR → two tc programs in the codegen IR.
 //!
-//! In: an [`Endpoint`] and its [`EndpointPolicy`]. Out: codegen [`Function`]s named as Cilium
+//! In: one direction's [`DirectionPolicy`] and the endpoint's identity. Out: codegen
+//! [`Function`]s (the identity left as a link-time constant, [`LOCAL_IDENTITY`]) named as Cilium
 //! names the endpoint programs: `cil_from_container` (traffic from the endpoint: its egress
 //! policy, attached at tc ingress of the host-side interface) and `cil_to_container` (traffic to
 //! the endpoint: its ingress policy, attached at tc egress of the host-side interface).
@@ -181,22 +182,43 @@ pub fn lower_direction_with(
 fn unenforced(
     direction: Direction,
 ) -> Result<Vec<Function>, ciliumc_targets::codegen::CodegenError> {
-    type Built = Result<Vec<Function>, ciliumc_targets::codegen::CodegenError>;
-    static INGRESS: std::sync::OnceLock<Built> = std::sync::OnceLock::new();
-    static EGRESS: std::sync::OnceLock<Built> = std::sync::OnceLock::new();
-    let cell = match direction {
-        Direction::Ingress => &INGRESS,
-        Direction::Egress => &EGRESS,
-    };
-    cell.get_or_init(|| {
-        let (mut functions, _) =
-            lower_program(&DirectionPolicy::unenforced(), direction, None, None)?;
-        if let Some(entry) = functions.first_mut() {
-            entry.recurring = true;
-        }
-        Ok(functions)
+    static BUILT: PerDirection = PerDirection::new();
+    BUILT.get_or_build(direction, || {
+        lower_program(&DirectionPolicy::unenforced(), direction, None, None).map(|(f, _)| f)
     })
-    .clone()
+}
+
+/// Functions that depend on nothing but the direction, built once per process for each
+/// direction and marked recurring, so that codegen compiles them once too.
+pub(crate) struct PerDirection(
+    [std::sync::OnceLock<Result<Vec<Function>, ciliumc_targets::codegen::CodegenError>>; 2],
+);
+
+impl PerDirection {
+    pub(crate) const fn new() -> Self {
+        PerDirection([std::sync::OnceLock::new(), std::sync::OnceLock::new()])
+    }
+
+    /// The functions built for `direction` (by `build`, the first time), as clones (cheap: the
+    /// blocks are shared).
+    pub(crate) fn get_or_build(
+        &self,
+        direction: Direction,
+        build: impl FnOnce() -> Result<Vec<Function>, ciliumc_targets::codegen::CodegenError>,
+    ) -> Result<Vec<Function>, ciliumc_targets::codegen::CodegenError> {
+        let cell = match direction {
+            Direction::Ingress => &self.0[0],
+            Direction::Egress => &self.0[1],
+        };
+        cell.get_or_init(|| {
+            let mut functions = build()?;
+            for f in &mut functions {
+                f.recurring = true;
+            }
+            Ok(functions)
+        })
+        .clone()
+    }
 }
 
 /// The BTF signature of one of our subprograms: global linkage (the kernel verifies it once, on

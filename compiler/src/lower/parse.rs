@@ -155,26 +155,15 @@ pub fn is_subprogram(direction: Direction, name: &str) -> bool {
 /// They depend on nothing but the direction (and the hook its program attaches at): built once
 /// per process, and marked recurring, so codegen compiles them once too.
 pub fn subprograms(direction: Direction) -> Result<Vec<Function>, CodegenError> {
-    type Built = Result<Vec<Function>, CodegenError>;
-    static INGRESS: std::sync::OnceLock<Built> = std::sync::OnceLock::new();
-    static EGRESS: std::sync::OnceLock<Built> = std::sync::OnceLock::new();
-    let cell = match direction {
-        Direction::Ingress => &INGRESS,
-        Direction::Egress => &EGRESS,
-    };
-    cell.get_or_init(|| {
+    static BUILT: super::PerDirection = super::PerDirection::new();
+    BUILT.get_or_build(direction, || {
         let (_, hook) = super::program_for(direction);
         let names = subprogram_names(direction);
-        let mut functions = vec![
+        Ok(vec![
             exthdr::function(&names.ext_headers, hook)?,
             fragment::function(&names.fragments, hook)?,
-        ];
-        for f in &mut functions {
-            f.recurring = true;
-        }
-        Ok(functions)
+        ])
     })
-    .clone()
 }
 
 /// What the per-family parsers share.
