@@ -5,8 +5,9 @@
 //! port). Out: a table on stdout (markdown), with, per rule count, ns/packet of both programs on
 //! the same packets and equivalent map contents (`BPF_PROG_TEST_RUN`, repeat >= 100,000; median
 //! and minimum of 7 runs alternating between the programs), the ratios ours/anchor of both,
-//! codegen+emit time of the ingress program's object and of the endpoint's object (both programs, as
-//! `ciliumc compile` writes it), kernel load time and verifier processed instructions.
+//! codegen+emit time of the ingress program's object and of the endpoint's object (both
+//! programs, as `ciliumc compile` writes it), kernel load time and verifier processed
+//! instructions.
 //!
 //! Run: `cargo bench -p ciliumc-tests --bench policy_datapath` (env `CILIUMC_BENCH_RULES=10,50`
 //! to choose rule counts, `CILIUMC_BENCH_REPEAT` to change the repeat count, `CILIUMC_BENCH_PORTS=3`
@@ -16,7 +17,7 @@
 #[path = "policy_bench/setup.rs"]
 mod setup;
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use setup::{Anchor, Ours, PacketClass};
 
@@ -113,7 +114,13 @@ fn main() {
         };
         let once = codegen_started.elapsed();
         let (lowering, codegen) = setup::codegen_time(&spec).unwrap_or((once, once));
-        let endpoint = setup::endpoint_compile_time(&spec).unwrap_or(Duration::ZERO);
+        let endpoint = match setup::endpoint_compile_time(&spec) {
+            Ok(t) => t,
+            Err(e) => {
+                println!("| {n} | the endpoint's object failed to compile: {e} |");
+                continue;
+            }
+        };
         let load_times = match setup::program_load_times(&object.bytes, LOAD_RUNS) {
             Ok(t) => t,
             Err(e) => {

@@ -214,10 +214,16 @@ pub fn compile_ours(spec: &Spec) -> Result<DirectionObject, String> {
     .map_err(|e| e.to_string())
 }
 
+/// How many compiles the compile-time columns average: enough to be stable, few above 1,000
+/// rules (each takes milliseconds there).
+fn compile_runs(spec: &Spec) -> u32 {
+    if spec.rules <= 1000 { 50 } else { 2 }
+}
+
 /// (lowering only, lowering + codegen + ELF emit) per endpoint direction, averaged over enough
 /// runs to be stable.
 pub fn codegen_time(spec: &Spec) -> Option<(Duration, Duration)> {
-    let runs = if spec.rules <= 1000 { 50 } else { 2 };
+    let runs = compile_runs(spec);
     let options = lower::LowerOptions::for_tag("bench");
     let started = Instant::now();
     for _ in 0..runs {
@@ -265,14 +271,15 @@ pub fn endpoint(spec: &Spec) -> (Endpoint, EndpointPolicy) {
 
 /// Lowering + codegen + ELF emit of the endpoint's object (both programs, maps named per
 /// endpoint, as `ciliumc compile` writes it), averaged as [`codegen_time`] does.
-pub fn endpoint_compile_time(spec: &Spec) -> Option<Duration> {
-    let runs = if spec.rules <= 1000 { 50 } else { 2 };
+pub fn endpoint_compile_time(spec: &Spec) -> Result<Duration, String> {
+    let runs = compile_runs(spec);
     let (ep, policy) = endpoint(spec);
     let started = Instant::now();
     for _ in 0..runs {
-        compile::endpoint_object_with_maps(&ep, &policy, MapPinning::ByName, None).ok()?;
+        compile::endpoint_object_with_maps(&ep, &policy, MapPinning::ByName, None)
+            .map_err(|e| e.to_string())?;
     }
-    Some(started.elapsed() / runs)
+    Ok(started.elapsed() / runs)
 }
 
 /// Program load times (verifier + JIT) of `object`, `runs` times: each run creates the object's
